@@ -148,6 +148,13 @@ register_operation("s5", lambda x, y: compose(x, y), S5, kind="group", descripti
 register_operation("s5conj", lambda x, y: compose(compose(x, y), inverse(x)), S5, kind="group",
                    description="x·y·x⁻¹ in S5")
 register_operation("s5aba", lambda x, y: compose(compose(x, y), x), S5, kind="group", description="x·y·x in S5")
+# The same three products in S4 (24 elements): the small-scale stand-in for S5 in `grokscope sweep
+# --scale small` (576 equations instead of 14,400).
+S4 = list(itertools.permutations(range(4)))
+register_operation("s4", lambda x, y: compose(x, y), S4, kind="group", description="x·y in S4 (small S5 stand-in)")
+register_operation("s4conj", lambda x, y: compose(compose(x, y), inverse(x)), S4, kind="group",
+                   description="x·y·x⁻¹ in S4")
+register_operation("s4aba", lambda x, y: compose(compose(x, y), x), S4, kind="group", description="x·y·x in S4")
 BUILTIN_OPERATIONS = tuple(OPERATIONS)
 
 

@@ -20,6 +20,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -171,6 +172,27 @@ class Trainer:
         with torch.no_grad():
             return math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in self.model.parameters()))
 
+    # --- the interface fit() drives (lists with one entry: this run) ---
+    def eval_mode(self, on: bool) -> None:
+        self.model.train(not on)
+
+    def evaluate(self) -> list[tuple[float, float, float, float]]:
+        tl, ta = evaluate(self.model, self.train_x, self.train_y)
+        vl, va = evaluate(self.model, self.val_x, self.val_y)
+        return [(tl, ta, vl, va)]
+
+    def lrs(self, step: int) -> list[float]:
+        return [self.cfg.train.lr * lr_scale(step, self.cfg.train.warmup)]
+
+    def weight_norms(self) -> list[float]:
+        return [self.weight_norm()]
+
+    def state_dicts(self) -> list[dict[str, torch.Tensor]]:
+        return [self.model.state_dict()]
+
+    def resume_states(self) -> list[dict[str, torch.Tensor]]:
+        return [self.state_tensors()]
+
     # --- resume state ---
     def state_tensors(self) -> dict[str, torch.Tensor]:
         out = {f"model.{k}": v for k, v in self.model.state_dict().items()}
@@ -201,7 +223,7 @@ class Trainer:
         self.step_count = step
 
 
-# --- the public entry point ----------------------------------------------------------------------
+# --- run directories ----------------------------------------------------------------------------------
 def default_run_dir(cfg: RunConfig) -> Path:
     t = cfg.task
     safe = "".join(c if c.isalnum() else "_" for c in t.op).strip("_") or "op"
@@ -227,14 +249,21 @@ def configure_cpu(threads: int | None = None) -> None:
         torch.set_num_threads(threads)
 
 
-def train(config: RunConfig | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
-          steps: int | None = None, progress: bool = True, log=print) -> Run:
-    """Train a run (or continue one with ``resume=DIR``) and return it.
+@dataclass
+class Prepared:
+    """A run directory about to be trained: its config, data and where training starts."""
 
-    ``out`` defaults to ``checkpoints/<op>_p<p>_f<frac>_s<seed>``. With ``resume``, the run's own
-    config is used; ``steps`` may extend its budget. Ctrl-C saves a checkpoint and the resume state,
-    then returns the run with ``run.interrupted = True``.
-    """
+    run_dir: Path
+    cfg: RunConfig
+    data: Dataset
+    start: int = 0
+    state: dict[str, torch.Tensor] | None = None  # the resume state, when there is one
+    new: bool = True
+
+
+def prepare(config: RunConfig | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
+            steps: int | None = None) -> Prepared:
+    """Check everything about a new run (or a resumed one) before anything is written."""
     if resume is not None:
         run_dir = Path(resume)
         if not is_run_dir(run_dir):
@@ -245,104 +274,126 @@ def train(config: RunConfig | None = None, out: str | Path | None = None, *, res
             if steps < 1:
                 raise GrokscopeError(f"steps must be positive, got {steps}")
             cfg.train.steps = steps
-            atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())
-        data = run.data
-    else:
-        if config is None:
-            config = RunConfig()
-        cfg = config.copy()
-        if steps is not None:
-            cfg.train.steps = steps
-        cfg.validate()
-        run_dir = Path(out) if out is not None else default_run_dir(cfg)
-        if is_run_dir(run_dir):
-            raise GrokscopeError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
-        if run_dir.exists() and not run_dir.is_dir():
-            raise GrokscopeError(f"{run_dir} exists and is not a folder")
-        data = make_dataset(cfg.task.op, cfg.task.p, cfg.task.frac, cfg.task.seed, cfg.task.outliers)
-        if not cfg.name:
-            cfg.name = run_dir.name
-    device = pick_device(cfg.train.device)
-    if device.type == "cpu":
-        configure_cpu()
-    trainer = Trainer(cfg, data, device)
-
-    total = cfg.train.steps
-    s = cfg.schedule
-    eval_steps = set(schedule(total, s.eval_every, s.eval_log_points))
-    ckpt_steps = schedule(total, s.ckpt_every, s.ckpt_log_points)
-    ckpt_set = set(ckpt_steps)
-    ckpt_dir = run_dir / CKPT_DIR
-
-    if resume is None:
-        created = not run_dir.exists()
-        try:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            atomic_save(data.tensors(), run_dir / DATA_FILE, {"elements": json.dumps(data.elements)})
-            atomic_write_text(run_dir / METRICS_FILE, ",".join(METRIC_COLUMNS) + "\n")
-            atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())  # last: its presence marks a run
-        except OSError as e:
-            if created:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise GrokscopeError(f"cannot write run directory {run_dir}: {e.strerror}") from None
-        start = 0
-    else:
+        prep = Prepared(run_dir, cfg, run.data, new=False)
         state_path = run_dir / STATE_FILE
-        if state_path.exists():
-            start = int(read_metadata(state_path).get("step", "0"))
-            trainer.load_state_tensors(read_safetensors(state_path, "resume state"), start, f"resume state {state_path}")
+        if state_path.exists():  # else: killed before the first resume state: start over, same result
+            prep.start = int(read_metadata(state_path).get("step", "0"))
+            prep.state = read_safetensors(state_path, "resume state")
+        return prep
+    cfg = (config or RunConfig()).copy()
+    if steps is not None:
+        cfg.train.steps = steps
+    cfg.validate()
+    run_dir = Path(out) if out is not None else default_run_dir(cfg)
+    if is_run_dir(run_dir):
+        raise GrokscopeError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise GrokscopeError(f"{run_dir} exists and is not a folder")
+    data = make_dataset(cfg.task.op, cfg.task.p, cfg.task.frac, cfg.task.seed, cfg.task.outliers)
+    if not cfg.name:
+        cfg.name = run_dir.name
+    return Prepared(run_dir, cfg, data)
+
+
+class RunWriter:
+    """The files of one run while it trains: the metrics rows, the checkpoints and the resume state.
+
+    Creating it writes a new run's folder (``config.json`` last: its presence marks a run) or, on
+    resume, drops the metrics rows past the resume point (they are recomputed identically)."""
+
+    def __init__(self, prep: Prepared):
+        self.prep, self.run_dir, cfg = prep, prep.run_dir, prep.cfg
+        self.ckpt_dir = self.run_dir / CKPT_DIR
+        s = cfg.schedule
+        self.eval_steps = set(schedule(cfg.train.steps, s.eval_every, s.eval_log_points))
+        self.ckpt_steps = schedule(cfg.train.steps, s.ckpt_every, s.ckpt_log_points)
+        if prep.new:
+            created = not self.run_dir.exists()
+            try:
+                self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+                atomic_save(prep.data.tensors(), self.run_dir / DATA_FILE, {"elements": json.dumps(prep.data.elements)})
+                atomic_write_text(self.run_dir / METRICS_FILE, ",".join(METRIC_COLUMNS) + "\n")
+                atomic_write_text(self.run_dir / CONFIG_FILE, cfg.to_json())
+            except OSError as e:
+                if created:
+                    shutil.rmtree(self.run_dir, ignore_errors=True)
+                raise GrokscopeError(f"cannot write run directory {self.run_dir}: {e.strerror}") from None
         else:
-            start = 0  # killed before the first resume state: start over, same seed, same result
-        # Metrics and checkpoints past the resume point are recomputed (identically).
-        kept = read_metrics(run_dir / METRICS_FILE)
-        kept = kept[kept["step"] <= start] if start > 0 else kept.iloc[0:0]
-        atomic_write_text(run_dir / METRICS_FILE, kept[METRIC_COLUMNS].to_csv(index=False) if len(kept)
-                          else ",".join(METRIC_COLUMNS) + "\n")
+            atomic_write_text(self.run_dir / CONFIG_FILE, cfg.to_json())  # a new --steps budget
+            kept = read_metrics(self.run_dir / METRICS_FILE)
+            kept = kept[kept["step"] <= prep.start] if prep.start > 0 else kept.iloc[0:0]
+            atomic_write_text(self.run_dir / METRICS_FILE, kept[METRIC_COLUMNS].to_csv(index=False) if len(kept)
+                              else ",".join(METRIC_COLUMNS) + "\n")
+        self.metrics_f = open(self.run_dir / METRICS_FILE, "a", buffering=1)
+        self.last_state = prep.start
 
-    remaining = [c for c in ckpt_steps if c >= start]
-    per, total_bytes = disk_estimate(trainer.model, len(remaining))
-    state_bytes = sum(v.numel() * v.element_size() for v in trainer.state_tensors().values())
-    log(f"grokscope: {run_dir}: {cfg.task.op} p={cfg.task.p} frac={cfg.task.frac} on {device}; "
-        f"{len(data.train_idx)} train / {len(data.val_idx)} val equations, batch {trainer.batch}, "
-        f"steps {start}->{total}")
-    log(f"grokscope: {len(remaining)} checkpoints x {_fmt_bytes(per)} = {_fmt_bytes(total_bytes)} on disk "
-        f"(+ {_fmt_bytes(state_bytes)} resume state); free: {_fmt_bytes(shutil.disk_usage(run_dir).free)}")
+    def remaining_ckpts(self) -> int:
+        return sum(1 for c in self.ckpt_steps if c >= self.prep.start)
 
-    run = Run(run_dir)
+    def record(self, step: int, row: tuple) -> None:
+        """row: train_loss, train_acc, val_loss, val_acc, lr, weight_norm, elapsed_s."""
+        self.metrics_f.write(f"{step}," + ",".join(repr(float(v)) for v in row) + "\n")
+
+    def save_ckpt(self, step: int, state_dict: dict[str, torch.Tensor]) -> None:
+        atomic_save(state_dict, self.ckpt_dir / ckpt_name(step), {"step": str(step)})
+
+    def save_state(self, step: int, tensors: dict[str, torch.Tensor]) -> None:
+        atomic_save(tensors, self.run_dir / STATE_FILE, {"step": str(step)})
+        self.last_state = step
+
+    def state_due(self, step: int) -> bool:
+        return step - self.last_state >= self.prep.cfg.schedule.state_every or step == self.prep.cfg.train.steps
+
+    def close(self) -> None:
+        self.metrics_f.close()
+
+
+def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str = "", log=print) -> bool:
+    """Train until the (shared) budget: metrics, checkpoints and resume states of every run on schedule.
+
+    ``trainer`` holds K runs that step together (``Trainer``: K = 1; ``BatchedTrainer``) and gives per
+    run lists: ``evaluate()`` -> [(train_loss, train_acc, val_loss, val_acc)], ``weight_norms()``,
+    ``lrs(step)``, ``state_dicts()`` and ``resume_states()``. Returns True when Ctrl-C stopped it (after
+    saving a checkpoint and the resume state of every run)."""
+    w0 = writers[0]
+    start, total = w0.prep.start, w0.prep.cfg.train.steps
+    eval_steps, ckpt_set = w0.eval_steps, set(w0.ckpt_steps)
     stop = {"flag": False}
     old_handler = None
     if threading_main():
         def on_sigint(signum, frame):
             stop["flag"] = True
         old_handler = signal.signal(signal.SIGINT, on_sigint)
-
-    metrics_f = open(run_dir / METRICS_FILE, "a", buffering=1)
     t0 = time.perf_counter()
     bar = tqdm(total=total, initial=start, disable=not progress, dynamic_ncols=True, mininterval=0.5,
-               desc=run_dir.name, unit="step", file=sys.stderr)
-    last_state = start
+               desc=desc or w0.run_dir.name, unit="step", file=sys.stderr)
 
     def record(step: int) -> None:
-        trainer.model.eval()
-        tl, ta = evaluate(trainer.model, trainer.train_x, trainer.train_y)
-        vl, va = evaluate(trainer.model, trainer.val_x, trainer.val_y)
-        trainer.model.train()
-        lr = cfg.train.lr * lr_scale(step, cfg.train.warmup)
-        row = [step, tl, ta, vl, va, lr, trainer.weight_norm(), time.perf_counter() - t0]
-        metrics_f.write(",".join(repr(v) if isinstance(v, float) else str(v) for v in row) + "\n")
-        bar.set_postfix(train_acc=f"{ta:.3f}", val_acc=f"{va:.3f}", refresh=False)
+        trainer.eval_mode(True)
+        results = trainer.evaluate()
+        trainer.eval_mode(False)
+        elapsed = time.perf_counter() - t0
+        for w, (tl, ta, vl, va), lr, wn in zip(writers, results, trainer.lrs(step), trainer.weight_norms()):
+            w.record(step, (tl, ta, vl, va, lr, wn, elapsed))
+        if len(writers) == 1:
+            bar.set_postfix(train_acc=f"{results[0][1]:.3f}", val_acc=f"{results[0][3]:.3f}", refresh=False)
+        else:
+            bar.set_postfix(train_99=sum(r[1] >= 0.99 for r in results), val_99=sum(r[3] >= 0.99 for r in results),
+                            refresh=False)
 
-    def save_ckpt(step: int) -> None:
-        atomic_save(trainer.model.state_dict(), ckpt_dir / ckpt_name(step), {"step": str(step)})
+    def save(step: int, state: bool) -> None:
+        for w, sd in zip(writers, trainer.state_dicts()):
+            w.save_ckpt(step, sd)
+        if state:
+            for w, st in zip(writers, trainer.resume_states()):
+                w.save_state(step, st)
 
-    def save_state(step: int) -> None:
-        atomic_save(trainer.state_tensors(), run_dir / STATE_FILE, {"step": str(step)})
-
+    interrupted = False
     try:
         step = start
         if start == 0:
             record(0)
-            save_ckpt(0)
+            save(0, False)
         while step < total:
             trainer.step()
             step += 1
@@ -350,25 +401,55 @@ def train(config: RunConfig | None = None, out: str | Path | None = None, *, res
             if step in eval_steps:
                 record(step)
             if step in ckpt_set:
-                save_ckpt(step)
-                if step - last_state >= s.state_every or step == total:
-                    save_state(step)
-                    last_state = step
+                save(step, w0.state_due(step))
             if stop["flag"]:
                 if step not in eval_steps:
                     record(step)
                 if step not in ckpt_set:
-                    save_ckpt(step)
-                save_state(step)
-                run.interrupted = True
+                    save(step, False)
+                for w, st in zip(writers, trainer.resume_states()):
+                    w.save_state(step, st)
+                interrupted = True
+                where = w0.run_dir if len(writers) == 1 else w0.run_dir.parent
                 log(f"\ngrokscope: interrupted at step {step}; checkpoint saved. "
-                    f"Continue with: grokscope train --resume {run_dir}")
+                    f"Continue with: grokscope {'train --resume' if len(writers) == 1 else 'sweep --out'} {where}")
                 break
     finally:
         bar.close()
-        metrics_f.close()
+        for w in writers:
+            w.close()
         if old_handler is not None:
             signal.signal(signal.SIGINT, old_handler)
+    return interrupted
+
+
+# --- the public entry point ----------------------------------------------------------------------
+def train(config: RunConfig | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
+          steps: int | None = None, progress: bool = True, log=print) -> Run:
+    """Train a run (or continue one with ``resume=DIR``) and return it.
+
+    ``out`` defaults to ``checkpoints/<op>_p<p>_f<frac>_s<seed>``. With ``resume``, the run's own
+    config is used; ``steps`` may extend its budget. Ctrl-C saves a checkpoint and the resume state,
+    then returns the run with ``run.interrupted = True``.
+    """
+    prep = prepare(config, out, resume=resume, steps=steps)
+    cfg, data = prep.cfg, prep.data
+    device = pick_device(cfg.train.device)
+    if device.type == "cpu":
+        configure_cpu()
+    trainer = Trainer(cfg, data, device)
+    if prep.state is not None:
+        trainer.load_state_tensors(prep.state, prep.start, f"resume state {prep.run_dir / STATE_FILE}")
+    writer = RunWriter(prep)
+    per, total_bytes = disk_estimate(trainer.model, writer.remaining_ckpts())
+    state_bytes = sum(v.numel() * v.element_size() for v in trainer.state_tensors().values())
+    log(f"grokscope: {prep.run_dir}: {cfg.task.op} p={cfg.task.p} frac={cfg.task.frac} on {device}; "
+        f"{len(data.train_idx)} train / {len(data.val_idx)} val equations, batch {trainer.batch}, "
+        f"steps {prep.start}->{cfg.train.steps}")
+    log(f"grokscope: {writer.remaining_ckpts()} checkpoints x {_fmt_bytes(per)} = {_fmt_bytes(total_bytes)} on disk "
+        f"(+ {_fmt_bytes(state_bytes)} resume state); free: {_fmt_bytes(shutil.disk_usage(prep.run_dir).free)}")
+    run = Run(prep.run_dir)
+    run.interrupted = fit(trainer, [writer], progress=progress, log=log)
     return run
 
 
@@ -378,4 +459,4 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-__all__ = ["train", "Trainer", "schedule", "evaluate", "lr_scale", "batch_size"]
+__all__ = ["train", "Trainer", "RunWriter", "Prepared", "prepare", "fit", "schedule", "evaluate", "lr_scale", "batch_size"]

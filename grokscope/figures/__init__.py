@@ -9,7 +9,8 @@ DataFrames (the run's metrics, the analysis tables, the phases table) and return
 ``FIGURES`` maps each figure name to its ``FigureSpec`` (title, one-sentence caption, the tables it
 needs, its section); ``SECTIONS`` lists the report's sections in order, with the analyses that feed
 them. Time axes are logarithmic by default (step 0 drawn at 0.5) and carry the phase bands; see
-``common.py``. Comparisons of several runs are in ``compare.py``.
+``common.py``. Comparisons of several runs are in ``compare.py``; the figures of a sweep (a grid of runs,
+one row per run in its results table: Figures 1 center, 2, 6 and 7 of the paper) in ``sweep.py``.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .compare import COMPARISONS, fig_compare_accuracy, fig_compare_series, firs
 from .curves import fig_accuracy, fig_flatness, fig_restricted_loss, fig_sparsity, fig_weight_norms
 from .fourier import fig_fourier_neurons, fig_fourier_spectrum, fig_key_frequencies
 from .neurons import fig_neuron_heatmap, fig_neuron_traces
+from .sweep import fig_best_val_vs_frac, fig_sharpness_vs_val, fig_steps_vs_frac, fig_sweep_heatmap, spearman
 from .tsne import fig_tsne
 
 
@@ -51,5 +53,6 @@ __all__ = [
     "PHASE_COLOURS", "PHASE_LABELS", "STEP0", "fig_accuracy", "fig_weight_norms", "fig_neuron_heatmap",
     "fig_neuron_traces", "fig_sparsity", "fig_fourier_spectrum", "fig_key_frequencies", "fig_fourier_neurons",
     "fig_restricted_loss", "fig_tsne", "fig_flatness", "fig_compare_accuracy", "fig_compare_series",
-    "first_step_at",
+    "first_step_at", "fig_steps_vs_frac", "fig_best_val_vs_frac", "fig_sweep_heatmap", "fig_sharpness_vs_val",
+    "spearman",
 ]

@@ -1,0 +1,88 @@
+"""The paper's figures as sweeps: ``grokscope sweep --preset NAME --scale small|paper``.
+
+Each preset has a ``paper`` grid (spec section 2: the figure's operation, fractions, seeds, budget)
+and a ``small`` grid with the same shape that finishes on a 2-core CPU in about half an hour. What
+``small`` shrinks, everywhere: the model (d_model 64, d_mlp 256, 4 heads, 2 layers, as the ``quick``
+preset), the modulus (p = 23, 529 equations instead of 9,409), S5 (14,400 equations) replaced by S4
+(576), the budget (a few thousand steps instead of 1e5 to 5e5), and the numbers of fractions and
+seeds. Each preset's ``small_note`` says exactly what it keeps and shrinks.
+
+Values are plain JSON: ``base`` is a partial RunConfig, ``fixed`` and ``grid`` use the axis names of
+``grokscope train`` flags (``op``, ``frac``, ``seed``, ``variant``, ``outliers``, ...), ``analyses``
+are computed at each run's last checkpoint.
+"""
+from __future__ import annotations
+
+from .config import VARIANTS
+
+SMALL_MODEL = {"d_model": 64, "n_heads": 4, "d_mlp": 256}
+SMALL_SCHEDULE = {"eval_every": 50, "eval_log_points": 10, "ckpt_every": 1000, "ckpt_log_points": 10,
+                  "state_every": 1000}
+PAPER_SCHEDULE = {"eval_every": 200, "eval_log_points": 20, "ckpt_every": 10000, "ckpt_log_points": 20,
+                  "state_every": 10000}
+MODULAR = ["x+y", "x-y", "x/y", "x/y if y odd else x-y", "x^2+y^2", "x^2+xy+y^2", "x^2+xy+y^2+x", "x^3+xy", "x^3+xy^2+y"]
+SHARPNESS = {"sharpness": {"eps": [1e-3]}}
+
+
+def _small(steps: int, **task) -> dict:
+    return {"task": {"p": 23, **task}, "model": dict(SMALL_MODEL), "train": {"steps": steps},
+            "schedule": dict(SMALL_SCHEDULE)}
+
+
+def _paper(steps: int, **task) -> dict:
+    return {"task": {"p": 97, **task}, "train": {"steps": steps}, "schedule": dict(PAPER_SCHEDULE)}
+
+
+SWEEP_PRESETS: dict[str, dict] = {
+    "fig1-center": {
+        "help": "Figure 1 (center): steps until validation accuracy reaches 99 % vs training fraction, S5 product, "
+                "median of 7 seeds, budget 5e5",
+        "small_note": "S4 product instead of S5, 6 fractions x 4 seeds, budget 6000 steps, small model",
+        "paper": {"base": {**_paper(500_000), "schedule": {**PAPER_SCHEDULE, "eval_every": 500}},
+                  "fixed": {"op": "s5"},
+                  "grid": {"frac": [0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8], "seed": list(range(7))}},
+        "small": {"base": _small(6000), "fixed": {"op": "s4"},
+                  "grid": {"frac": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "seed": [0, 1, 2, 3]}},
+    },
+    "fig2-left": {
+        "help": "Figure 2 (left): best validation accuracy vs training fraction for the 9 optimiser variants, "
+                "S5 product, 3 seeds, budget 1e5",
+        "small_note": "S4 product instead of S5, 3 fractions x 1 seed, budget 4000 steps, small model",
+        "paper": {"base": _paper(100_000), "fixed": {"op": "s5"},
+                  "grid": {"variant": list(VARIANTS), "frac": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+                           "seed": [0, 1, 2]}},
+        "small": {"base": _small(4000), "fixed": {"op": "s4", "seed": 0},
+                  "grid": {"variant": list(VARIANTS), "frac": [0.5, 0.7, 0.9]}},
+    },
+    "fig2-right": {
+        "help": "Figure 2 (right): best validation accuracy within 1e5 steps for 12 operations x 9 fractions, "
+                "mean of 3 seeds",
+        "small_note": "p = 23 and S4 instead of 97 and S5, 4 fractions x 1 seed, budget 4000 steps, small model",
+        "paper": {"base": _paper(100_000),
+                  "grid": {"op": MODULAR + ["s5", "s5conj", "s5aba"],
+                           "frac": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "seed": [0, 1, 2]}},
+        "small": {"base": _small(4000), "fixed": {"seed": 0},
+                  "grid": {"op": MODULAR + ["s4", "s4conj", "s4aba"], "frac": [0.3, 0.5, 0.7, 0.9]}},
+    },
+    "fig6": {
+        "help": "Figure 6: data efficiency with k outlier equations (k = 0, 10, 100, 1000, 2000, 3000), "
+                "x/y mod 97, 3 seeds, budget 1e5",
+        "small_note": "x+y mod 23 (x/y groks too late at this size), k scaled to the smaller training set "
+                      "(0, 2, 10, 40, 80), 3 fractions x 1 seed, budget 4000 steps, small model",
+        "paper": {"base": _paper(100_000), "fixed": {"op": "x/y"},
+                  "grid": {"outliers": [0, 10, 100, 1000, 2000, 3000], "frac": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+                           "seed": [0, 1, 2]}},
+        "small": {"base": _small(4000), "fixed": {"op": "x+y", "seed": 0},
+                  "grid": {"outliers": [0, 2, 10, 40, 80], "frac": [0.5, 0.7, 0.9]}},
+    },
+    "fig7": {
+        "help": "Figure 7: sharpness vs validation accuracy over seeds trained a fixed budget on S5 until about "
+                "half grok, with Spearman's rho (paper: -0.80)",
+        "small_note": "S4 product at 70 % instead of S5, 16 seeds, budget 3000 steps, small model; "
+                      "sharpness at eps 1e-3 on the last checkpoint",
+        "paper": {"base": _paper(20_000), "fixed": {"op": "s5", "frac": 0.5},
+                  "grid": {"seed": list(range(16))}, "analyses": SHARPNESS},
+        "small": {"base": _small(3000), "fixed": {"op": "s4", "frac": 0.7},
+                  "grid": {"seed": list(range(16))}, "analyses": SHARPNESS},
+    },
+}
