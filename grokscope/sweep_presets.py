@@ -37,52 +37,52 @@ SWEEP_PRESETS: dict[str, dict] = {
     "fig1-center": {
         "help": "Figure 1 (center): steps until validation accuracy reaches 99 % vs training fraction, S5 product, "
                 "median of 7 seeds, budget 5e5",
-        "small_note": "S4 product instead of S5, 6 fractions x 4 seeds, budget 6000 steps, small model",
+        "small_note": "S4 product instead of S5, 5 fractions 0.55-0.9 x 3 seeds, budget 12000 steps, small model",
         "paper": {"base": {**_paper(500_000), "schedule": {**PAPER_SCHEDULE, "eval_every": 500}},
                   "fixed": {"op": "s5"},
                   "grid": {"frac": [0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8], "seed": list(range(7))}},
-        "small": {"base": _small(6000), "fixed": {"op": "s4"},
-                  "grid": {"frac": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "seed": [0, 1, 2, 3]}},
+        "small": {"base": _small(12000), "fixed": {"op": "s4"},
+                  "grid": {"frac": [0.55, 0.6, 0.7, 0.8, 0.9], "seed": [0, 1, 2]}},
     },
     "fig2-left": {
         "help": "Figure 2 (left): best validation accuracy vs training fraction for the 9 optimiser variants, "
                 "S5 product, 3 seeds, budget 1e5",
-        "small_note": "S4 product instead of S5, 3 fractions x 1 seed, budget 4000 steps, small model",
+        "small_note": "S4 product instead of S5, 3 fractions 0.7-0.9 x 1 seed, budget 8000 steps, small model",
         "paper": {"base": _paper(100_000), "fixed": {"op": "s5"},
                   "grid": {"variant": list(VARIANTS), "frac": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
                            "seed": [0, 1, 2]}},
-        "small": {"base": _small(4000), "fixed": {"op": "s4", "seed": 0},
-                  "grid": {"variant": list(VARIANTS), "frac": [0.5, 0.7, 0.9]}},
+        "small": {"base": _small(8000), "fixed": {"op": "s4", "seed": 0},
+                  "grid": {"variant": list(VARIANTS), "frac": [0.7, 0.8, 0.9]}},
     },
     "fig2-right": {
         "help": "Figure 2 (right): best validation accuracy within 1e5 steps for 12 operations x 9 fractions, "
                 "mean of 3 seeds",
-        "small_note": "p = 23 and S4 instead of 97 and S5, 4 fractions x 1 seed, budget 4000 steps, small model",
+        "small_note": "p = 23 and S4 instead of 97 and S5, 4 fractions x 1 seed, budget 6000 steps, small model",
         "paper": {"base": _paper(100_000),
                   "grid": {"op": MODULAR + ["s5", "s5conj", "s5aba"],
                            "frac": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "seed": [0, 1, 2]}},
-        "small": {"base": _small(4000), "fixed": {"seed": 0},
+        "small": {"base": _small(6000), "fixed": {"seed": 0},
                   "grid": {"op": MODULAR + ["s4", "s4conj", "s4aba"], "frac": [0.3, 0.5, 0.7, 0.9]}},
     },
     "fig6": {
         "help": "Figure 6: data efficiency with k outlier equations (k = 0, 10, 100, 1000, 2000, 3000), "
                 "x/y mod 97, 3 seeds, budget 1e5",
         "small_note": "x+y mod 23 (x/y groks too late at this size), k scaled to the smaller training set "
-                      "(0, 2, 10, 40, 80), 3 fractions x 1 seed, budget 4000 steps, small model",
+                      "(0, 2, 10, 40, 80), 3 fractions x 2 seeds, budget 5000 steps, small model",
         "paper": {"base": _paper(100_000), "fixed": {"op": "x/y"},
                   "grid": {"outliers": [0, 10, 100, 1000, 2000, 3000], "frac": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
                            "seed": [0, 1, 2]}},
-        "small": {"base": _small(4000), "fixed": {"op": "x+y", "seed": 0},
-                  "grid": {"outliers": [0, 2, 10, 40, 80], "frac": [0.5, 0.7, 0.9]}},
+        "small": {"base": _small(5000), "fixed": {"op": "x+y"},
+                  "grid": {"outliers": [0, 2, 10, 40, 80], "frac": [0.5, 0.7, 0.9], "seed": [0, 1]}},
     },
     "fig7": {
         "help": "Figure 7: sharpness vs validation accuracy over seeds trained a fixed budget on S5 until about "
                 "half grok, with Spearman's rho (paper: -0.80)",
-        "small_note": "S4 product at 70 % instead of S5, 16 seeds, budget 3000 steps, small model; "
+        "small_note": "S4 product at 70 % instead of S5, 16 seeds, budget 6000 steps, small model; "
                       "sharpness at eps 1e-3 on the last checkpoint",
         "paper": {"base": _paper(20_000), "fixed": {"op": "s5", "frac": 0.5},
                   "grid": {"seed": list(range(16))}, "analyses": SHARPNESS},
-        "small": {"base": _small(3000), "fixed": {"op": "s4", "frac": 0.7},
+        "small": {"base": _small(6000), "fixed": {"op": "s4", "frac": 0.7},
                   "grid": {"seed": list(range(16))}, "analyses": SHARPNESS},
     },
 }
