@@ -56,8 +56,6 @@ def axis_name(name: str) -> str:
     known = ["variant", *_train_flags()]
     if a not in known:
         raise GrokscopeError(f"unknown sweep axis {name!r}{_hint(a, known) or '.'} Axes: {', '.join(known)}")
-    if a == "device":
-        raise GrokscopeError("the device is not an axis: each worker picks its own")
     return a
 
 
@@ -126,6 +124,8 @@ class SweepSpec:
         fixed = {axis_name(k): (parse_values(axis_name(k), v)[0] if isinstance(v, str) else v)
                  for k, v in (fixed or {}).items()}
         grid = {axis_name(k): parse_values(axis_name(k), v) for k, v in (grid or {}).items()}
+        if "device" in grid:
+            raise GrokscopeError("the device can be fixed (--device cpu), not swept")
         both = set(fixed) & set(grid)
         if both:
             raise GrokscopeError(f"{', '.join(sorted(both))} is both fixed and swept")
@@ -461,7 +461,9 @@ def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = 
         finished += 1
         bad = {k: v for k, v in result.items() if v != "ok"}
         failed.update(bad)
-        log(f"grokscope: [{finished}/{len(jobs)}] {', '.join(result)}: "
+        names = list(result)
+        which = ", ".join(names) if len(names) <= 3 else f"{len(names)} runs ({names[0]} ... {names[-1]})"
+        log(f"grokscope: [{finished}/{len(jobs)}] {which}: "
             f"{'ok' if not bad else next(iter(bad.values()))} ({time.perf_counter() - t0:.0f} s)")
 
     spath = str(path.resolve())
@@ -494,7 +496,7 @@ def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = 
     t = sweep.table
     n_done = int((t.status == "done").sum())
     log(f"grokscope: {n_done}/{len(t)} runs done, {int(t.steps_to_val_99.notna().sum())} reached 99 % validation "
-        f"accuracy; table -> {table_path}")
+        f"accuracy; table -> {table_path}; figures: grokscope sweep-report {path}")
     if failed:
         raise GrokscopeError(f"{len(failed)} run(s) failed, e.g. {next(iter(failed))}: {next(iter(failed.values()))}")
     return sweep

@@ -65,6 +65,7 @@ def test_split_seed_axis_and_variant_then_overrides():
     ({"grid": {"seed": "0,x"}}, "axis seed: bad value 'x'"),
     ({"grid": {"seed": "0,0"}}, "repeated values"),
     ({"fixed": {"seed": 1}, "grid": {"seed": "0,1"}}, "both fixed and swept"),
+    ({"grid": {"device": "cpu,cuda"}}, "the device can be fixed"),
 ])
 def test_bad_grids_are_one_clear_error(kw, msg):
     with pytest.raises(GrokscopeError, match=msg):

@@ -212,7 +212,9 @@ def fig_sweep_heatmap(table: pd.DataFrame, rows: str, cols: str = "frac", value:
         hovertemplate=f"{esc(rows)} %{{y}}, {esc(cols)} %{{x}}: %{{text}} (mean over seeds)<extra></extra>"))
     fig.update_xaxes(title_text="training fraction" if cols == "frac" else esc(cols), type="category", showgrid=False)
     fig.update_yaxes(title_text=esc(rows), type="category", autorange="reversed", showgrid=False)
-    fig.update_layout(title=dict(text=title or f"Mean {what} over seeds", x=0.01))
+    longest = max((len(str(_tick(rows, r))) for r in row_keys), default=4)
+    fig.update_layout(title=dict(text=title or f"Mean {what} over seeds", x=0.01),
+                      margin=dict(l=min(320, 40 + 7 * longest)))  # room for long row labels (operation names)
     return finish(fig, height=max(320, 34 * len(row_keys) + 170))
 
 
