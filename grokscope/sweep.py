@@ -357,10 +357,15 @@ def plan_jobs(sweep: Sweep, batch: int, workers: int) -> list[list[Cell]]:
             alone.append([cell])
         else:
             groups.setdefault((key, _start_step(sweep.run_dir(cell))), []).append(cell)
+    # Each worker's fair share of the runs; a group is cut into near-equal jobs of at most that many
+    # (and at most ``batch``), so the workers finish together (48 runs of two shapes on 2 workers:
+    # 12+12+12 and 12, not 16+16+4 and 6+6).
+    share = max(1, math.ceil((sum(len(c) for c in groups.values()) + len(alone)) / max(1, workers)))
     jobs = []
     for cells in groups.values():
-        size = max(1, min(batch, math.ceil(len(cells) / max(1, workers))))
-        jobs += [cells[i:i + size] for i in range(0, len(cells), size)]
+        n_jobs = math.ceil(len(cells) / max(1, min(batch, share)))
+        cuts = [round(i * len(cells) / n_jobs) for i in range(n_jobs + 1)]
+        jobs += [cells[a:b] for a, b in zip(cuts, cuts[1:])]
     return sorted(jobs + alone, key=len, reverse=True)  # the big jobs first
 
 

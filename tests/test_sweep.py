@@ -193,9 +193,14 @@ def test_plan_batches_compatible_runs_and_fills_the_workers(tmp_path):
     sweep = write_spec(tmp_path / "sw", spec)
     jobs = plan_jobs(sweep, batch=16, workers=2)
     sizes = sorted(len(j) for j in jobs)
-    assert sizes == [1, 1, 1, 1, 2, 2]  # 4 dropout runs alone; 4 AdamW runs in 2 batches for 2 workers
+    assert sizes == [1, 1, 1, 1, 4]  # 4 dropout runs alone; the 4 AdamW runs, one worker's share, in one batch
     assert all(c.coords["variant"] == "adam-dropout" for j in jobs if len(j) == 1 for c in j)
     assert sorted(len(j) for j in plan_jobs(sweep, batch=1, workers=2)) == [1] * 8
+    assert sorted(len(j) for j in plan_jobs(sweep, batch=3, workers=2)) == [1, 1, 1, 1, 2, 2]  # cut evenly
+    assert sorted(len(j) for j in plan_jobs(sweep, batch=16, workers=4)) == [1, 1, 1, 1, 2, 2]
+    # the Figure 2 (right) small grid, 36 modular runs and 12 in S4, on 2 workers: balanced loads
+    f2r = write_spec(tmp_path / "f2r", preset_spec("fig2-right", "small"))
+    assert sorted(len(j) for j in plan_jobs(f2r, batch=16, workers=2)) == [12, 12, 12, 12]
 
 
 @pytest.mark.slow
