@@ -443,9 +443,24 @@ def write_spec(path: Path, spec: SweepSpec) -> Sweep:
     return Sweep(path)
 
 
+def progress_text(sweep: Sweep, cells: list[Cell]) -> str:
+    """How far the given runs are, from their metrics files: share of their steps done, runs at 99 %."""
+    done = total = val99 = 0
+    for c in cells:
+        total += c.config.train.steps
+        d = sweep.run_dir(c)
+        m = read_metrics(d / METRICS_FILE) if is_run_dir(d) else None
+        if m is not None and len(m):
+            done += int(m["step"].iloc[-1])
+            val99 += bool((m["val_acc"] >= 0.99).any())
+    return f"{100 * done / max(1, total):.0f} % of the {len(cells)} runs' steps, {val99} at 99 % validation so far"
+
+
 def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = None, batch: int | None = None,
-              ray_address: str | None = None, progress: bool = True, log=print) -> Sweep:
-    """Run (or continue: ``spec=None``) the sweep in ``out``; returns it with its table written."""
+              ray_address: str | None = None, progress: bool = True, log=print, status_every: float = 60.0) -> Sweep:
+    """Run (or continue: ``spec=None``) the sweep in ``out``; returns it with its table written.
+
+    With a pool, a line every ``status_every`` seconds says how far the runs are."""
     path = Path(out)
     sweep = write_spec(path, spec) if spec is not None else Sweep(path)
     import torch
@@ -490,9 +505,15 @@ def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = 
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                     initializer=_pool_init, initargs=(threads or torch.get_num_threads(),)) as pool:
             futures = [pool.submit(run_job, spath, [c.name for c in j], threads) for j in jobs]
+            todo = [c for j in jobs for c in j]
             try:
-                for f in cf.as_completed(futures):
-                    report(f.result())
+                pending = set(futures)
+                while pending:
+                    done, pending = cf.wait(pending, timeout=status_every, return_when=cf.FIRST_COMPLETED)
+                    for f in done:
+                        report(f.result())
+                    if not done:
+                        log(f"grokscope: {time.perf_counter() - t0:.0f} s: {progress_text(sweep, todo)}")
             except KeyboardInterrupt:
                 for f in futures:
                     f.cancel()
@@ -592,7 +613,7 @@ def add_parsers(sub) -> None:
     for flag, (_, _, _, help_) in _train_flags().items():
         names = [f"--{flag}"] + [f"--{k}" for k, v in ALIASES.items() if v == flag]
         p.add_argument(*names, dest=flag.replace("-", "_"), metavar="LIST", default=None,
-                       help=f"{help_}; a comma list sweeps it")
+                       help=f"{help_}; " + ("one value, for every run" if flag == "device" else "a comma list sweeps it"))
     p.set_defaults(func=cmd_sweep)
     q = sub.add_parser("sweeps", help="list the sweep presets (the paper's figures)")
     q.set_defaults(func=cmd_sweeps)

@@ -214,7 +214,10 @@ def test_tiny_real_sweep_table_and_resume(tmp_path):
     write_spec(out, spec)
     g.train(partial.config, out=out / "runs" / partial.name, steps=20, progress=False, log=quiet)
     shutil.move(out / "runs" / partial.name, tmp_path / "keep")
-    sweep = run_sweep(spec, out, workers=2, progress=False, log=quiet)
+    lines = []
+    sweep = run_sweep(spec, out, workers=2, progress=False, log=lines.append, status_every=1.0)
+    status = [x for x in lines if "runs' steps" in x]
+    assert status and all(" at 99 % validation so far" in x for x in status)  # the pool says how far it is
     table = sweep.table
     assert len(table) == 4 and set(table.status) == {"done"}
     saved = pd.read_csv(out / "results.csv")
