@@ -504,14 +504,17 @@ def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = 
         threads = 1 if not gpu else None
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                     initializer=_pool_init, initargs=(threads or torch.get_num_threads(),)) as pool:
-            futures = [pool.submit(run_job, spath, [c.name for c in j], threads) for j in jobs]
+            futures = {pool.submit(run_job, spath, [c.name for c in j], threads): [c.name for c in j] for j in jobs}
             todo = [c for j in jobs for c in j]
             try:
                 pending = set(futures)
                 while pending:
                     done, pending = cf.wait(pending, timeout=status_every, return_when=cf.FIRST_COMPLETED)
                     for f in done:
-                        report(f.result())
+                        try:
+                            report(f.result())
+                        except Exception as e:  # a worker that died or a bug: the other jobs go on
+                            report({name: f"error: {type(e).__name__}: {e}" for name in futures[f]})
                     if not done:
                         log(f"grokscope: {time.perf_counter() - t0:.0f} s: {progress_text(sweep, todo)}")
             except KeyboardInterrupt:
