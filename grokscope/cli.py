@@ -40,6 +40,7 @@ TRAIN_FLAGS = {
     "grokfast-alpha": ("train", "grokfast_alpha", float, "Grokfast EMA decay (default 0.98)"),
     "grokfast-lambda": ("train", "grokfast_lambda", float, "Grokfast amplification; 0 = off (Lee et al.: 2)"),
     "seed": ("train", "seed", int, "seed of initialisation, batches and noise"),
+    "stop-val-acc": ("train", "stop_val_acc", float, "end the run once validation accuracy reaches this (0: off)"),
     "device": ("train", "device", str, "auto (CUDA when present), cpu, cuda"),
     "eval-every": ("schedule", "eval_every", int, "metrics every N steps (plus log-spaced early steps)"),
     "ckpt-every": ("schedule", "ckpt_every", int, "checkpoint every N steps (plus log-spaced early steps)"),

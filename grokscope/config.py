@@ -53,6 +53,7 @@ class TrainConfig:
     resid_dropout: float = 0.0  # dropout on each block's attention and MLP outputs
     grokfast_alpha: float = 0.98
     grokfast_lambda: float = 0.0  # 0: Grokfast EMA filter off; Lee et al. use 2
+    stop_val_acc: float = 0.0  # > 0: end the run at the first evaluation with val_acc >= this (0: whole budget)
     seed: int = 0  # initialisation, batch order, noise and dropout
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
 
@@ -139,6 +140,8 @@ class RunConfig:
                 raise GrokscopeError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
         if tr.steps < 1:
             raise GrokscopeError(f"steps must be positive, got {tr.steps}")
+        if not (0.0 <= tr.stop_val_acc <= 1.0):
+            raise GrokscopeError(f"stop_val_acc must be in [0, 1], got {tr.stop_val_acc}")
         if not (0.0 <= tr.resid_dropout < 1.0):
             raise GrokscopeError(f"resid_dropout must be in [0, 1), got {tr.resid_dropout}")
         for name in ("eval_every", "ckpt_every", "state_every"):

@@ -290,7 +290,12 @@ def run_status(run_dir: Path, steps: int, analyses_dir: Path | None = None, anal
     if not is_run_dir(run_dir):
         return "pending"
     m = read_metrics(run_dir / METRICS_FILE)
-    if not len(m) or int(m["step"].iloc[-1]) < steps or not (run_dir / "ckpt" / ckpt_name(steps)).exists():
+    if not len(m):
+        return "partial"
+    last = int(m["step"].iloc[-1])
+    stop_at = RunConfig.load(run_dir / "config.json").train.stop_val_acc
+    ended = last >= steps or (stop_at > 0 and last > 0 and float(m["val_acc"].iloc[-1]) >= stop_at)
+    if not ended or not (run_dir / "ckpt" / ckpt_name(last)).exists():
         return "partial"
     if analyses_dir is not None and any(not (analyses_dir / f"{a}.csv").exists() for a in analyses):
         return "partial"

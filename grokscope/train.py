@@ -326,6 +326,12 @@ class RunWriter:
                               else ",".join(METRIC_COLUMNS) + "\n")
         self.metrics_f = open(self.run_dir / METRICS_FILE, "a", buffering=1)
         self.last_state = prep.start
+        # early stop: training ends at the first evaluation (after step 0) with val_acc >= stop_at
+        self.stop_at = cfg.train.stop_val_acc
+        self.stopped = False
+        if not prep.new and self.stop_at > 0 and prep.start > 0 and len(kept):
+            last = kept.iloc[-1]
+            self.stopped = int(last["step"]) == prep.start and float(last["val_acc"]) >= self.stop_at
 
     def remaining_ckpts(self) -> int:
         return sum(1 for c in self.ckpt_steps if c >= self.prep.start)
@@ -354,7 +360,9 @@ def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str =
     ``trainer`` holds K runs that step together (``Trainer``: K = 1; ``BatchedTrainer``) and gives per
     run lists: ``evaluate()`` -> [(train_loss, train_acc, val_loss, val_acc)], ``weight_norms()``,
     ``lrs(step)``, ``state_dicts()`` and ``resume_states()``. Returns True when Ctrl-C stopped it (after
-    saving a checkpoint and the resume state of every run)."""
+    saving a checkpoint and the resume state of every run). A run whose config sets ``stop_val_acc``
+    ends (checkpoint and resume state at that step) at the first evaluation that reaches it; the
+    others go on, and the loop ends when every run has ended or the budget is spent."""
     w0 = writers[0]
     start, total = w0.prep.start, w0.prep.cfg.train.steps
     eval_steps, ckpt_set = w0.eval_steps, set(w0.ckpt_steps)
@@ -373,8 +381,19 @@ def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str =
         results = trainer.evaluate()
         trainer.eval_mode(False)
         elapsed = time.perf_counter() - t0
-        for w, (tl, ta, vl, va), lr, wn in zip(writers, results, trainer.lrs(step), trainer.weight_norms()):
+        ending = []
+        for k, (w, (tl, ta, vl, va), lr, wn) in enumerate(zip(writers, results, trainer.lrs(step), trainer.weight_norms())):
+            if w.stopped:
+                continue
             w.record(step, (tl, ta, vl, va, lr, wn, elapsed))
+            if step > 0 and w.stop_at > 0 and va >= w.stop_at:
+                ending.append(k)
+        if ending:  # early stop: these runs end here, with a checkpoint and their resume state
+            sds, states = trainer.state_dicts(), trainer.resume_states()
+            for k in ending:
+                writers[k].save_ckpt(step, sds[k])
+                writers[k].save_state(step, states[k])
+                writers[k].stopped = True
         if len(writers) == 1:
             bar.set_postfix(train_acc=f"{results[0][1]:.3f}", val_acc=f"{results[0][3]:.3f}", refresh=False)
         else:
@@ -383,10 +402,15 @@ def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str =
 
     def save(step: int, state: bool) -> None:
         for w, sd in zip(writers, trainer.state_dicts()):
-            w.save_ckpt(step, sd)
+            if not w.stopped:
+                w.save_ckpt(step, sd)
         if state:
             for w, st in zip(writers, trainer.resume_states()):
-                w.save_state(step, st)
+                if not w.stopped:
+                    w.save_state(step, st)
+
+    def running() -> list[RunWriter]:
+        return [w for w in writers if not w.stopped]
 
     interrupted = False
     try:
@@ -394,21 +418,22 @@ def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str =
         if start == 0:
             record(0)
             save(0, False)
-        while step < total:
+        while step < total and running():
             trainer.step()
             step += 1
             bar.update(1)
             if step in eval_steps:
                 record(step)
-            if step in ckpt_set:
-                save(step, w0.state_due(step))
-            if stop["flag"]:
+            if step in ckpt_set and running():
+                save(step, running()[0].state_due(step))
+            if stop["flag"] and running():
                 if step not in eval_steps:
                     record(step)
                 if step not in ckpt_set:
                     save(step, False)
                 for w, st in zip(writers, trainer.resume_states()):
-                    w.save_state(step, st)
+                    if not w.stopped:
+                        w.save_state(step, st)
                 interrupted = True
                 where = w0.run_dir if len(writers) == 1 else w0.run_dir.parent
                 log(f"\ngrokscope: interrupted at step {step}; checkpoint saved. "

@@ -76,6 +76,7 @@ def test_bad_grids_are_one_clear_error(kw, msg):
 def test_paper_presets_match_the_paper():
     f1 = preset_spec("fig1-center", "paper")
     assert f1.fixed["op"] == "s5" and len(f1.grid["seed"]) == 7 and f1.base["train"]["steps"] == 500_000
+    assert all(c.config.train.stop_val_acc == 0.99 for c in f1.cells())  # the figure needs only the step of 99 %
     f2l = preset_spec("fig2-left", "paper")
     assert f2l.grid["variant"] == list(g.VARIANTS) and f2l.fixed["op"] == "s5" and len(f2l.grid["seed"]) == 3
     f2r = preset_spec("fig2-right", "paper")
@@ -356,3 +357,28 @@ def test_sweep_analyses_fill_the_sharpness_column(tmp_path):
     run_sweep(None, tmp_path / "sw", workers=1, progress=False, log=quiet)
     assert load_sweep(tmp_path / "sw").status(sweep.cells[0]) == "done"
     assert (sweep.run_dir(sweep.cells[0]) / "ckpt" / "step_00000020.safetensors").read_bytes() == before
+
+
+def test_early_stop_ends_one_run_of_a_batch(tmp_path):
+    """stop_val_acc: a run ends (checkpoint, resume state, status done) at the first evaluation that reaches
+    it; the run beside it in the batch goes on to its budget, as it would alone."""
+    from grokscope.run import read_metadata
+    from grokscope.sweep import run_status
+
+    base = tiny_cfg("x+y", 0.6, 0)
+    alone = g.train(base, out=tmp_path / "alone", progress=False, log=quiet)
+    m = alone.metrics
+    theta = float(m.loc[m.step == 20, "val_acc"].iloc[0])
+    s = int(m.loc[(m.step > 0) & (m.val_acc >= theta), "step"].iloc[0])  # where the stopping run must end
+    stopping = base.copy()
+    stopping.train.stop_val_acc = theta
+    runs = train_many([base, stopping], [tmp_path / "on", tmp_path / "stop"], progress=False, log=quiet)
+    on, st = runs[0].metrics, runs[1].metrics
+    assert list(on.step) == list(m.step) and np.abs(on.val_acc.to_numpy() - m.val_acc.to_numpy()).max() < 1e-6
+    assert list(st.step) == [x for x in m.step if x <= s] and st.val_acc.iloc[-1] >= theta
+    assert runs[1].steps[-1] == s and int(read_metadata(runs[1].path / "state.safetensors")["step"]) == s
+    assert run_status(runs[1].path, 40) == "done" and run_status(runs[0].path, 40) == "done"
+    again = g.train(resume=runs[1].path, progress=False, log=quiet)  # an ended run has nothing left to do
+    assert again.steps[-1] == s and list(again.metrics.step) == list(st.step)
+    with pytest.raises(GrokscopeError, match=r"stop_val_acc must be in \[0, 1\]"):
+        tiny_cfg(stop_val_acc=1.5).validate()
