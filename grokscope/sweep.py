@@ -94,9 +94,7 @@ def apply_coords(base: RunConfig, coords: dict[str, Any]) -> RunConfig:
 
 def _slug(value: Any) -> str:
     text = f"{value:g}" if isinstance(value, float) else str(value)
-    for a, b in (("/", "÷"), ("*", "×"), (" ", "")):
-        text = text.replace(a, b)
-    text = text.replace("÷", "div").replace("×", "mul")
+    text = text.replace("/", "div").replace("*", "mul").replace(" ", "")
     return "".join(c if c.isalnum() or c in "+-^.=" else "_" for c in text)
 
 
@@ -132,10 +130,6 @@ class SweepSpec:
         spec = cls(base=dict(base or {}), fixed=fixed, grid=grid, **kw)
         spec.cells()  # every cell must make a valid config
         return spec
-
-    def base_config(self) -> RunConfig:
-        cfg = RunConfig().update(json.loads(json.dumps(self.base)))
-        return apply_coords(cfg, self.fixed)
 
     def cells(self) -> list["Cell"]:
         """Every combination of the swept values, in grid order (the last axis varies fastest)."""
