@@ -116,6 +116,16 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     return (pattern.unsqueeze(-1) * v.unsqueeze(-4)).sum(-3)
 
 
+def _scores(q: torch.Tensor, k: torch.Tensor, bias, scale) -> torch.Tensor:
+    """q (..., Tq, H, d_head), k (..., T, H, d_head) -> (..., Tq, T, H), scaled, plus an additive mask."""
+    return (q.unsqueeze(-3) * k.unsqueeze(-4)).sum(-1) / scale + bias
+
+
+def _mix(scores: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """scores (..., Tq, T, H) with the mask already added, v (..., T, H, d_head) -> z (..., Tq, H, d_head)."""
+    return (scores.softmax(-2).unsqueeze(-1) * v.unsqueeze(-4)).sum(-3)
+
+
 def _block_out(resid: torch.Tensor, z: torch.Tensor, block, kind, act, capture=None, layer=0) -> torch.Tensor:
     """resid (N, Tq, d_model) + attention output of z (N, Tq, H, d_head), then + the MLP.
 
@@ -135,10 +145,15 @@ def _block_out(resid: torch.Tensor, z: torch.Tensor, block, kind, act, capture=N
 def answer_logits(model: HookedTransformer, tokens: torch.Tensor, capture: dict | None = None) -> torch.Tensor:
     """Logits at the last position, (batch, d_vocab_out), as ``model(tokens)[:, -1]`` but cheaper.
 
-    With a causal mask, the first T-2 positions (``x op``) depend only on their own tokens: they are
-    computed once per distinct prefix and gathered, and only the last two positions (``y =``) are
-    computed per row. Per block, one matmul for Q, K and V of all heads; in the last block only K and V
-    at ``y`` and Q, the attention output and the MLP at ``=``, whose logits are all the loss reads.
+    What it skips is work whose result the loss never reads or that repeats:
+    - the first block's input at a position is the token's embedding plus the position's: its
+      LayerNorm, Q, K and V are computed once per distinct (position, token) pair (a few hundred rows
+      instead of batch x positions), and its attention scores are a table of those pairs' dot
+      products, gathered per row;
+    - with a causal mask the first T-2 positions (``x op``) depend only on their own tokens: later
+      blocks compute them once per distinct prefix and gather;
+    - the last block computes K and V at ``y``, and Q, the attention output and the MLP only at
+      ``=``, whose logits are all the loss reads.
     ``capture``: a dict that receives every block's ``hook_resid_mid`` and ``mlp.hook_post`` at the
     last position, (batch, width) each, under the HookedTransformer's hook names (for analyses).
     """
@@ -150,57 +165,83 @@ def answer_logits(model: HookedTransformer, tokens: torch.Tensor, capture: dict 
         if capture is not None:
             raise ValueError("capture needs at least 3 positions")
         return model(tokens)[:, -1]
-    H, dh, d = cfg.n_heads, cfg.d_head, cfg.d_model
+    H, dh, d, V = cfg.n_heads, cfg.d_head, cfg.d_model, cfg.d_vocab
+    Hd = H * dh
     act = _ACTS[cfg.act_fn]
+    dev = tokens.device
+    # every distinct (position, token) pair: the first block's Q, K and V depend on nothing else
+    pairs, tok = torch.unique(tokens + torch.arange(T, device=dev) * V, return_inverse=True)  # (U,), (B, T)
     key = tokens[:, 0]
     for i in range(1, S):  # one integer per prefix: unique over rows without torch.unique(dim=0)
-        key = key * cfg.d_vocab + tokens[:, i]
+        key = key * V + tokens[:, i]
     keys, inv = torch.unique(key, return_inverse=True)  # (P,), (B,)
     P = len(keys)
-    prefixes = tokens.new_empty(P, S)
-    prefixes[inv] = tokens[:, :S]  # (P, S)
-    W_E, W_pos = model.embed.W_E, model.pos_embed.W_pos
-    pre = W_E[prefixes] + W_pos[:S]  # (P, S, d_model)
-    suf = W_E[tokens[:, S:]] + W_pos[S:T]  # (B, 2, d_model)
-    causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+    pre_tok = tok.new_empty(P, S)
+    pre_tok[inv] = tok[:, :S]  # (P, S): the pair of each prefix position
+    emb = model.embed.W_E[pairs % V] + model.pos_embed.W_pos[pairs // V]  # (U, d_model)
+    neg = torch.full((T, T), float("-inf"), device=dev).triu(1)[..., None]  # (T, T, 1): additive causal mask
     last = len(model.blocks) - 1
     for layer, block in enumerate(model.blocks):
         a = block.attn
         w, b = _qkv_weights(a, "QKV")  # (d_model, 3*H*d_head)
+        if layer == 0:
+            q, k, v = torch.addmm(b, _norm(emb, block.ln1, kind), w).view(-1, 3, H, dh).unbind(1)  # (U, H, dh)
+            qk = torch.bmm(q.transpose(0, 1), k.permute(1, 2, 0)).permute(1, 2, 0) / a.attn_scale  # (U, U, H)
+            if layer == last:
+                z = _mix(qk[tok[:, -1:, None], tok[:, None, :]], v[tok])  # (B, 1, H, dh)
+                suf = _block_out(emb[tok[:, -1:]], z, block, kind, act, capture, layer)
+                break
+            z_p = _mix(qk[pre_tok[:, :, None], pre_tok[:, None, :]] + neg[:S, :S], v[pre_tok])
+            z_s = _mix(qk[tok[:, S:, None], tok[:, None, :]] + neg[S:], v[tok])
+            pre = _block_out(emb[pre_tok], z_p, block, kind, act)  # (P, S, d_model)
+            suf = _block_out(emb[tok[:, S:]], z_s, block, kind, act, capture, layer)  # (B, 2, d_model)
+            continue
         hp = _norm(pre, block.ln1, kind).reshape(P * S, d)
         hs = _norm(suf, block.ln1, kind)  # (B, 2, d_model)
         if layer == last:  # prefix and y: K and V only; '=': Q, K and V
-            kv_p = torch.addmm(b[H * dh:], hp, w[:, H * dh:]).view(P, S, 2, H, dh)
-            kv_y = torch.addmm(b[H * dh:], hs[:, 0], w[:, H * dh:]).view(B, 1, 2, H, dh)
-            qkv_eq = torch.addmm(b, hs[:, 1], w).view(B, 1, 3, H, dh)
-            kv = torch.cat([kv_p[inv], kv_y, qkv_eq[:, :, 1:]], 1)  # (B, T, 2, H, d_head)
-            z = _attend(qkv_eq[:, :, 0], kv[:, :, 0], kv[:, :, 1], causal[-1:], a.attn_scale)
+            hy, he = hs.unbind(1)
+            kp, vp = torch.addmm(b[Hd:], hp, w[:, Hd:]).view(P, S, 2, H, dh).unbind(2)
+            ky, vy = torch.addmm(b[Hd:], hy, w[:, Hd:]).view(B, 1, 2, H, dh).unbind(2)
+            qe, ke, ve = torch.addmm(b, he, w).view(B, 1, 3, H, dh).unbind(2)
+            z = _mix(_scores(qe, torch.cat([kp[inv], ky, ke], 1), 0.0, a.attn_scale),
+                     torch.cat([vp[inv], vy, ve], 1))  # (B, 1, H, dh)
             suf = _block_out(suf[:, 1:], z, block, kind, act, capture, layer)  # (B, 1, d_model)
         else:
-            qkv_p = torch.addmm(b, hp, w).view(P, S, 3, H, dh)
-            qkv_s = torch.addmm(b, hs.reshape(B * 2, d), w).view(B, 2, 3, H, dh)
-            kv = torch.cat([qkv_p[inv, :, 1:], qkv_s[:, :, 1:]], 1)  # (B, T, 2, H, d_head)
-            z_p = _attend(qkv_p[:, :, 0], qkv_p[:, :, 1], qkv_p[:, :, 2], causal[:S, :S], a.attn_scale)
-            z_s = _attend(qkv_s[:, :, 0], kv[:, :, 0], kv[:, :, 1], causal[S:], a.attn_scale)
+            qp, kp, vp = torch.addmm(b, hp, w).view(P, S, 3, H, dh).unbind(2)
+            qs, ks, vs = torch.addmm(b, hs.reshape(B * 2, d), w).view(B, 2, 3, H, dh).unbind(2)
+            z_p = _mix(_scores(qp, kp, neg[:S, :S], a.attn_scale), vp)
+            z_s = _mix(_scores(qs, torch.cat([kp[inv], ks], 1), neg[S:], a.attn_scale),
+                       torch.cat([vp[inv], vs], 1))
             pre = _block_out(pre, z_p, block, kind, act)
             suf = _block_out(suf, z_s, block, kind, act, capture, layer)
     resid = _norm(suf[:, -1], getattr(model, "ln_final", None), kind)  # (B, d_model)
     return torch.addmm(model.unembed.b_U, resid, model.unembed.W_U)
 
 
-def answer_flops(cfg, batch: int, prefixes: int | None = None) -> int:
-    """Matmul FLOPs of one forward+backward of ``answer_logits`` (2 per multiply-add, backward 2x) on
-    ``batch`` rows with ``prefixes`` distinct ``x op`` prefixes (default: min(batch, d_vocab_out))."""
+def answer_flops(cfg, batch: int, prefixes: int | None = None, pairs: int | None = None,
+                 attention: bool = True) -> int:
+    """FLOPs of one forward+backward of ``answer_logits`` (2 per multiply-add, backward 2x forward) on
+    ``batch`` rows, counting its matmuls and (``attention``) the attention contractions it does by
+    broadcasting, as it does them.
+
+    ``prefixes``: distinct ``x op`` prefixes (default: min(batch, d_vocab_out)); ``pairs``: distinct
+    (position, token) pairs (default: as ``x op y =`` rows, 2 * prefixes + 2)."""
     d, m, H, dh, L, V = cfg.d_model, cfg.d_mlp, cfg.n_heads, cfg.d_head, cfg.n_layers, cfg.d_vocab_out
     T, S = N_CTX, N_CTX - 2
     P = min(batch, V) if prefixes is None else prefixes
+    U = 2 * P + 2 if pairs is None else pairs
     proj = 3 * d * H * dh  # Q, K, V of one position
     out_mlp = d * H * dh + 2 * d * m  # attention output and MLP of one position
-    attn = 2 * H * T * dh  # scores and mixing of one query against T keys (an upper bound)
-    per_pos = proj + out_mlp + attn
-    rows = (L - 1) * (batch * 2 + P * S) * per_pos  # blocks before the last
-    rows += P * S * 2 * d * H * dh + batch * (2 * d * H * dh + per_pos) + batch * d * V  # the last block, unembed
-    return 3 * 2 * rows
+    mix = H * T * dh if attention else 0  # one query's pattern times the values
+    per_pos = proj + out_mlp + 2 * mix  # scores and mixing of one query against T keys (an upper bound)
+    # first block: Q, K, V of the distinct pairs and their score table; then mixing, output and MLP per position
+    first_rows = batch if L == 1 else batch * 2 + P * S
+    macs = U * proj + H * U * U * dh + first_rows * (mix + out_mlp)
+    macs += max(L - 2, 0) * (batch * 2 + P * S) * per_pos  # middle blocks
+    if L > 1:  # last block: K and V of the prefixes and y; Q, K, V, attention, output and MLP at '='
+        macs += P * S * 2 * d * H * dh + batch * (2 * d * H * dh + per_pos)
+    macs += batch * d * V  # unembed
+    return 3 * 2 * macs
 
 
 def n_params(model: torch.nn.Module, trainable_only: bool = True) -> int:

@@ -244,9 +244,36 @@ def _fmt_bytes(n: float) -> str:
 
 
 def configure_cpu(threads: int | None = None) -> None:
+    """Process-wide settings for training and analysis on the CPU (idempotent)."""
     torch.set_flush_denormal(True)  # weight decay drives weights subnormal; slows the CPU many-fold
     if threads:
         torch.set_num_threads(threads)
+    _keep_heap()
+
+
+_HEAP_KEPT = False
+
+
+def _keep_heap() -> None:
+    """Keep freed activation buffers in the heap instead of returning them to the kernel.
+
+    glibc serves allocations above its mmap threshold (128 KB at first) with fresh mmaps and trims
+    the heap top when it frees: every training step then page-faults its few-MB activations back
+    in (about 450 minor faults a step on the default model, 0.8 ms of system time). Raising both
+    thresholds keeps that memory mapped; the process holds at most the peak of one step more.
+    A no-op where the C library is not glibc."""
+    global _HEAP_KEPT
+    if _HEAP_KEPT or not sys.platform.startswith("linux"):
+        return
+    _HEAP_KEPT = True
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        libc.mallopt(M_MMAP_THRESHOLD, 64 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 512 << 20)
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass

@@ -73,3 +73,21 @@ def test_seeded_init_is_reproducible_and_leaves_global_rng():
     b = build_model(ModelConfig(d_model=16, n_heads=2, d_mlp=32), 7, 5, seed=5)
     assert torch.equal(before, after)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+def test_answer_flops_counts_the_matmuls_answer_logits_does(n_layers):
+    """Known answer: torch's FLOP counter over one forward+backward, on rows with 5 prefixes and 12 pairs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from grokscope.model import answer_flops
+
+    model = build_model(ModelConfig(n_layers=n_layers, d_model=32, n_heads=4, d_mlp=64), 13, 11, seed=0)
+    x = torch.arange(40) % 5  # 5 distinct x, so 5 prefixes
+    tokens = torch.stack([x, torch.full((40,), 11), (torch.arange(40) // 8) % 5 + 3, torch.full((40,), 12)], 1)
+    pairs = len(torch.unique(tokens + torch.arange(4) * 13))
+    assert pairs == 12
+    with FlopCounterMode(display=False) as counter:
+        answer_logits(model, tokens).square().sum().backward()
+    assert counter.get_total_flops() == answer_flops(model.cfg, 40, prefixes=5, pairs=12, attention=False)
+    assert answer_flops(model.cfg, 40, prefixes=5, pairs=12) > counter.get_total_flops()
