@@ -5,11 +5,13 @@
 Each comparison runs its two contenders at the same time, one process each (one thread each by
 default: this machine has two cores, and for this small model one thread per process does more work
 per core than two), so both see the same load. Prints:
-1. each process's dense fp32 matmul peak (2048x2048 @ 2048x2048);
-2. a whole run of division mod 97 at 50 % (the default model and recipe): a plain loop a user would
+1. the grokscope process's dense fp32 matmul peak (2048x2048 @ 2048x2048);
+2. whole runs of division mod 97 at 50 % (the default model and recipe): a plain loop a user would
    write from the TransformerLens grokking demo (HookedTransformer forward, AdamW, full-set evaluation
-   every 100 steps, nothing else) against ``grokscope.train`` (metrics every 100 steps plus
-   log-spaced early ones, a checkpoint every 1000 steps); the ratio of their throughputs;
+   every 100 steps, nothing else) in one process, while the other does ``grokscope.train`` runs
+   (metrics every 100 steps plus log-spaced early ones, a checkpoint every 1000 steps) one after
+   another; the runs that finished while the plain loop ran count (each had the plain loop beside it
+   all along), and the ratio is the plain loop's time over their median;
 3. ``grokscope.train`` with a checkpoint every 10 steps against one with checkpoints only at the ends;
 4. achieved matmul FLOP/s during training as a fraction of the peak: the whole run (its evaluations
    and checkpoints included, their FLOPs counted) and the update loop alone.
@@ -17,7 +19,9 @@ per core than two), so both see the same load. Prints:
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import statistics
 import tempfile
 import time
 import warnings
@@ -79,7 +83,7 @@ def grokscope_run(steps: int, ckpt_every: int, ckpt_log_points: int = 30) -> tup
     cfg.schedule.ckpt_every = ckpt_every
     cfg.schedule.ckpt_log_points = ckpt_log_points
     cfg.schedule.state_every = max(ckpt_every, 1000)
-    out = Path(tempfile.mkdtemp(prefix="grokscope-bench-"))
+    out = Path(tempfile.mkdtemp(prefix="grokscope-bench-", dir=os.environ.get("GROKSCOPE_BENCH_TMP")))
     try:
         t0 = time.perf_counter()
         run = grokscope.train(cfg, out=out / "run", progress=False, log=lambda *a: None)
@@ -104,13 +108,15 @@ def update_loop_flops(reps: int = 200) -> float:
 def _job(kind: str, steps: int, threads: int, queue) -> None:
     """One measurement in its own process, one thread: (kind, wall seconds, peak, extra)."""
     torch.set_num_threads(threads)
+    if kind == "plain":  # a plain loop has no such care: no flushing of subnormals, the default heap
+        queue.put((kind, plain_loop(steps), None, None))
+        return
     configure_cpu()
     peak = matmul_peak()
-    if kind == "plain":
-        torch.set_flush_denormal(False)  # a plain loop has no such care
-        queue.put((kind, plain_loop(steps), peak, None))
-    elif kind == "grokscope":
-        queue.put((kind, *grokscope_run(steps, ckpt_every=1000)[:1], peak, update_loop_flops()))
+    if kind == "grokscope":  # whole runs one after another, until the parent stops this process
+        queue.put(("flops", None, peak, update_loop_flops()))
+        while True:
+            queue.put((kind, grokscope_run(steps, ckpt_every=1000)[0], peak, None))
     elif kind == "ckpt10":
         queue.put((kind, grokscope_run(steps, ckpt_every=10, ckpt_log_points=0)[0], peak, None))
     elif kind == "ckpt_ends":
@@ -135,6 +141,38 @@ def side_by_side(a: str, b: str, steps: int, threads: int) -> dict:
     return out
 
 
+def plain_vs_grokscope(steps: int, threads: int) -> tuple[float, list[float], float, float]:
+    """The plain loop in one process while the other trains ``grokscope.train`` runs one after another;
+    when the plain loop ends, the run then under way is stopped and dropped. Every counted run shared
+    the machine with the plain loop for its whole length, as the plain loop did with them.
+    Returns (plain seconds, the grokscope runs' seconds, grokscope's process peak, update-loop FLOP/s)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    a = ctx.Process(target=_job, args=("plain", steps, threads, q))
+    b = ctx.Process(target=_job, args=("grokscope", steps, threads, q))
+    root = tempfile.mkdtemp(prefix="grokscope-bench-")
+    os.environ["GROKSCOPE_BENCH_TMP"] = root  # the stopped run's folder is removed with it
+    a.start()
+    b.start()
+    runs, plain, peak, flops = [], None, None, None
+    while plain is None:
+        kind, wall, pk, extra = q.get()
+        if kind == "plain":
+            plain = wall
+        elif kind == "flops":
+            peak, flops = pk, extra
+        else:
+            runs.append(wall)
+    b.terminate()
+    a.join()
+    b.join()
+    del os.environ["GROKSCOPE_BENCH_TMP"]
+    shutil.rmtree(root, ignore_errors=True)
+    return plain, runs, peak, flops
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=3000)
@@ -142,11 +180,14 @@ def main() -> None:
     args = ap.parse_args()
     print(f"torch {torch.__version__}; two processes side by side, {args.threads} thread(s) each")
 
-    r = side_by_side("plain", "grokscope", args.steps, args.threads)
-    plain, ours = r["plain"][0], r["grokscope"][0]
+    plain, runs, peak, loop = plain_vs_grokscope(args.steps, args.threads)
+    if not runs:
+        raise SystemExit("no grokscope run finished while the plain loop ran")
+    ours = statistics.median(runs)
     print(f"{args.steps} steps, x/y mod 97, 50 %: plain TransformerLens loop {plain:.1f} s "
-          f"({args.steps / plain:.1f} steps/s); grokscope.train {ours:.1f} s ({args.steps / ours:.1f} steps/s); "
-          f"speed-up {plain / ours:.2f}x")
+          f"({args.steps / plain:.1f} steps/s); beside it, {len(runs)} whole grokscope.train runs: "
+          f"{', '.join(f'{r:.1f}' for r in runs)} s, median {ours:.1f} s ({args.steps / ours:.1f} steps/s); "
+          f"speed-up {plain / ours:.2f}x (each run: {', '.join(f'{plain / r:.2f}x' for r in runs)})")
 
     cfg = grokscope.preset("paper")
     data = make_dataset("x/y", 97, 0.5, seed=0)
@@ -154,11 +195,10 @@ def main() -> None:
     n_evals = len(schedule(args.steps, cfg.schedule.eval_every, cfg.schedule.eval_log_points))
     eval_flops = n_evals * answer_flops(mcfg, len(data.all_y)) / 3  # forward only
     run_flops = args.steps * answer_flops(mcfg, 512) + eval_flops
-    peak, loop = r["grokscope"][1], r["grokscope"][2]
     print(f"matmul peak of one process ({args.threads} thread(s), 2048^3 fp32): {peak / 1e9:.1f} GFLOP/s")
     print(f"achieved FLOP/s, whole run: {run_flops / ours / 1e9:.1f} GFLOP/s = {100 * run_flops / ours / peak:.0f} % "
           f"of peak; update loop alone: {loop / 1e9:.1f} GFLOP/s = {100 * loop / peak:.0f} % of peak "
-          f"(matmul FLOPs of the answer-position forward+backward, seq len {N_CTX})")
+          f"(FLOPs of the answer-position forward+backward as answer_logits computes them, seq len {N_CTX})")
 
     r = side_by_side("ckpt10", "ckpt_ends", args.steps, args.threads)
     dense, sparse = r["ckpt10"][0], r["ckpt_ends"][0]
