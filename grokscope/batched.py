@@ -71,22 +71,36 @@ def _bblock_out(resid: torch.Tensor, z: torch.Tensor, P: dict, pfx: str, kind, e
     return resid + torch.baddbmm(P[pfx + "mlp.b_out"][:, None], hidden, P[pfx + "mlp.W_out"]).view(resid.shape)
 
 
+def _btake(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """table[k, idx[k]] for every run k: table (K, R, ...), idx (K, ...) -> (K, ..., *table.shape[2:]),
+    through one index_select (its backward, index_add, is much faster on the CPU than indexing's)."""
+    K, R = table.shape[:2]
+    flat = (idx + torch.arange(K, device=idx.device).view(K, *[1] * (idx.dim() - 1)) * R).reshape(-1)
+    return torch.index_select(table.reshape(K * R, *table.shape[2:]), 0, flat).view(*idx.shape, *table.shape[2:])
+
+
 def batched_answer_logits(P: dict[str, torch.Tensor], tokens: torch.Tensor, cfg, n_prefixes: int,
                           attn_scale: float) -> torch.Tensor:
     """Logits at ``=`` of K runs, (K, B, d_vocab_out), from stacked parameters P[name] (K, *shape).
 
     tokens: (K, B, 4) rows ``x op y =`` whose op token is ``n_prefixes`` (the number of elements).
     The ``x op`` prefix depends only on x: its activations are computed for every element once and
-    gathered; the last block computes only what the ``=`` position needs (as ``answer_logits``).
+    gathered; the first block's Q, K and V at ``y`` and ``=`` are computed once per (position, token)
+    pair and gathered; the last block computes only what the ``=`` position needs (as ``answer_logits``).
     """
     K, B, T = tokens.shape
     H, dh, d, n = cfg.n_heads, cfg.d_head, cfg.d_model, n_prefixes
     kind, eps, act = cfg.normalization_type, cfg.eps, _ACTS[cfg.act_fn]
     kidx = torch.arange(K, device=tokens.device)[:, None]
     W_E, W_pos = P["embed.W_E"], P["pos_embed.W_pos"]  # (K, d_vocab, d), (K, n_ctx, d)
+    V = W_E.shape[1]
     pre = torch.stack([W_E[:, :n] + W_pos[:, None, 0],
                        (W_E[:, n] + W_pos[:, 1])[:, None].expand(K, n, d)], 2)  # (K, n, 2, d)
-    suf = W_E[kidx[:, :, None], tokens[:, :, 2:]] + W_pos[:, None, 2:4]  # (K, B, 2, d)
+    # the first block's input at y and '=' is a token's embedding plus the position's: every
+    # (position, token) pair's row once, (K, 2 * d_vocab, d), and the rows' pair indices (K, B, 2)
+    emb_s = (W_E[:, None] + W_pos[:, 2:4, None]).reshape(K, 2 * V, d)
+    rows = tokens[:, :, 2:] + torch.arange(2, device=tokens.device) * V
+    suf = _btake(emb_s, rows)  # (K, B, 2, d)
     xi = tokens[:, :, 0]  # (K, B): the prefix of each row
     causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
     Hd = H * dh
@@ -97,17 +111,25 @@ def batched_answer_logits(P: dict[str, torch.Tensor], tokens: torch.Tensor, cfg,
         w = w.permute(0, 2, 1, 3).reshape(K, d, 3 * Hd)
         b = torch.cat([P[pfx + f"attn.b_{c}"] for c in "QKV"], 1).reshape(K, 1, 3 * Hd)
         hp = _bnorm(pre, P, pfx + "ln1", kind, eps).reshape(K, n * 2, d)
-        hs = _bnorm(suf, P, pfx + "ln1", kind, eps)  # (K, B, 2, d)
+        if layer == 0:  # y and '=': Q, K and V of the pairs' rows, gathered
+            qkv_t = torch.baddbmm(b, _bnorm(emb_s, P, pfx + "ln1", kind, eps), w)  # (K, 2 * d_vocab, 3 * Hd)
+            qkv_s = _btake(qkv_t, rows).view(K, B, 2, 3, H, dh)
+        else:
+            hs = _bnorm(suf, P, pfx + "ln1", kind, eps)  # (K, B, 2, d)
         if layer == last:  # prefix and y: K and V only; '=': Q, K and V
             kv_p = torch.baddbmm(b[..., Hd:], hp, w[..., Hd:]).view(K, n, 2, 2, H, dh)
-            kv_y = torch.baddbmm(b[..., Hd:], hs[:, :, 0], w[..., Hd:]).view(K, B, 1, 2, H, dh)
-            qkv_eq = torch.baddbmm(b, hs[:, :, 1], w).view(K, B, 1, 3, H, dh)
+            if layer == 0:
+                kv_y, qkv_eq = qkv_s[:, :, :1, 1:], qkv_s[:, :, 1:]
+            else:
+                kv_y = torch.baddbmm(b[..., Hd:], hs[:, :, 0], w[..., Hd:]).view(K, B, 1, 2, H, dh)
+                qkv_eq = torch.baddbmm(b, hs[:, :, 1], w).view(K, B, 1, 3, H, dh)
             kv = torch.cat([kv_p[kidx, xi], kv_y, qkv_eq[:, :, :, 1:]], 2)  # (K, B, T, 2, H, d_head)
             z = _attend(qkv_eq[:, :, :, 0], kv[:, :, :, 0], kv[:, :, :, 1], causal[-1:], attn_scale)
             suf = _bblock_out(suf[:, :, 1:], z, P, pfx, kind, eps, act)  # (K, B, 1, d)
         else:
             qkv_p = torch.baddbmm(b, hp, w).view(K, n, 2, 3, H, dh)
-            qkv_s = torch.baddbmm(b, hs.reshape(K, B * 2, d), w).view(K, B, 2, 3, H, dh)
+            if layer > 0:
+                qkv_s = torch.baddbmm(b, hs.reshape(K, B * 2, d), w).view(K, B, 2, 3, H, dh)
             kv = torch.cat([qkv_p[:, :, :, 1:][kidx, xi], qkv_s[:, :, :, 1:]], 2)  # (K, B, T, 2, H, d_head)
             z_p = _attend(qkv_p[:, :, :, 0], qkv_p[:, :, :, 1], qkv_p[:, :, :, 2], causal[:2, :2], attn_scale)
             z_s = _attend(qkv_s[:, :, :, 0], kv[:, :, :, 0], kv[:, :, :, 1], causal[2:], attn_scale)
