@@ -6,8 +6,8 @@ The grid: x+y and x-y mod 31 x fractions 0.5, 0.7 x seeds 0, 1 (8 runs), the ``q
 model and schedule (d_model 64, metrics every 25 steps, a checkpoint every 50). Both contenders are
 whole commands, as a user runs them, process start-up included:
 - one after the other: 8 x ``grokscope train ...`` (torch's default threads: both cores);
-- ``grokscope sweep ... --workers 2``: 2 pool processes with one thread each, each training a batch of
-  4 runs.
+- ``grokscope sweep ... --workers 2``: 2 pool processes with one thread each, each training its
+  share of the runs one at a time (the CPU default, ``--batch 1``).
 The sweep uses both cores, so the two cannot run at the same time without slowing each other; they
 alternate instead (sequential, sweep, sequential, sweep, ...) and each round's ratio compares
 neighbours in time. Prints every round's times and ratio, and their median. Goal: ratio <= 0.6.

@@ -466,7 +466,7 @@ def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = 
 
     gpu = torch.cuda.is_available()
     workers = workers or default_workers()
-    batch = batch or (64 if gpu else 16)
+    batch = batch or (64 if gpu else 1)  # a batch is not cheaper per run on the CPU (see the README)
     jobs = plan_jobs(sweep, batch, workers)
     done = len(sweep.cells) - sum(len(j) for j in jobs)
     log(f"grokscope: sweep {path}: {len(sweep.cells)} runs ({done} done), {len(jobs)} jobs (batches of up to "
@@ -605,8 +605,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--grid", metavar="FILE", help="a grid file (JSON or YAML): preset, scale, base, fixed, grid, analyses")
     p.add_argument("--config", metavar="FILE", help="a RunConfig JSON as the base of every run")
     p.add_argument("--workers", type=int, metavar="N", help="local processes (default: one per CPU core, or per GPU)")
-    p.add_argument("--batch", type=int, metavar="N", help="runs per batched process (default 16 on CPU, 64 on GPU; "
-                                                         "1: no batching)")
+    p.add_argument("--batch", type=int, metavar="N", help="runs per batched process (default 64 on a GPU; 1, "
+                                                         "no batching, on the CPU, where a batch is not cheaper per run)")
     p.add_argument("--ray", metavar="ADDRESS", help="run the jobs as tasks on this Ray cluster (pip install grokscope[ray]); "
                                                     "the --out folder must be shared with its nodes")
     p.add_argument("--dry-run", action="store_true", help="list the runs and stop")
