@@ -469,8 +469,9 @@ def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = 
     batch = batch or (64 if gpu else 1)  # a batch is not cheaper per run on the CPU (see the README)
     jobs = plan_jobs(sweep, batch, workers)
     done = len(sweep.cells) - sum(len(j) for j in jobs)
-    log(f"grokscope: sweep {path}: {len(sweep.cells)} runs ({done} done), {len(jobs)} jobs (batches of up to "
-        f"{batch} runs) on {'Ray at ' + ray_address if ray_address else f'{workers} local worker(s)'}")
+    each = "one run at a time" if batch == 1 else f"batches of up to {batch} runs"
+    where = f"Ray at {ray_address}" if ray_address else f"{workers} local worker(s)"
+    log(f"grokscope: sweep {path}: {len(sweep.cells)} runs ({done} done), {len(jobs)} jobs ({each}) on {where}")
     failed: dict[str, str] = {}
     t0 = time.perf_counter()
     finished = 0
