@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .config import RunConfig
 from .errors import GrokscopeError
-from .model import _ACTS, _attend, build_model
+from .model import _ACTS, _mix, _scores, build_model
 from .run import STATE_FILE, Run, load_weights
 from .tasks import Dataset
 from .train import (Prepared, RunWriter, _fmt_bytes, batch_size, configure_cpu, disk_estimate, fit, lr_scale,
@@ -102,7 +102,7 @@ def batched_answer_logits(P: dict[str, torch.Tensor], tokens: torch.Tensor, cfg,
     rows = tokens[:, :, 2:] + torch.arange(2, device=tokens.device) * V
     suf = _btake(emb_s, rows)  # (K, B, 2, d)
     xi = tokens[:, :, 0]  # (K, B): the prefix of each row
-    causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+    neg = torch.full((T, T), float("-inf"), device=tokens.device).triu(1)[..., None]  # additive causal mask
     Hd = H * dh
     last = cfg.n_layers - 1
     for layer in range(cfg.n_layers):
@@ -124,15 +124,15 @@ def batched_answer_logits(P: dict[str, torch.Tensor], tokens: torch.Tensor, cfg,
                 kv_y = torch.baddbmm(b[..., Hd:], hs[:, :, 0], w[..., Hd:]).view(K, B, 1, 2, H, dh)
                 qkv_eq = torch.baddbmm(b, hs[:, :, 1], w).view(K, B, 1, 3, H, dh)
             kv = torch.cat([kv_p[kidx, xi], kv_y, qkv_eq[:, :, :, 1:]], 2)  # (K, B, T, 2, H, d_head)
-            z = _attend(qkv_eq[:, :, :, 0], kv[:, :, :, 0], kv[:, :, :, 1], causal[-1:], attn_scale)
+            z = _mix(_scores(qkv_eq[:, :, :, 0], kv[:, :, :, 0], attn_scale), kv[:, :, :, 1])
             suf = _bblock_out(suf[:, :, 1:], z, P, pfx, kind, eps, act)  # (K, B, 1, d)
         else:
             qkv_p = torch.baddbmm(b, hp, w).view(K, n, 2, 3, H, dh)
             if layer > 0:
                 qkv_s = torch.baddbmm(b, hs.reshape(K, B * 2, d), w).view(K, B, 2, 3, H, dh)
             kv = torch.cat([qkv_p[:, :, :, 1:][kidx, xi], qkv_s[:, :, :, 1:]], 2)  # (K, B, T, 2, H, d_head)
-            z_p = _attend(qkv_p[:, :, :, 0], qkv_p[:, :, :, 1], qkv_p[:, :, :, 2], causal[:2, :2], attn_scale)
-            z_s = _attend(qkv_s[:, :, :, 0], kv[:, :, :, 0], kv[:, :, :, 1], causal[2:], attn_scale)
+            z_p = _mix(_scores(qkv_p[:, :, :, 0], qkv_p[:, :, :, 1], attn_scale) + neg[:2, :2], qkv_p[:, :, :, 2])
+            z_s = _mix(_scores(qkv_s[:, :, :, 0], kv[:, :, :, 0], attn_scale) + neg[2:], kv[:, :, :, 1])
             pre = _bblock_out(pre, z_p, P, pfx, kind, eps, act)
             suf = _bblock_out(suf, z_s, P, pfx, kind, eps, act)
     resid = _bnorm(suf[:, :, -1], P, "ln_final", kind, eps)  # (K, B, d)

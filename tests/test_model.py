@@ -90,4 +90,3 @@ def test_answer_flops_counts_the_matmuls_answer_logits_does(n_layers):
     with FlopCounterMode(display=False) as counter:
         answer_logits(model, tokens).square().sum().backward()
     assert counter.get_total_flops() == answer_flops(model.cfg, 40, prefixes=5, pairs=12, attention=False)
-    assert answer_flops(model.cfg, 40, prefixes=5, pairs=12) > counter.get_total_flops()
