@@ -103,6 +103,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params, lr=tr.lr, betas=(tr.beta1, tr.beta2),
                                      weight_decay=tr.weight_decay if tr.wd_target == "origin" else 0.0,
                                      fused=fused)
+        self.direct_adamw = fused and hasattr(torch, "_fused_adamw_")
         self.gen = torch.Generator(device=device).manual_seed(tr.seed + 1)
         self.ema: list[torch.Tensor] | None = None
         self.train_x = data.train_x.to(device)
@@ -144,7 +145,8 @@ class Trainer:
                 for p in self.params:
                     p.add_(torch.randn(p.shape, generator=self.gen, device=p.device), alpha=tr.weight_noise)
         loss = F.cross_entropy(self.forward(x), y)
-        self.opt.zero_grad(set_to_none=True)
+        for p in self.params:  # opt.zero_grad(set_to_none=True), without its per-call bookkeeping
+            p.grad = None
         loss.backward()
         with torch.no_grad():
             if clean is not None:
@@ -160,13 +162,31 @@ class Trainer:
             if self.init is not None and tr.weight_decay > 0:
                 for p, p0 in zip(self.params, self.init):
                     p.sub_(p - p0, alpha=lr * tr.weight_decay)
-            for group in self.opt.param_groups:
-                group["lr"] = lr
-            self.opt.step()
+            self._adamw(lr)
             if tr.update_noise > 0:
                 for p in self.params:
                     p.add_(torch.randn(p.shape, generator=self.gen, device=p.device), alpha=lr * tr.update_noise)
         self.step_count += 1
+
+    def _adamw(self, lr: float) -> None:
+        """``opt.step()`` at learning rate ``lr``: the same fused AdamW kernel, called directly once the
+        optimiser's state exists (opt.step()'s grouping and checks cost about 0.5 ms a step on the CPU,
+        and bit-identical results are tested). The first step, or a parameter without a gradient,
+        goes through ``opt.step()``. The state stays in ``opt.state``, where resume reads it."""
+        group = self.opt.param_groups[0]
+        group["lr"] = lr
+        states = [self.opt.state.get(p) for p in self.params]
+        grads = [p.grad for p in self.params]
+        if not self.direct_adamw or not all(states) or any(g is None for g in grads):
+            self.opt.step()
+            return
+        steps = [s["step"] for s in states]
+        torch._foreach_add_(steps, 1)
+        beta1, beta2 = group["betas"]
+        torch._fused_adamw_(self.params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                            [], steps, amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
+                            weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+                            grad_scale=None, found_inf=None)
 
     def weight_norm(self) -> float:
         with torch.no_grad():

@@ -101,6 +101,31 @@ def test_seeded_runs_are_identical(tmp_path):
         assert torch.equal(v, b.state_dict_at(60)[k])
 
 
+@pytest.mark.parametrize("variant", ["default", "wd_init", "grokfast"])
+def test_direct_adamw_is_bit_identical_to_opt_step(variant):
+    """Trainer calls the fused AdamW kernel itself after the first step; the weights and the optimiser
+    state must be exactly what torch's AdamW.step() gives."""
+    from grokscope.tasks import make_dataset
+    from grokscope.train import Trainer
+    over = {"wd_init": {"wd_target": "init"}, "grokfast": {"grokfast_lambda": 2.0}}.get(variant, {})
+    cfg = tiny(train=over)
+    data = make_dataset("x+y", 7, 0.6, seed=0)
+    a, b = Trainer(cfg, data, torch.device("cpu")), Trainer(cfg, data, torch.device("cpu"))
+    assert a.direct_adamw
+    b.direct_adamw = False  # always opt.step()
+    calls = []
+    step = a.opt.step
+    a.opt.step = lambda: (calls.append(1), step())[1]
+    for _ in range(25):
+        a.step()
+        b.step()
+    assert len(calls) == 1  # only the first step, which creates the state, went through opt.step()
+    for p, q in zip(a.params, b.params):
+        assert torch.equal(p, q)
+        for k, v in a.opt.state[p].items():
+            assert torch.equal(v, b.opt.state[q][k])
+
+
 def test_output_folder_holding_a_run_is_refused_and_untouched(tmp_path):
     grokscope.train(tiny(), out=tmp_path / "r", progress=False, log=lambda *a: None)
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "r").rglob("*")}
