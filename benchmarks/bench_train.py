@@ -1,6 +1,6 @@
 """Training speed, measured side by side (the machines are shared and noisy).
 
-    python benchmarks/bench_train.py [--steps 3000] [--threads 1]
+    python benchmarks/bench_train.py [--steps 3000] [--threads 1] [--compile]
 
 Each comparison runs its two contenders at the same time, one process each (one thread each by
 default: this machine has two cores, and for this small model one thread per process does more work
@@ -15,13 +15,19 @@ per core than two), so both see the same load. Prints:
 3. ``grokscope.train`` with a checkpoint every 10 steps against one with checkpoints only at the ends;
 4. achieved matmul FLOP/s during training as a fraction of the peak: the whole run (its evaluations
    and checkpoints included, their FLOPs counted) and the update loop alone.
+With ``--compile``, only 2., with ``grokscope.train`` runs of ``compile=True``, each in a fresh process
+(as ``grokscope train --compile`` runs) that compiles from inductor's disk cache, which starts empty:
+the first run pays the cold compile, the later ones a warm one.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -77,9 +83,10 @@ def plain_loop(steps: int) -> float:
     return time.perf_counter() - t0
 
 
-def grokscope_run(steps: int, ckpt_every: int, ckpt_log_points: int = 30) -> tuple[float, int]:
+def grokscope_run(steps: int, ckpt_every: int, ckpt_log_points: int = 30, compile: bool = False) -> tuple[float, int]:
     cfg = grokscope.preset("paper")
     cfg.train.steps = steps
+    cfg.train.compile = compile
     cfg.schedule.ckpt_every = ckpt_every
     cfg.schedule.ckpt_log_points = ckpt_log_points
     cfg.schedule.state_every = max(ckpt_every, 1000)
@@ -117,6 +124,26 @@ def _job(kind: str, steps: int, threads: int, queue) -> None:
         queue.put(("flops", None, peak, update_loop_flops()))
         while True:
             queue.put((kind, grokscope_run(steps, ckpt_every=1000)[0], peak, None))
+    elif kind == "grokscope-compile":  # the same, each run in a fresh process of its own
+        queue.put(("flops", None, peak, None))
+        code = ("import sys, torch; from grokscope.train import configure_cpu; configure_cpu(int(sys.argv[2])); "
+                "sys.path.insert(0, sys.argv[3]); import bench_train; "
+                "print(bench_train.grokscope_run(int(sys.argv[1]), 1000, compile=True)[0])")
+        child = None
+
+        def stop(signum, frame):  # the parent's terminate(): take the run under way down too
+            if child is not None:
+                child.kill()
+            os._exit(0)
+
+        signal.signal(signal.SIGTERM, stop)
+        while True:
+            child = subprocess.Popen([sys.executable, "-c", code, str(steps), str(threads), str(Path(__file__).parent)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            out = child.communicate()[0]
+            if child.returncode != 0:
+                raise SystemExit(f"a compiled grokscope run failed (exit {child.returncode})")
+            queue.put(("grokscope", float(out.strip().splitlines()[-1]), peak, None))
     elif kind == "ckpt10":
         queue.put((kind, grokscope_run(steps, ckpt_every=10, ckpt_log_points=0)[0], peak, None))
     elif kind == "ckpt_ends":
@@ -141,7 +168,7 @@ def side_by_side(a: str, b: str, steps: int, threads: int) -> dict:
     return out
 
 
-def plain_vs_grokscope(steps: int, threads: int) -> tuple[float, list[float], float, float]:
+def plain_vs_grokscope(steps: int, threads: int, kind: str = "grokscope") -> tuple[float, list[float], float, float]:
     """The plain loop in one process while the other trains ``grokscope.train`` runs one after another;
     when the plain loop ends, the run then under way is stopped and dropped. Every counted run shared
     the machine with the plain loop for its whole length, as the plain loop did with them.
@@ -151,9 +178,10 @@ def plain_vs_grokscope(steps: int, threads: int) -> tuple[float, list[float], fl
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     a = ctx.Process(target=_job, args=("plain", steps, threads, q))
-    b = ctx.Process(target=_job, args=("grokscope", steps, threads, q))
+    b = ctx.Process(target=_job, args=(kind, steps, threads, q))
     root = tempfile.mkdtemp(prefix="grokscope-bench-")
     os.environ["GROKSCOPE_BENCH_TMP"] = root  # the stopped run's folder is removed with it
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(root, "inductor")  # --compile: starts empty
     a.start()
     b.start()
     runs, plain, peak, flops = [], None, None, None
@@ -168,7 +196,7 @@ def plain_vs_grokscope(steps: int, threads: int) -> tuple[float, list[float], fl
     b.terminate()
     a.join()
     b.join()
-    del os.environ["GROKSCOPE_BENCH_TMP"]
+    del os.environ["GROKSCOPE_BENCH_TMP"], os.environ["TORCHINDUCTOR_CACHE_DIR"]
     shutil.rmtree(root, ignore_errors=True)
     return plain, runs, peak, flops
 
@@ -177,8 +205,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--threads", type=int, default=1, help="threads per process (two processes run at once)")
+    ap.add_argument("--compile", action="store_true", help="grokscope runs with compile=True (see above)")
     args = ap.parse_args()
     print(f"torch {torch.__version__}; two processes side by side, {args.threads} thread(s) each")
+    if args.compile:
+        plain, runs, _, _ = plain_vs_grokscope(args.steps, args.threads, "grokscope-compile")
+        if not runs:
+            raise SystemExit("no grokscope run finished while the plain loop ran")
+        print(f"{args.steps} steps, x/y mod 97, 50 %: plain TransformerLens loop {plain:.1f} s; beside it, "
+              f"{len(runs)} whole grokscope.train runs with compile=True, each in a fresh process: "
+              f"{', '.join(f'{r:.1f}' for r in runs)} s (the first compiled with an empty inductor cache, the "
+              f"others from its disk cache); speed-up per run: {', '.join(f'{plain / r:.2f}x' for r in runs)}")
+        return
 
     plain, runs, peak, loop = plain_vs_grokscope(args.steps, args.threads)
     if not runs:

@@ -42,7 +42,7 @@ EVAL_ROWS = 32768  # rows (all runs together) per evaluation chunk
 def batch_key(cfg: RunConfig, n_elements: int) -> tuple | None:
     """Runs with equal keys can train in one batch; None: this run trains alone."""
     tr = cfg.train
-    if tr.resid_dropout > 0 or tr.weight_noise > 0:
+    if tr.resid_dropout > 0 or tr.weight_noise > 0 or tr.compile:
         return None
     m, s = cfg.model, cfg.schedule
     return (n_elements, tuple(vars(m).items()), tr.steps, tuple(vars(s).items()), tr.device)

@@ -60,6 +60,8 @@ def _add_train(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="run directory (default checkpoints/<op>_p<p>_f<frac>_s<seed>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (with --steps: a new budget)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the training step: faster steps after a one-time compile (for long runs)")
     for flag, (_, _, typ, help_) in TRAIN_FLAGS.items():
         p.add_argument(f"--{flag}", type=typ, default=None, help=help_)
     p.set_defaults(func=cmd_train)
@@ -82,6 +84,8 @@ def build_config(args) -> RunConfig:
         cfg.task.seed = args.seed
     if args.full_batch:
         cfg.train.full_batch = True
+    if args.compile:
+        cfg.train.compile = True
     return cfg.validate()
 
 
@@ -90,7 +94,7 @@ def cmd_train(args) -> int:
     from .train import train
 
     if args.resume:
-        fixed = [f for f in ("preset", "config", "variant", "out") if getattr(args, f)]
+        fixed = [f for f in ("preset", "config", "variant", "out", "compile") if getattr(args, f)]
         fixed += [f for f in TRAIN_FLAGS if f != "steps" and getattr(args, f.replace("-", "_")) is not None]
         if fixed:
             raise GrokscopeError(f"--resume continues a run with its own config; drop --{', --'.join(fixed)}")

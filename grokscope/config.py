@@ -56,6 +56,7 @@ class TrainConfig:
     stop_val_acc: float = 0.0  # > 0: end the run at the first evaluation with val_acc >= this (0: whole budget)
     seed: int = 0  # initialisation, batch order, noise and dropout
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+    compile: bool = False  # torch.compile the training forward and backward (single runs; not with dropout)
 
 
 @dataclass
