@@ -108,6 +108,11 @@ def compiled_answer_logits():
     return _COMPILED
 
 
+def _compile_failed(e: Exception) -> GrokscopeError:
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return GrokscopeError(f"compile: torch.compile failed ({type(e).__name__}: {first}); train without --compile")
+
+
 # --- the trainer -----------------------------------------------------------------------------------
 class Trainer:
     """Holds the model, optimiser and RNG of one run; ``step()`` does one update."""
@@ -153,10 +158,8 @@ class Trainer:
         if self.compiled is not None:
             try:
                 return self.compiled(self.model, x)
-            except Exception as e:  # the first call compiles: no C++ compiler, an unsupported torch, ...
-                first = (str(e).strip().splitlines() or [""])[0][:200]
-                raise GrokscopeError(f"compile: torch.compile failed ({type(e).__name__}: {first}); "
-                                     "train without --compile") from None
+            except Exception as e:  # a call may (re)compile: no C++ compiler, an unsupported torch, ...
+                raise _compile_failed(e) from None
         return answer_logits(self.model, x)
 
     def step(self) -> None:
@@ -216,15 +219,12 @@ class Trainer:
     def compile_now(self) -> None:
         """Run the compiled forward and backward once (on the first training rows; no update, no RNG
         draw), so that compiling happens, or fails, here."""
-        try:
-            with self.deterministic():
-                F.cross_entropy(self.forward(self.train_x[: self.batch]), self.train_y[: self.batch]).backward()
-        except GrokscopeError:
-            raise
-        except Exception as e:  # the backward compiles on its first call
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise GrokscopeError(f"compile: torch.compile failed ({type(e).__name__}: {first}); "
-                                 "train without --compile") from None
+        with self.deterministic():
+            loss = F.cross_entropy(self.forward(self.train_x[: self.batch]), self.train_y[: self.batch])
+            try:
+                loss.backward()
+            except Exception as e:  # the backward compiles on its first call
+                raise _compile_failed(e) from None
         for p in self.params:
             p.grad = None
 

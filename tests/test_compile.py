@@ -1,9 +1,11 @@
 """--compile: torch.compile'd training steps repeat bit for bit, resume bit-identically, and compute the
 same function as the eager forward. One compile for the whole file (about a minute on a cold cache)."""
 import json
+import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import grokscope
@@ -27,8 +29,16 @@ def quiet(*a):
     pass
 
 
-def test_compiled_runs_repeat_and_resume_bit_identically(tmp_path):
-    torch.set_num_threads(2)  # threads would reorder inductor's atomic scatter-adds; deterministic mode prevents it
+@pytest.fixture
+def two_threads():
+    """Threads would reorder inductor's atomic scatter-adds; the deterministic mode must prevent it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_compiled_runs_repeat_and_resume_bit_identically(tmp_path, two_threads):
     a = grokscope.train(tiny(), out=tmp_path / "a", progress=False, log=quiet)
     assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["compile"] is True
     again = grokscope.train(tiny(), out=tmp_path / "again", progress=False, log=quiet)
@@ -74,3 +84,15 @@ def test_cli_resume_refuses_compile(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "drop --compile" in r.stderr
+
+
+def test_cli_compile_failure_is_one_line_and_writes_nothing(tmp_path):
+    """No working C++ compiler: one error line, exit 2, no run folder left behind."""
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY))
+    env = {**os.environ, "CXX": "/bin/false", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "grokscope.cli", "train", "--config", str(cfg), "--out",
+                        str(tmp_path / "run"), "--no-progress"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "torch.compile failed" in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()
