@@ -52,10 +52,13 @@ TRAIN_FLAGS = {
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a run (or continue one with --resume)",
                        description="Train the paper's transformer on a binary-operation table.")
-    p.add_argument("--preset", help="; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()), metavar="NAME")
+    # argparse %-formats help strings: the presets' "50 %" must reach it as "%%"
+    p.add_argument("--preset", help="; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()).replace("%", "%%"),
+                   metavar="NAME")
     p.add_argument("--config", metavar="FILE", help="a RunConfig JSON file (a run's config.json works)")
     p.add_argument("--variant", metavar="NAME",
-                   help="Figure 2 (left) optimiser variant: " + "; ".join(f"{k} ({v})" for k, v in VARIANT_HELP.items()))
+                   help=("Figure 2 (left) optimiser variant: " + "; ".join(f"{k} ({v})" for k, v in VARIANT_HELP.items()))
+                   .replace("%", "%%"))
     p.add_argument("--full-batch", action="store_true", default=None, help="exact gradient on the whole training set")
     p.add_argument("--out", metavar="DIR", help="run directory (default checkpoints/<op>_p<p>_f<frac>_s<seed>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (with --steps: a new budget)")

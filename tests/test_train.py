@@ -253,3 +253,16 @@ def test_cli_train_prints_disk_estimate_and_lists(tmp_path):
     ops = cli("ops").stdout
     assert all(name in ops for name in ("x+y", "x/y", "x^3+xy^2+y", "s5conj", "s5aba", "x*y"))
     assert "adamw-to-init" in cli("variants").stdout
+
+
+def test_every_command_has_working_help():
+    from grokscope.cli import main
+
+    for command in ([], ["train"], ["analyze"], ["report"], ["sweep"], ["sweep-report"], ["ops"], ["variants"],
+                    ["presets"]):
+        try:
+            main([*command, "--help"])
+        except SystemExit as e:
+            assert e.code == 0, command
+        else:
+            raise AssertionError(f"{command} --help did not exit")
