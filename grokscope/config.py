@@ -133,6 +133,9 @@ class RunConfig:
         t, m, tr, s = self.task, self.model, self.train, self.schedule
         if not (0.0 < t.frac < 1.0):
             raise GrokscopeError(f"training fraction must be in (0, 1), got {t.frac}")
+        for key, value in (("n_layers", m.n_layers), ("d_model", m.d_model), ("n_heads", m.n_heads), ("d_mlp", m.d_mlp)):
+            if value < 1:
+                raise GrokscopeError(f"{key} must be at least 1, got {value}")
         if m.d_model % m.n_heads:
             raise GrokscopeError(f"d_model {m.d_model} is not divisible by n_heads {m.n_heads}")
         for key, value, allowed in (("act_fn", m.act_fn, ACT_FNS), ("pos_embed", m.pos_embed, POS_EMBEDS), ("biases", m.biases, BIASES),
@@ -145,9 +148,20 @@ class RunConfig:
             raise GrokscopeError(f"stop_val_acc must be in [0, 1], got {tr.stop_val_acc}")
         if not (0.0 <= tr.resid_dropout < 1.0):
             raise GrokscopeError(f"resid_dropout must be in [0, 1), got {tr.resid_dropout}")
+        if not tr.lr > 0:
+            raise GrokscopeError(f"lr must be positive, got {tr.lr}")
+        for key in ("beta1", "beta2", "grokfast_alpha"):
+            if not (0.0 <= getattr(tr, key) < 1.0):
+                raise GrokscopeError(f"{key} must be in [0, 1), got {getattr(tr, key)}")
+        for key in ("weight_decay", "warmup", "batch_size", "update_noise", "weight_noise", "grokfast_lambda"):
+            if not getattr(tr, key) >= 0:
+                raise GrokscopeError(f"{key} must not be negative, got {getattr(tr, key)}")
         for name in ("eval_every", "ckpt_every", "state_every"):
             if getattr(s, name) < 1:
                 raise GrokscopeError(f"{name} must be at least 1, got {getattr(s, name)}")
+        for name in ("eval_log_points", "ckpt_log_points"):
+            if getattr(s, name) < 0:
+                raise GrokscopeError(f"{name} must not be negative, got {getattr(s, name)}")
         return self
 
 

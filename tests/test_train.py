@@ -216,7 +216,24 @@ BAD = [
     (["train", "--variant", "sgd"], "unknown variant"),
     (["train", "--preset", "huge"], "unknown preset"),
     (["train", "--steps", "ten"], "invalid int"),
+    (["train", "--lr", "-1"], "lr must be positive"),
+    (["train", "--n-layers", "0"], "n_layers must be at least 1"),
 ]
+
+
+@pytest.mark.parametrize("section,key,value,msg", [
+    ("model", "n_layers", 0, "at least 1"), ("model", "d_model", 0, "at least 1"), ("model", "n_heads", 0, "at least 1"),
+    ("model", "d_mlp", 0, "at least 1"), ("train", "lr", 0.0, "positive"), ("train", "beta1", 1.0, "[0, 1)"),
+    ("train", "beta2", -0.1, "[0, 1)"), ("train", "grokfast_alpha", 1.5, "[0, 1)"),
+    ("train", "weight_decay", -1.0, "negative"), ("train", "warmup", -1, "negative"),
+    ("train", "batch_size", -1, "negative"), ("train", "update_noise", -0.1, "negative"),
+    ("train", "weight_noise", -0.1, "negative"), ("train", "grokfast_lambda", -2.0, "negative"),
+    ("schedule", "eval_log_points", -1, "negative"), ("schedule", "ckpt_log_points", -1, "negative"),
+])
+def test_out_of_range_config_is_one_clear_error_before_anything_is_written(tmp_path, section, key, value, msg):
+    with pytest.raises(GrokscopeError, match=f"{key} must.*{msg.replace('[', '.').replace(')', '.')}"):
+        grokscope.train(tiny(**{section: {key: value}}), out=tmp_path / "run", progress=False, log=lambda *a: None)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("args,msg", BAD)
