@@ -569,6 +569,9 @@ def spec_from_args(args) -> SweepSpec | None:
 
 
 def cmd_sweep(args) -> int:
+    for flag in ("workers", "batch"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise GrokscopeError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     spec = spec_from_args(args)
     if spec is None and not (Path(args.out) / SWEEP_FILE).exists():
         raise GrokscopeError(f"{args.out} holds no sweep yet: give a grid (--ops, --fracs, --seeds, ...), "

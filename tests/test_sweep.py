@@ -269,6 +269,8 @@ def test_cli_sweep_dry_run_and_bad_input(tmp_path):
         (["--out", str(tmp_path / "nothing")], "holds no sweep yet"),
         (["--grid", str(bad_grid), "--out", str(tmp_path / "a")], "does not parse"),
         (["--preset", "fig66", "--out", str(tmp_path / "a")], "unknown sweep preset"),
+        (["--preset", "fig7", "--workers", "0", "--out", str(tmp_path / "a")], "--workers must be at least 1"),
+        (["--preset", "fig7", "--batch", "-2", "--out", str(tmp_path / "a")], "--batch must be at least 1"),
     ]:
         r = cli("sweep", *args)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
