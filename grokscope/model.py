@@ -127,8 +127,10 @@ def _mix(scores: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 def _mix_groups(q: torch.Tensor, groups: list, bias, scale) -> torch.Tensor:
     """Attention of q (..., Tq, H, d_head) over keys and values given in groups [(k, v), ...] of
     (..., T_g, H, d_head) each, in position order, without concatenating them: scores per group, one
-    softmax over all of them (``bias``: the additive mask, (Tq, T, 1)), then the groups' sum."""
-    scores = torch.cat([_scores(q, k, scale) for k, _ in groups], -2) + bias
+    softmax over all of them (``bias``: the additive mask, (Tq, T, 1), or None), then the groups' sum."""
+    scores = torch.cat([_scores(q, k, scale) for k, _ in groups], -2)
+    if bias is not None:
+        scores = scores + bias
     pattern = scores.softmax(-2).split([k.shape[-3] for k, _ in groups], -2)
     z = None
     for p, (_, v) in zip(pattern, groups):
@@ -215,7 +217,7 @@ def answer_logits(model: HookedTransformer, tokens: torch.Tensor, capture: dict 
             kp, vp = torch.addmm(b[Hd:], hp, w[:, Hd:]).view(P, S, 2, H, dh).unbind(2)
             ky, vy = torch.addmm(b[Hd:], hy, w[:, Hd:]).view(B, 1, 2, H, dh).unbind(2)
             qe, ke, ve = torch.addmm(b, he, w).view(B, 1, 3, H, dh).unbind(2)
-            z = _mix_groups(qe, [(_take(kp, inv), _take(vp, inv)), (ky, vy), (ke, ve)], 0.0, a.attn_scale)
+            z = _mix_groups(qe, [(_take(kp, inv), _take(vp, inv)), (ky, vy), (ke, ve)], None, a.attn_scale)
             suf = _block_out(suf[:, 1:], z, block, kind, act, capture, layer)  # (B, 1, d_model)
         else:
             qp, kp, vp = torch.addmm(b, hp, w).view(P, S, 3, H, dh).unbind(2)
