@@ -460,6 +460,9 @@ def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = 
     """Run (or continue: ``spec=None``) the sweep in ``out``; returns it with its table written.
 
     With a pool, a line every ``status_every`` seconds says how far the runs are."""
+    for name, value in (("workers", workers), ("batch", batch)):
+        if value is not None and value < 1:  # before anything is written
+            raise GrokscopeError(f"--{name} must be at least 1, got {value}")
     path = Path(out)
     sweep = write_spec(path, spec) if spec is not None else Sweep(path)
     import torch
@@ -569,9 +572,6 @@ def spec_from_args(args) -> SweepSpec | None:
 
 
 def cmd_sweep(args) -> int:
-    for flag in ("workers", "batch"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise GrokscopeError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     spec = spec_from_args(args)
     if spec is None and not (Path(args.out) / SWEEP_FILE).exists():
         raise GrokscopeError(f"{args.out} holds no sweep yet: give a grid (--ops, --fracs, --seeds, ...), "
