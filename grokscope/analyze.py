@@ -143,9 +143,9 @@ def _inputs(store: ResultStore, a: Analysis, tables: dict[str, pd.DataFrame]) ->
 
 
 def _boundaries(run: Run, store: ResultStore) -> list[int]:
-    from .analyses.phases import boundary_steps, find_phases
+    from .analyses.phases import boundary_steps, find_phases, run_facts
 
-    return boundary_steps(find_phases(run.metrics, _inputs(store, get_analysis("phases"), {})))
+    return boundary_steps(find_phases(run.metrics, _inputs(store, get_analysis("phases"), {}), **run_facts(run)))
 
 
 # --- the work -------------------------------------------------------------------------------------
@@ -216,6 +216,9 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
     data = run.data
     chosen = select(only, data)
     all_params = resolve_params(chosen, params)
+    for a in chosen:
+        if a.resolve is not None:
+            all_params[a.name] = a.resolve(run, all_params[a.name])
     store = ResultStore(Path(out) if out is not None else default_out_dir(run.path))
     available = run.steps
     if not available and steps is not None:

@@ -32,8 +32,8 @@ from .errors import GrokscopeError
 from .model import _ACTS, _mix, _scores, build_model
 from .run import STATE_FILE, Run, load_weights
 from .tasks import Dataset
-from .train import (Prepared, RunWriter, _fmt_bytes, batch_size, configure_cpu, disk_estimate, fit, lr_scale,
-                    pick_device, prepare)
+from .train import (LOSS_DTYPES, Prepared, RunWriter, _fmt_bytes, answer_loss, batch_size, collapsed, configure_cpu,
+                    disk_estimate, fit, lr_scale, pick_device, prepare)
 
 ADAM_EPS = 1e-8  # torch.optim.AdamW's default, as Trainer uses
 EVAL_ROWS = 32768  # rows (all runs together) per evaluation chunk
@@ -45,7 +45,7 @@ def batch_key(cfg: RunConfig, n_elements: int) -> tuple | None:
     if tr.resid_dropout > 0 or tr.weight_noise > 0 or tr.compile:
         return None
     m, s = cfg.model, cfg.schedule
-    return (n_elements, tuple(vars(m).items()), tr.steps, tuple(vars(s).items()), tr.device)
+    return (n_elements, tuple(vars(m).items()), tr.steps, tuple(vars(s).items()), tr.device, tr.loss_dtype)
 
 
 # --- the batched forward ------------------------------------------------------------------------------
@@ -160,9 +160,10 @@ class BatchedTrainer:
         keys = {batch_key(c, d.n_elements) for c, d in zip(cfgs, datas)}
         if None in keys or len(keys) != 1:
             raise GrokscopeError("these runs cannot train in one batch (different model, budget, schedule, "
-                                 "number of elements or device, or dropout / weight noise)")
+                                 "number of elements, device or loss dtype, or dropout / weight noise)")
         self.cfgs, self.datas, self.device, K = cfgs, datas, device, len(cfgs)
         self.K = K
+        self.loss_dtype = LOSS_DTYPES[cfgs[0].train.loss_dtype]  # one per batch (batch_key)
         models = [build_model(c.model, d.d_vocab, d.n_elements, seed=c.train.seed, device=device)
                   for c, d in zip(cfgs, datas)]
         self.template = models[0]
@@ -254,7 +255,7 @@ class BatchedTrainer:
         x = self.train_tok[self.kidx, self.idx]  # (K, B, 4)
         y = self.train_lab[self.kidx, self.idx]  # (K, B)
         logits = self.logits(x)
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").view(K, -1)
+        ce = answer_loss(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), self.loss_dtype, "none").view(K, -1)
         loss = (ce * self.row_w).sum()
         self.flat.grad = None
         loss.backward()
@@ -291,24 +292,26 @@ class BatchedTrainer:
         pass  # no dropout in a batch
 
     @torch.no_grad()
-    def evaluate(self) -> list[tuple[float, float, float, float]]:
+    def evaluate(self) -> list[tuple[float, float, float, float, float]]:
         K, R = self.all_tok.shape[:2]
-        sums = torch.zeros(4, K, dtype=torch.float64, device=self.device)  # train loss, acc, val loss, acc
+        sums = torch.zeros(5, K, dtype=torch.float64, device=self.device)  # train loss, acc, val loss, acc, collapse
         chunk = max(1, EVAL_ROWS // K)
         for i in range(0, R, chunk):
             tok, lab = self.all_tok[:, i:i + chunk], self.all_lab[:, i:i + chunk]
             logits = self.logits(tok, detach=True).float()
-            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab.reshape(-1), reduction="none")
+            ce = answer_loss(logits.reshape(-1, logits.shape[-1]), lab.reshape(-1), self.loss_dtype, "none")
             ce = ce.view(K, -1).double()
             hit = (logits.argmax(-1) == lab).double()
+            gone = collapsed(logits, lab).double()
             tm, vm = self.train_mask[:, i:i + chunk], self.val_mask[:, i:i + chunk]
             sums[0] += (ce * tm).sum(1)
             sums[1] += (hit * tm).sum(1)
             sums[2] += (ce * vm).sum(1)
             sums[3] += (hit * vm).sum(1)
+            sums[4] += (gone * tm).sum(1)
         n_tr = self.train_mask.sum(1).double()
         n_va = self.val_mask.sum(1).double().clamp(min=1)
-        out = torch.stack([sums[0] / n_tr, sums[1] / n_tr, sums[2] / n_va, sums[3] / n_va], 1).cpu()
+        out = torch.stack([sums[0] / n_tr, sums[1] / n_tr, sums[2] / n_va, sums[3] / n_va, sums[4] / n_tr], 1).cpu()
         return [tuple(float(v) for v in row) for row in out]
 
     def lrs(self, step: int) -> list[float]:

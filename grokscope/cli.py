@@ -41,6 +41,8 @@ TRAIN_FLAGS = {
     "grokfast-lambda": ("train", "grokfast_lambda", float, "Grokfast amplification; 0 = off (Lee et al.: 2)"),
     "seed": ("train", "seed", int, "seed of initialisation, batches and noise"),
     "stop-val-acc": ("train", "stop_val_acc", float, "end the run once validation accuracy reaches this (0: off)"),
+    "stop-margin": ("train", "stop_margin", float, "with --stop-val-acc reached at step T, train on until T*(1+margin)"),
+    "loss-dtype": ("train", "loss_dtype", str, "float64 (default; Nanda et al.) or float32 log-softmax of the loss"),
     "device": ("train", "device", str, "auto (CUDA when present), cpu, cuda"),
     "eval-every": ("schedule", "eval_every", int, "metrics every N steps (plus log-spaced early steps)"),
     "ckpt-every": ("schedule", "ckpt_every", int, "checkpoint every N steps (plus log-spaced early steps)"),

@@ -54,6 +54,8 @@ class TrainConfig:
     grokfast_alpha: float = 0.98
     grokfast_lambda: float = 0.0  # 0: Grokfast EMA filter off; Lee et al. use 2
     stop_val_acc: float = 0.0  # > 0: end the run at the first evaluation with val_acc >= this (0: whole budget)
+    stop_margin: float = 0.0  # with stop_val_acc reached at step T: train on until step T * (1 + stop_margin)
+    loss_dtype: str = "float64"  # log-softmax of the answer logits in float64 (Nanda et al.) or float32
     seed: int = 0  # initialisation, batch order, noise and dropout
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     compile: bool = False  # torch.compile the training forward and backward (single runs; not with dropout)
@@ -100,16 +102,24 @@ class RunConfig:
         return cls.from_dict(d)
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
+    def load(cls, path: str | Path, stored: bool = False) -> "RunConfig":
+        """Read a config file; ``stored``: a run's own config.json (fields it lacks take their
+        ``LEGACY_DEFAULTS`` value: what the run was trained with)."""
         path = Path(path)
         try:
             text = path.read_text()
         except OSError as e:
             raise GrokscopeError(f"cannot read config {path}: {e.strerror}") from None
         try:
-            return cls.from_json(text)
+            cfg = cls.from_json(text)
         except GrokscopeError as e:
             raise GrokscopeError(f"{path}: {e}") from None
+        if stored:
+            raw = json.loads(text)
+            for (section, key), value in LEGACY_DEFAULTS.items():
+                if key not in (raw.get(section) or {}):
+                    setattr(getattr(cfg, section), key, value)
+        return cfg
 
     def update(self, d: dict[str, Any]) -> "RunConfig":
         """Set fields from a (possibly partial) nested dict; unknown keys are an error."""
@@ -146,6 +156,10 @@ class RunConfig:
             raise GrokscopeError(f"steps must be positive, got {tr.steps}")
         if not (0.0 <= tr.stop_val_acc <= 1.0):
             raise GrokscopeError(f"stop_val_acc must be in [0, 1], got {tr.stop_val_acc}")
+        if not tr.stop_margin >= 0:
+            raise GrokscopeError(f"stop_margin must not be negative, got {tr.stop_margin}")
+        if tr.loss_dtype not in LOSS_DTYPES:
+            raise GrokscopeError(f"loss_dtype must be one of {', '.join(LOSS_DTYPES)}, got {tr.loss_dtype!r}")
         if not (0.0 <= tr.resid_dropout < 1.0):
             raise GrokscopeError(f"resid_dropout must be in [0, 1), got {tr.resid_dropout}")
         if not tr.lr > 0:
@@ -171,6 +185,10 @@ POS_EMBEDS = ("learned", "sinusoidal")
 BIASES = ("trained", "zero")
 NORMS = ("LN", "RMS", "none")
 WD_TARGETS = ("origin", "init")
+LOSS_DTYPES = ("float64", "float32")
+# Fields a stored config.json written before the field existed gets instead of today's default, so an
+# old run still means (and resumes as) what it trained with.
+LEGACY_DEFAULTS = {("train", "loss_dtype"): "float32"}
 
 
 def _hint(name: str, options) -> str:
@@ -247,16 +265,30 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Figure 1 (left) / Figure 4: division mod 97, 50 %, Adam without weight decay, 1e6 steps.
     "fig1": {"train": {"steps": 1_000_000, "variant": "adam", "weight_decay": 0.0},
              "schedule": {"eval_every": 1000, "ckpt_every": 10000}},
-    # A run that really groks on a CPU in about a minute: x+y mod 31 at 60 %, a narrower model.
-    "quick": {"task": {"op": "x+y", "p": 31, "frac": 0.6},
-              "model": {"d_model": 64, "n_heads": 4, "d_mlp": 256},
-              "train": {"steps": 3000},
-              "schedule": {"eval_every": 25, "ckpt_every": 50, "state_every": 500}},
+    # The textbook story on a CPU in under a minute, in Nanda et al.'s kind of model (one layer, no
+    # LayerNorm, full batch: restricted and excluded loss are faithful there): x+y mod 31 at 40 %,
+    # d_model 32, AdamW lr 5e-3 and weight decay 2 to make it quick. Memorisation by step ~125, a long
+    # plateau with validation loss above chance while restricted loss falls, a clean jump near step
+    # ~2000, then clean-up; the run stops at twice the step where validation reached 99 %.
+    "quick": {"task": {"op": "x+y", "p": 31, "frac": 0.4},
+              "model": {"n_layers": 1, "d_model": 32, "n_heads": 4, "d_mlp": 128, "norm": "none"},
+              "train": {"steps": 6000, "lr": 5e-3, "weight_decay": 2.0, "full_batch": True, "stop_val_acc": 0.99,
+                        "stop_margin": 1.0},
+              "schedule": {"eval_every": 25, "eval_log_points": 10, "ckpt_every": 50, "ckpt_log_points": 10,
+                           "state_every": 500}},
+    # Nanda et al. 2023 ("Progress measures for grokking"): x+y mod 113 at 30 %, one layer without
+    # LayerNorm, full batch, AdamW lr 1e-3 wd 1, beta 0.9/0.98, float64 loss; until validation reaches
+    # 99 % and as long again (clean-up ends after the validation jump), within 40 000 steps.
+    "nanda": {"task": {"op": "x+y", "p": 113, "frac": 0.3},
+              "model": {"n_layers": 1, "d_model": 128, "n_heads": 4, "d_mlp": 512, "norm": "none"},
+              "train": {"steps": 40_000, "full_batch": True, "stop_val_acc": 0.99, "stop_margin": 1.0},
+              "schedule": {"eval_every": 100, "ckpt_every": 100, "state_every": 1000}},
 }
 PRESET_HELP = {
     "paper": "the paper's model and recipe: x/y mod 97, 50 %, AdamW wd 1, 1e5 steps",
     "fig1": "Figure 1 left: x/y mod 97, 50 %, Adam without weight decay, 1e6 steps",
-    "quick": "x+y mod 31, 60 %, d_model 64, 3000 steps: groks on a CPU in about a minute",
+    "quick": "x+y mod 31, 40 %, one layer, d_model 32, full batch: groks on a CPU in under a minute, stops at 2x the grokking step",
+    "nanda": "Nanda et al. 2023: x+y mod 113, 30 %, one layer, no LayerNorm, full batch; to 99 % validation and as long again",
 }
 
 

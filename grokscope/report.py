@@ -84,7 +84,7 @@ def load_report_run(source: Run | str | Path, results: str | Path | None = None)
     """Read everything the report needs; never computes an analysis."""
     from .analyses import REGISTRY
     from .analyses.fourier import op_kind
-    from .analyses.phases import find_phases
+    from .analyses.phases import find_phases, run_facts
 
     run_path, folder = locate(source, results)
     tables = ResultStore(folder).load_all()
@@ -104,7 +104,7 @@ def load_report_run(source: Run | str | Path, results: str | Path | None = None)
     name = (config.name or run_path.name) if run is not None else folder.name
     phases = tables.pop("phases", None)
     if phases is None and len(metrics):
-        phases = find_phases(metrics, tables)
+        phases = find_phases(metrics, tables, **(run_facts(run) if run is not None else {}))
         notes.append("the phases were derived from the metrics for this page (`grokscope analyze` stores them)")
     analysed = sorted({int(s) for t in tables.values() if "step" in t.columns for s in t["step"].dropna()})
     if tables and len(analysed) < FEW_CHECKPOINTS:
@@ -143,6 +143,31 @@ def _phase_items(phases: pd.DataFrame | None) -> str:
     return '<ul class="phases">' + "".join(items) + "</ul>"
 
 
+def _leadlag_items(r: ReportRun) -> str:
+    """The lead/lag sentences of the measures that moved, in the order they moved."""
+    ll = r.tables.results.get("phases_leadlag")
+    if ll is None or not len(ll) or "moved" not in ll.columns:
+        return ""
+    moved = ll[ll["moved"].astype(str).str.lower() == "true"].copy()
+    moved["_at"] = pd.to_numeric(moved["step"], errors="coerce")
+    items = "".join(f"<li>{_e(t)}</li>" for t in moved.sort_values("_at")["description"])
+    return f'<h3>Lead and lag: when each measure moved</h3><ul class="leadlag">{items}</ul>' if items else ""
+
+
+def _published(r: ReportRun) -> str:
+    """Beside the published numbers, for a run in Nanda et al.'s setting."""
+    from .analyses.phases import is_nanda_setting, published_comparison
+
+    if r.config is None or not is_nanda_setting(r.config):
+        return ""
+    rows = published_comparison(r.tables.phases, r.tables.results.get("fourier"))
+    body = "".join(f"<tr><td>{_e(a)}</td><td>{_e(b)}</td><td>{_e(c)}</td></tr>" for a, b, c in rows)
+    return ('<h3>Beside Nanda et al. 2023 (same setting)</h3><table class="runs published"><tr><th></th><th>this run</th>'
+            f'<th>published</th></tr>{body}</table><p class="note">Their phases are read off their curves (epochs '
+            "= full-batch steps); their sequence is x y = (no operation token) and their seed differs, so the key "
+            "frequencies differ: the count is what carries over.</p>")
+
+
 def _summary(r: ReportRun) -> str:
     k = key_steps(r.tables.metrics)
     facts = []
@@ -160,7 +185,7 @@ def _summary(r: ReportRun) -> str:
     return (f'<header class="summary"><h1>grokscope report: {_e(r.tables.name)}</h1>'
             f'<p class="verdict">{_e(verdict(k))}</p><dl class="facts">'
             + "".join(f"<dt>{_e(a)}</dt><dd>{_e(b)}</dd>" for a, b in facts) + "</dl>"
-            + f"<h2>Phases</h2>{_phase_items(r.tables.phases)}{notes}"
+            + f"<h2>Phases</h2>{_phase_items(r.tables.phases)}{_leadlag_items(r)}{_published(r)}{notes}"
             + f'<div class="controls legend">{legend}<button id="xscale" data-scale="log">step axes: log '
               f"(click for linear)</button></div><nav class=\"toc\">{toc}</nav></header>")
 

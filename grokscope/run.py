@@ -12,6 +12,7 @@ its final name is always complete. Weights are only ever read with safetensors.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from functools import cached_property
@@ -32,7 +33,8 @@ METRICS_FILE = "metrics.csv"
 STATE_FILE = "state.safetensors"
 CKPT_DIR = "ckpt"
 CKPT_PATTERN = re.compile(r"^step_(\d+)\.safetensors$")
-METRIC_COLUMNS = ["step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "weight_norm", "elapsed_s"]
+METRIC_COLUMNS = ["step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "weight_norm", "elapsed_s",
+                  "collapse"]
 
 
 def ckpt_name(step: int) -> str:
@@ -87,7 +89,22 @@ def read_metrics(path: Path) -> pd.DataFrame:
     from io import StringIO
 
     df = pd.read_csv(StringIO("\n".join(lines) + "\n"))
+    for column in METRIC_COLUMNS:  # runs written before a column existed
+        if column not in df.columns:
+            df[column] = float("nan")
     return df.dropna(subset=["step"]).astype({"step": int}).reset_index(drop=True)
+
+
+def stop_step(reached: int, margin: float) -> int:
+    """The step at which a run that first reached ``stop_val_acc`` at step ``reached`` ends: the first
+    evaluation at or after ``reached * (1 + stop_margin)`` (margin 0: at once)."""
+    return int(math.ceil(reached * (1.0 + margin)))
+
+
+def first_reached(metrics, level: float) -> int | None:
+    """The first evaluated step after 0 whose validation accuracy is at least ``level``."""
+    hit = metrics[(metrics["step"] > 0) & (metrics["val_acc"] >= level)]
+    return int(hit["step"].iloc[0]) if len(hit) else None
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -103,7 +120,7 @@ class Run:
             raise GrokscopeError(f"{self.path} is not a run directory (it does not exist)")
         if not is_run_dir(self.path):
             raise GrokscopeError(f"{self.path} is not a run directory (no {CONFIG_FILE})")
-        self.config = RunConfig.load(self.path / CONFIG_FILE)
+        self.config = RunConfig.load(self.path / CONFIG_FILE, stored=True)
         self.interrupted = False  # set by train() when Ctrl-C stopped it
 
     def __repr__(self) -> str:

@@ -33,7 +33,8 @@ import pandas as pd
 from .config import RunConfig, _hint, apply_variant, preset
 from .errors import GrokscopeError
 from .sweep_presets import SWEEP_PRESETS
-from .run import METRICS_FILE, STATE_FILE, atomic_write_text, ckpt_name, is_run_dir, read_metadata, read_metrics
+from .run import (METRICS_FILE, STATE_FILE, atomic_write_text, ckpt_name, first_reached, is_run_dir, read_metadata,
+                  read_metrics, stop_step)
 
 SWEEP_FILE = "sweep.json"
 RUNS_DIR = "runs"
@@ -287,8 +288,9 @@ def run_status(run_dir: Path, steps: int, analyses_dir: Path | None = None, anal
     if not len(m):
         return "partial"
     last = int(m["step"].iloc[-1])
-    stop_at = RunConfig.load(run_dir / "config.json").train.stop_val_acc
-    ended = last >= steps or (stop_at > 0 and last > 0 and float(m["val_acc"].iloc[-1]) >= stop_at)
+    tr = RunConfig.load(run_dir / "config.json", stored=True).train
+    reached = first_reached(m, tr.stop_val_acc) if tr.stop_val_acc > 0 else None
+    ended = last >= steps or (reached is not None and last >= stop_step(reached, tr.stop_margin))
     if not ended or not (run_dir / "ckpt" / ckpt_name(last)).exists():
         return "partial"
     if analyses_dir is not None and any(not (analyses_dir / f"{a}.csv").exists() for a in analyses):

@@ -32,8 +32,8 @@ from .config import RunConfig
 from .errors import GrokscopeError
 from .model import answer_logits, build_model
 from .run import (CKPT_DIR, CONFIG_FILE, DATA_FILE, METRIC_COLUMNS, METRICS_FILE, STATE_FILE, Run,
-                  atomic_save, atomic_write_text, ckpt_name, is_run_dir, load_weights, read_metadata,
-                  read_metrics, read_safetensors)
+                  atomic_save, atomic_write_text, ckpt_name, first_reached, is_run_dir, load_weights,
+                  read_metadata, read_metrics, read_safetensors, stop_step)
 from .tasks import Dataset, make_dataset
 
 EVAL_CHUNK = 1024  # rows per evaluation forward: small enough for the cache (8192: 25 % slower)
@@ -76,15 +76,41 @@ def batch_size(cfg: RunConfig, n_train: int) -> int:
     return max(1, min(512, n_train // 2))
 
 
+# --- the loss ------------------------------------------------------------------------------------
+LOSS_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def answer_loss(logits: torch.Tensor, y: torch.Tensor, dtype: torch.dtype = torch.float64,
+                reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of the answer token with the log-softmax computed in ``dtype``.
+
+    float64 is the default (Nanda et al. do the same): late in training the float32 log-probability
+    of most training answers rounds to exactly 0 ("softmax collapse", Prieto et al. 2025), their
+    gradient vanishes, the update follows the few rows left and the loss spikes. The logits come from
+    the float32 model; only the log-softmax and its backward run in ``dtype``."""
+    return F.cross_entropy(logits.to(dtype), y, reduction=reduction)
+
+
+def collapsed(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: rows whose float32 log-probability of the answer is exactly 0 (softmax collapse)."""
+    return torch.log_softmax(logits.float(), -1).gather(-1, y[..., None])[..., 0] == 0
+
+
 # --- evaluation ---------------------------------------------------------------------------------
 @torch.inference_mode()
-def evaluate(model, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of the answer token on the whole set."""
-    loss, correct = 0.0, 0
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype = torch.float64,
+             with_collapse: bool = False) -> tuple[float, ...]:
+    """Mean cross-entropy (log-softmax in ``dtype``) and accuracy on the whole set; with
+    ``with_collapse`` also the softmax-collapse fraction (share of rows whose float32
+    log-probability of the answer is exactly 0)."""
+    loss, correct, collapse = 0.0, 0, 0
     for i in range(0, len(y), EVAL_CHUNK):
-        logits = answer_logits(model, x[i:i + EVAL_CHUNK]).float()
-        loss += F.cross_entropy(logits, y[i:i + EVAL_CHUNK], reduction="sum").item()
-        correct += (logits.argmax(-1) == y[i:i + EVAL_CHUNK]).sum().item()
+        logits, yy = answer_logits(model, x[i:i + EVAL_CHUNK]), y[i:i + EVAL_CHUNK]
+        loss += answer_loss(logits, yy, dtype, reduction="sum").item()
+        correct += (logits.argmax(-1) == yy).sum().item()
+        collapse += collapsed(logits, yy).sum().item()
+    if with_collapse:
+        return loss / len(y), correct / len(y), collapse / len(y)
     return loss / len(y), correct / len(y)
 
 
@@ -139,6 +165,7 @@ class Trainer:
         self.batch = batch_size(cfg, len(self.train_y))
         self.hooks = self._dropout_hooks() if tr.resid_dropout > 0 else []
         self.compiled = compiled_answer_logits() if tr.compile and not self.hooks else None
+        self.loss_dtype = LOSS_DTYPES[tr.loss_dtype]
         self.step_count = 0
 
     def _dropout_hooks(self):
@@ -179,7 +206,7 @@ class Trainer:
         for p in self.params:  # opt.zero_grad(set_to_none=True), without its per-call bookkeeping
             p.grad = None
         with self.deterministic():
-            F.cross_entropy(self.forward(x), y).backward()
+            answer_loss(self.forward(x), y, self.loss_dtype).backward()
         with torch.no_grad():
             if clean is not None:
                 for p, c in zip(self.params, clean):
@@ -220,7 +247,7 @@ class Trainer:
         """Run the compiled forward and backward once (on the first training rows; no update, no RNG
         draw), so that compiling happens, or fails, here."""
         with self.deterministic():
-            loss = F.cross_entropy(self.forward(self.train_x[: self.batch]), self.train_y[: self.batch])
+            loss = answer_loss(self.forward(self.train_x[: self.batch]), self.train_y[: self.batch], self.loss_dtype)
             try:
                 loss.backward()
             except Exception as e:  # the backward compiles on its first call
@@ -256,10 +283,10 @@ class Trainer:
     def eval_mode(self, on: bool) -> None:
         self.model.train(not on)
 
-    def evaluate(self) -> list[tuple[float, float, float, float]]:
-        tl, ta = evaluate(self.model, self.train_x, self.train_y)
-        vl, va = evaluate(self.model, self.val_x, self.val_y)
-        return [(tl, ta, vl, va)]
+    def evaluate(self) -> list[tuple[float, float, float, float, float]]:
+        tl, ta, collapse = evaluate(self.model, self.train_x, self.train_y, self.loss_dtype, with_collapse=True)
+        vl, va = evaluate(self.model, self.val_x, self.val_y, self.loss_dtype)
+        return [(tl, ta, vl, va, collapse)]
 
     def lrs(self, step: int) -> list[float]:
         return [self.cfg.train.lr * lr_scale(step, self.cfg.train.warmup)]
@@ -433,18 +460,28 @@ class RunWriter:
                               else ",".join(METRIC_COLUMNS) + "\n")
         self.metrics_f = open(self.run_dir / METRICS_FILE, "a", buffering=1)
         self.last_state = prep.start
-        # early stop: training ends at the first evaluation (after step 0) with val_acc >= stop_at
-        self.stop_at = cfg.train.stop_val_acc
+        # early stop: training ends at the first evaluation (after step 0) with val_acc >= stop_at, or
+        # stop_margin later (see stop_step)
+        self.stop_at, self.margin = cfg.train.stop_val_acc, cfg.train.stop_margin
+        self.reached: int | None = None  # the first evaluation with val_acc >= stop_at
         self.stopped = False
         if not prep.new and self.stop_at > 0 and prep.start > 0 and len(kept):
-            last = kept.iloc[-1]
-            self.stopped = int(last["step"]) == prep.start and float(last["val_acc"]) >= self.stop_at
+            self.reached = first_reached(kept, self.stop_at)
+            self.stopped = int(kept.iloc[-1]["step"]) == prep.start and self.ends(prep.start, float(kept.iloc[-1]["val_acc"]))
+
+    def ends(self, step: int, val_acc: float) -> bool:
+        """Whether the run ends at this evaluation (early stop; see ``stop_step``)."""
+        if self.stop_at <= 0 or step <= 0:
+            return False
+        if self.reached is None and val_acc >= self.stop_at:
+            self.reached = step
+        return self.reached is not None and step >= stop_step(self.reached, self.margin)
 
     def remaining_ckpts(self) -> int:
         return sum(1 for c in self.ckpt_steps if c >= self.prep.start)
 
     def record(self, step: int, row: tuple) -> None:
-        """row: train_loss, train_acc, val_loss, val_acc, lr, weight_norm, elapsed_s."""
+        """row: train_loss, train_acc, val_loss, val_acc, lr, weight_norm, elapsed_s, collapse."""
         self.metrics_f.write(f"{step}," + ",".join(repr(float(v)) for v in row) + "\n")
 
     def save_ckpt(self, step: int, state_dict: dict[str, torch.Tensor]) -> None:
@@ -465,10 +502,11 @@ def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str =
     """Train until the (shared) budget: metrics, checkpoints and resume states of every run on schedule.
 
     ``trainer`` holds K runs that step together (``Trainer``: K = 1; ``BatchedTrainer``) and gives per
-    run lists: ``evaluate()`` -> [(train_loss, train_acc, val_loss, val_acc)], ``weight_norms()``,
+    run lists: ``evaluate()`` -> [(train_loss, train_acc, val_loss, val_acc, collapse)], ``weight_norms()``,
     ``lrs(step)``, ``state_dicts()`` and ``resume_states()``. Returns True when Ctrl-C stopped it (after
     saving a checkpoint and the resume state of every run). A run whose config sets ``stop_val_acc``
-    ends (checkpoint and resume state at that step) at the first evaluation that reaches it; the
+    ends (checkpoint and resume state at that step) at the first evaluation that reaches it (or, with
+    ``stop_margin``, at the first evaluation at or after ``stop_step``); the
     others go on, and the loop ends when every run has ended or the budget is spent."""
     w0 = writers[0]
     start, total = w0.prep.start, w0.prep.cfg.train.steps
@@ -489,11 +527,12 @@ def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str =
         trainer.eval_mode(False)
         elapsed = time.perf_counter() - t0
         ending = []
-        for k, (w, (tl, ta, vl, va), lr, wn) in enumerate(zip(writers, results, trainer.lrs(step), trainer.weight_norms())):
+        for k, (w, (tl, ta, vl, va, collapse), lr, wn) in enumerate(zip(writers, results, trainer.lrs(step),
+                                                                         trainer.weight_norms())):
             if w.stopped:
                 continue
-            w.record(step, (tl, ta, vl, va, lr, wn, elapsed))
-            if step > 0 and w.stop_at > 0 and va >= w.stop_at:
+            w.record(step, (tl, ta, vl, va, lr, wn, elapsed, collapse))
+            if w.ends(step, va):
                 ending.append(k)
         if ending:  # early stop: these runs end here, with a checkpoint and their resume state
             sds, states = trainer.state_dicts(), trainer.resume_states()
@@ -596,4 +635,5 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-__all__ = ["train", "Trainer", "RunWriter", "Prepared", "prepare", "fit", "schedule", "evaluate", "lr_scale", "batch_size"]
+__all__ = ["train", "Trainer", "RunWriter", "Prepared", "prepare", "fit", "schedule", "evaluate", "lr_scale", "batch_size",
+           "answer_loss", "collapsed"]

@@ -33,6 +33,9 @@ class Analysis:
     params: dict[str, Any] = field(default_factory=dict)  # default keyword arguments of fn
     applies: Callable[[Any], str | None] = lambda data: None
     expensive: bool = False  # not run by default; asked for with --only
+    # resolve(run, params) -> params: settle run-dependent params before a run's checkpoints are analysed
+    # (e.g. fourier's key_freqs="final" -> the last checkpoint's key frequencies); None: as given
+    resolve: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
 
 
 REGISTRY: dict[str, Analysis] = {}
@@ -40,14 +43,15 @@ REGISTRY: dict[str, Analysis] = {}
 
 def register(name: str, *, summary: str, version: int = 1, kind: str = "checkpoint", default_steps: str = "all",
              needs: tuple[str, ...] = (), params: dict[str, Any] | None = None,
-             applies: Callable[[Any], str | None] | None = None, expensive: bool = False):
+             applies: Callable[[Any], str | None] | None = None, expensive: bool = False,
+             resolve: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None):
     """Decorator: ``@register("weight_norms", summary="...")`` above the analysis function."""
     if kind not in ("checkpoint", "run"):
         raise ValueError(f"kind must be 'checkpoint' or 'run', got {kind!r}")
 
     def deco(fn):
         REGISTRY[name] = Analysis(name, fn, summary, version, kind, default_steps, tuple(needs), dict(params or {}),
-                                  applies or (lambda data: None), expensive)
+                                  applies or (lambda data: None), expensive, resolve)
         return fn
 
     return deco

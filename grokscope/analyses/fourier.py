@@ -136,10 +136,57 @@ def gini(c) -> float:
     return float(1 - 2 * np.sum((c / total) * (n - k + 0.5) / n))
 
 
-def key_frequencies(norms: torch.Tensor, n_key: int) -> list[int]:
-    """The n_key non-constant frequencies with the largest norms, largest first."""
+MAX_KEYS = 16  # the most key frequencies the gap rule picks
+CLEAR_GAP = 2.0  # a gap of at least this factor in the sorted spectrum marks clear key frequencies
+
+
+def key_gap(norms: torch.Tensor, max_keys: int = MAX_KEYS) -> tuple[int, float]:
+    """(n, gap): how many key frequencies the spectrum's largest gap sets, and that gap's factor.
+
+    With e_1 >= e_2 >= ... the non-constant frequencies' norms squared (their share of the matrix's
+    energy), the number of key frequencies is the n <= ``max_keys`` that maximises e_n / e_(n+1):
+    the key ones hold a clear share of the norm and the rest do not. A grokked modular-addition
+    model (Nanda et al.) has a gap of orders of magnitude after its five key frequencies; a random
+    embedding's largest gap is a factor of about 1.3 (no key frequencies: see ``CLEAR_GAP``)."""
+    e = np.sort(norms[1:].double().numpy() ** 2)[::-1]
+    top = min(max_keys, len(e) - 1)
+    if top < 1:
+        return len(e), float("nan")
+    ratios = e[:top] / np.maximum(e[1:top + 1], np.finfo(np.float64).tiny)
+    n = int(np.argmax(ratios)) + 1
+    return n, float(ratios[n - 1])
+
+
+def key_frequencies(norms: torch.Tensor, n_key: int | None = None) -> list[int]:
+    """The key frequencies, largest first: the ``n_key`` largest non-constant frequency norms, or,
+    with ``n_key`` None, as many as the spectrum's largest gap sets (``key_gap``)."""
+    if n_key is None:
+        n_key = key_gap(norms)[0]
     order = np.argsort(-norms[1:].numpy(), kind="stable") + 1
     return [int(k) for k in order[:n_key]]
+
+
+def losses_unfaithful(n_layers: int, norm: str | None, op: str) -> str | None:
+    """Why restricted and excluded loss are not a faithful measure of the Fourier algorithm for this
+    model and operation (None: they are).
+
+    They project the activations of the last MLP on the key frequencies' terms of a+b (a-b; the
+    discrete logs for x*y, x/y) and replace the rest of the residual stream by its mean. That is
+    Nanda et al.'s construction and measures the algorithm when the model is one layer without
+    LayerNorm: then the last MLP is where the products cos(wa)cos(wb) form, and the logits are a
+    linear read-out of its activations. With several layers, earlier blocks can compute part of the
+    algorithm, and the mean-replaced stream removes them; with LayerNorm (or RMSNorm), the final norm
+    rescales the projected stream non-linearly. Operations without a single cyclic sum (the
+    polynomials, the mixed one) have no key terms of a+b at all."""
+    if op not in SIGN:
+        return f"{op!r} is not a cyclic sum or difference: no key terms of a+b to project on"
+    why = []
+    if n_layers != 1:
+        why.append(f"{n_layers} layers (earlier blocks may compute part of the algorithm, and their output is mean-replaced)")
+    if norm not in (None, "none"):
+        why.append(f"{norm} normalisation (the final norm rescales the projected stream non-linearly)")
+    return ("restricted/excluded loss are Nanda et al.'s one-layer, no-LayerNorm measure; this model has "
+            + " and ".join(why)) if why else None
 
 
 def element_matrices(model, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -288,7 +335,7 @@ def _losses(model, data, row: torch.Tensor, resid_mid, acts, keys: list[int], n:
             continue
         cells = cells.to(dev)
         logits = logits_after_last_mlp(model, mid[cells], a[cells].to(acts.dtype))
-        out.append(F.cross_entropy(logits.float(), labels.to(dev)).item())
+        out.append(F.cross_entropy(logits.double(), labels.to(dev)).item())  # float64, as training
     return out[0], out[1]
 
 
@@ -329,14 +376,51 @@ def fourier_neurons(model, data, layer: int = -1) -> pd.DataFrame:
                          "std": acts.double().cpu().std((0, 1), unbiased=False).numpy()})
 
 
-@register("fourier", summary="key frequencies, Fourier Gini, neuron frequencies, restricted/excluded loss",
-          version=1, params={"n_key": 5, "key_freqs": None, "key_from": "embed", "layer": -1}, applies=not_cyclic)
-def fourier(model, data, n_key: int = 5, key_freqs=None, key_from: str = "embed", layer: int = -1) -> dict:
-    """One row: key_freqs ("k1,k2,..", largest first), embed_gini, unembed_gini, embed_key_frac,
-    neuron_frac_explained, neuron_key_frac, restricted_loss, excluded_loss (see the module docstring).
+def resolve_key_freqs(run, params: dict) -> dict:
+    """``key_freqs="final"`` (the default): the key frequencies of the run's last checkpoint (or of
+    ``key_step``), fixed for every checkpoint as Nanda et al. did, so that restricted and excluded loss
+    over time measure one set of terms. Returns the params with ``key_freqs`` spelled out ("14,35,41")
+    and ``key_step`` the checkpoint they came from: the cache recomputes when either changes."""
+    if params.get("key_freqs") != "final":
+        return params
+    steps = run.steps
+    if not steps:
+        return params
+    step = params.get("key_step")
+    step = steps[-1] if step in (None, "final", -1) else int(step)
+    if step not in steps:
+        raise GrokscopeError(f"fourier: key_step {step} has no checkpoint")
+    # only the two matrices are read (no model is built): cheap enough to do on every analyze call
+    from safetensors import safe_open
 
-    ``key_from``: "embed" or "unembed", whose spectrum picks the key frequencies; ``key_freqs`` fixes them
-    (list or "3,7,12"); ``layer``: the MLP layer of the neuron measures (the losses use the last layer).
+    try:
+        with safe_open(str(run.checkpoint_path(step)), "pt") as f:
+            tokens = cyclic_tokens(run.data)
+            W = (f.get_tensor("embed.W_E")[tokens] if params.get("key_from", "embed") == "embed"
+                 else f.get_tensor("unembed.W_U")[:, tokens].T)
+    except Exception as e:  # a truncated or foreign file: one line
+        raise GrokscopeError(f"fourier: cannot read the key frequencies' checkpoint {run.checkpoint_path(step)}: {e}") from None
+    basis, freqs = fourier_basis(len(tokens))
+    keys = key_frequencies(frequency_norms(W, basis, freqs), params.get("n_key"))
+    return {**params, "key_freqs": ",".join(map(str, keys)), "key_step": step}
+
+
+@register("fourier", summary="key frequencies, Fourier Gini, neuron frequencies, restricted/excluded loss",
+          version=2, params={"n_key": None, "key_freqs": "final", "key_step": None, "key_from": "embed", "layer": -1},
+          applies=not_cyclic, resolve=resolve_key_freqs)
+def fourier(model, data, n_key: int | None = None, key_freqs="own", key_step=None, key_from: str = "embed",
+            layer: int = -1) -> dict:
+    """One row: key_freqs ("k1,k2,..", largest first), n_key, key_gap, embed_gini, unembed_gini,
+    embed_key_frac, unembed_key_frac, neuron_frac_explained, neuron_key_frac, restricted_loss,
+    excluded_loss, losses_faithful (see the module docstring and ``losses_unfaithful``).
+
+    ``key_freqs``: fixed key frequencies (list or "3,7,12"); "own": this checkpoint's (as many as the
+    gap rule or ``n_key`` says); "final": over a run, ``analyze`` replaces it by the last checkpoint's
+    (``resolve_key_freqs``; called on one model it means "own"). ``key_step``: the checkpoint the
+    fixed keys came from (recorded, not used here). ``key_from``: "embed" or "unembed", whose spectrum
+    picks the key frequencies; ``layer``: the MLP layer of the neuron measures (the losses use the
+    last layer). ``key_gap``: the factor between the last key frequency's energy and the next one's
+    in this checkpoint's own ``key_from`` spectrum (>= 2: clear key frequencies).
     """
     _check(data)
     if key_from not in ("embed", "unembed"):
@@ -345,9 +429,9 @@ def fourier(model, data, n_key: int = 5, key_freqs=None, key_from: str = "embed"
     n = len(tokens)
     basis, freqs = fourier_basis(n)
     norms = {k: frequency_norms(W, basis, freqs) for k, W in element_matrices(model, tokens).items()}
-    keys = _parse_keys(key_freqs, n // 2)
-    keys = key_frequencies(norms[key_from], n_key) if keys is None else keys
-    emb_sq = norms["embed"][1:].pow(2)
+    own = key_freqs is None or key_freqs in ("own", "final")
+    keys = key_frequencies(norms[key_from], n_key) if own else _parse_keys(key_freqs, n // 2)
+    emb_sq, unemb_sq = norms["embed"][1:].pow(2), norms["unembed"][1:].pow(2)
 
     L = model.cfg.n_layers
     layer = layer % L
@@ -363,14 +447,19 @@ def fourier(model, data, n_key: int = 5, key_freqs=None, key_from: str = "embed"
         with torch.no_grad():
             restricted, excluded = _losses(model, data, row, acts[f"blocks.{L - 1}.hook_resid_mid"],
                                            acts[f"blocks.{L - 1}.mlp.hook_post"], keys, n)
+    idx = [k - 1 for k in keys]
     return {
         "key_freqs": ",".join(map(str, keys)),
+        "n_key": len(keys),
+        "key_gap": key_gap(norms[key_from])[1],
         "embed_gini": gini(norms["embed"][1:]),
         "unembed_gini": gini(norms["unembed"][1:]),
-        "embed_key_frac": (emb_sq[[k - 1 for k in keys]].sum() / emb_sq.sum()).item(),
+        "embed_key_frac": (emb_sq[idx].sum() / emb_sq.sum()).item(),
+        "unembed_key_frac": (unemb_sq[idx].sum() / unemb_sq.sum()).item(),
         "neuron_frac_explained": best.values.mean().item() if best is not None else float("nan"),
         "neuron_key_frac": torch.isin(best.indices + 1, torch.tensor(keys, dtype=torch.long)).float().mean().item()
         if best is not None else float("nan"),
         "restricted_loss": restricted,
         "excluded_loss": excluded,
+        "losses_faithful": losses_unfaithful(L, model.cfg.normalization_type, data.op) is None,
     }

@@ -1,54 +1,106 @@
-"""Phases of grokking (Nanda et al. 2023): memorisation, circuit formation, clean-up, grokked.
+"""Phases of grokking from the progress measures (Nanda et al. 2023), and when each measure moves.
 
-The boundaries come from the run's metrics (evaluated more often than checkpoints are saved); the
-other analyses' tables, when present, say what changed inside. With ``acc`` = 0.99:
+The measures (``MEASURES``): the metrics (train and validation loss and accuracy, the total weight
+norm, the softmax-collapse fraction), the ``fourier`` table (restricted and excluded loss, where they
+are faithful, see ``fourier.losses_unfaithful``; the Fourier Gini of the embedding and unembedding),
+and the ``sparsity`` table (Gini and effective number of the MLP neuron norms). Operations without a
+Fourier basis (S5, the polynomials) have only the metrics and the neuron measures; the phases say so.
 
-- ``T_mem``: the first step where train accuracy ≥ acc. Memorisation runs from the first step to T_mem.
-- ``T_grok``: the first step where validation accuracy ≥ acc. Grokked runs from T_grok on.
-- ``T_clean``, searched after T_mem (and before T_grok when the run grokked):
-  1. weight norm (metrics ``weight_norm``, else the ``weight_norms`` total): take its peak after
-     T_mem (before T_grok) and its lowest value after that peak; if it falls by at least
-     ``min_norm_fall`` (5 %) of the peak, clean-up starts at the first step where it has lost
-     ``norm_drop`` (10 %) of that fall: the norm has begun its fall;
-  2. otherwise validation accuracy: with ``floor`` its lowest value after T_mem, the first later
-     step where it reaches floor + ``floor_rise`` (10 %) of the way from the floor to acc: it has
-     left its floor.
-  Circuit formation runs from T_mem to T_clean, clean-up from T_clean to T_grok.
+Smoothing. Every series is a running median over the evaluated steps within a factor ``SMOOTH``
+(1.05) of each step, and at least two neighbours on each side: windows are log-spaced, as the
+evaluations are dense late and sparse early, and a loss spike a few evaluations long cannot move a
+boundary. Losses and the weight norm are compared in log space.
 
-What did not happen is marked absent (``present`` False, no step), never invented: a run that never
-reaches acc in training has an unfinished memorisation and nothing else; one that memorises but whose
-validation accuracy never leaves its floor has no clean-up and is not grokked, and shows circuit
-formation only if the Fourier Gini of the embedding (``fourier`` table, ``embed_gini``) rose by at
-least ``gini_rise`` after T_mem; one that generalises as it memorises (T_grok ≤ T_mem) has neither
-circuit formation nor clean-up. A phase still going on at the last step has no ``end_step``.
+Boundaries (``acc`` = 0.99, chance = ln of the number of possible answers):
+- memorisation: from the first step to ``T_mem``, the first step where train accuracy >= acc.
+- circuit formation: from ``T_mem`` to ``T_clean``, the step from which the smoothed validation loss
+  stays below chance for good (the last step where it is at or above chance, plus one evaluation).
+  Before it, validation is poor while the generalising mechanism grows: restricted loss falls,
+  excluded loss rises away from the train loss, the Fourier Gini rises, the weight norm declines.
+  When validation loss is already below chance at ``T_mem`` there is no delay: no circuit formation.
+- clean-up: from ``T_clean`` to ``T_stable``, the step by which every clean-up marker that moved
+  has done ``done`` (90 %) of its change from ``T_clean`` to its extreme after it: the weight norm's
+  fall and the Gini's rise (Fourier Gini of the embedding, else the neuron-norm Gini), and validation
+  accuracy has reached acc. Not simply when validation accuracy reaches acc.
+- grokked: from ``T_stable`` on.
+What did not happen is marked absent with the reason; a phase going on at the last step has no
+``end_step``.
 
-Columns: ``step`` (= ``start_step``), ``phase``, ``present``, ``start_step``, ``end_step``, ``marker``
-(the quantity that shows the phase), ``threshold`` (the marker's level that sets the phase's start or
-end boundary, when a threshold does), ``value_before``/``value_after`` (the marker at the start and
-the end, or the last step), ``description`` (one sentence).
+Markers. In each phase's text a measure is named only when it moved in that phase's expected
+direction by a meaningful amount (``Measure.min_change``: a factor 2 for losses, 5 % for the weight
+norm, 0.1 for a Gini, ...), with its smoothed values at the phase's start and end.
+
+Lead and lag (``phases_leadlag``). For each measure, its main change: from its start value to its
+extreme (the largest fall or rise in the measure's expected direction, after ``T_mem``; from the
+first step for the train loss). It happens at the first step where the smoothed series crosses
+1 nat for the cross-entropies (train, validation, restricted, excluded loss: one level, so their
+steps compare directly), half-way through the change for the others (in log space for log
+measures). Its lead is the validation loss's step minus its own: positive when it moves first.
+
+Columns of ``phases``: ``step`` (= ``start_step``), ``phase``, ``present``, ``start_step``,
+``end_step``, ``marker`` and ``threshold`` (the quantity and level that set the start), ``end_marker``
+and ``end_threshold`` (those that set the end), ``value_before``/``value_after`` (the start marker at
+the start and end), ``evidence`` ("measure: a → b; ..." of the markers that moved), ``description``.
+Steps are integers (pandas ``Int64``; missing: <NA>).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from .base import register
 
 PHASES = ("memorisation", "circuit_formation", "clean_up", "grokked")
-COLUMNS = ["step", "phase", "present", "start_step", "end_step", "marker", "threshold", "value_before",
-           "value_after", "description"]
+COLUMNS = ["step", "phase", "present", "start_step", "end_step", "marker", "threshold", "end_marker",
+           "end_threshold", "value_before", "value_after", "evidence", "description"]
+LEADLAG_COLUMNS = ["step", "measure", "label", "direction", "moved", "value_from", "value_to", "level", "lead",
+                   "reference_step", "description"]
 NAN = float("nan")
-# Internal quantities that show circuit formation, best first: (table, column, filter, label).
-CIRCUIT_MARKERS = [
-    ("fourier", "embed_gini", None, "Fourier Gini of the embedding"),
-    ("fourier", "restricted_loss", None, "restricted loss"),
-    ("fourier", "excluded_loss", None, "excluded loss"),
-    ("sparsity", "gini", ("scope", "all"), "Gini of the MLP neuron norms"),
-    ("metrics", "val_loss", None, "validation loss"),
+SMOOTH = 1.05  # running-median window: steps within this factor of each step
+DEFAULTS = {"acc": 0.99, "done": 0.9}
+
+
+@dataclass(frozen=True)
+class Measure:
+    key: str  # name in the tables of this module
+    table: str  # "metrics", "fourier", "sparsity"
+    column: str
+    label: str
+    direction: int  # -1: falls, +1: rises in the phases it marks
+    log: bool  # compare in log space (losses, norms)
+    min_change: float  # meaningful change: |delta| >= this (in ln units when log)
+    phases: tuple[str, ...]  # the phases whose text may name it
+    where: tuple[str, object] | None = None
+
+
+LN2 = math.log(2.0)
+MEASURES = [
+    Measure("train_loss", "metrics", "train_loss", "train loss", -1, True, LN2, ("memorisation",)),
+    Measure("val_loss", "metrics", "val_loss", "validation loss", -1, True, LN2, ("clean_up",)),
+    Measure("val_acc", "metrics", "val_acc", "validation accuracy", +1, False, 0.2, ()),
+    Measure("restricted_loss", "fourier", "restricted_loss", "restricted loss", -1, True, LN2,
+            ("circuit_formation", "clean_up")),
+    Measure("excluded_loss", "fourier", "excluded_loss", "excluded loss", +1, True, LN2,
+            ("circuit_formation", "clean_up")),
+    Measure("embed_gini", "fourier", "embed_gini", "Fourier Gini of the embedding", +1, False, 0.1,
+            ("circuit_formation", "clean_up")),
+    Measure("unembed_gini", "fourier", "unembed_gini", "Fourier Gini of the unembedding", +1, False, 0.1,
+            ("circuit_formation", "clean_up")),
+    Measure("weight_norm", "metrics", "weight_norm", "total weight norm", -1, True, -math.log(0.95),
+            ("circuit_formation", "clean_up")),
+    Measure("neuron_gini", "sparsity", "gini", "Gini of the MLP neuron norms", +1, False, 0.05,
+            ("circuit_formation", "clean_up"), ("scope", "all")),
+    Measure("effective_neurons", "sparsity", "effective_n", "effective number of MLP neurons", -1, True,
+            math.log(1.25), ("circuit_formation", "clean_up"), ("scope", "all")),
+    Measure("collapse", "metrics", "collapse", "softmax-collapse fraction (float32)", +1, False, 0.05, ()),
 ]
+BY_KEY = {m.key: m for m in MEASURES}
 
 
+# --- series ------------------------------------------------------------------------------------------
 def series(table: pd.DataFrame | None, column: str, where: tuple[str, object] | None = None) -> pd.Series:
     """``column`` by step (mean over rows of a step), sorted, NaN dropped; empty if missing."""
     if table is None or column not in table.columns or "step" not in table.columns:
@@ -58,9 +110,28 @@ def series(table: pd.DataFrame | None, column: str, where: tuple[str, object] | 
             return pd.Series(dtype=float)
         table = table[table[where[0]] == where[1]]
     s = pd.to_numeric(table[column], errors="coerce")
-    s = s.groupby(table["step"].astype(float)).mean().dropna().sort_index()
+    s = s.groupby(pd.to_numeric(table["step"], errors="coerce")).mean().dropna().sort_index()
     s.index = s.index.astype(int)
     return s
+
+
+def smooth(s: pd.Series, factor: float = SMOOTH, min_side: int = 2) -> pd.Series:
+    """Running median over the steps within ``factor`` of each step, with at least ``min_side``
+    neighbours on each side: log-spaced windows, robust to spikes. Windows are symmetric in the
+    number of points (a monotone series is kept), shrinking towards the ends; the first and last
+    points take the median of their nearest three, so a spike there is removed too."""
+    if len(s) < 3:
+        return s.copy()
+    steps = s.index.to_numpy(dtype=np.float64)
+    v = s.to_numpy(dtype=np.float64)
+    n, idx = len(v), np.arange(len(v))
+    lo = np.searchsorted(steps, steps / factor, side="left")
+    hi = np.searchsorted(steps, steps * factor, side="right") - 1
+    half = np.maximum(np.maximum(idx - lo, hi - idx), min_side)
+    half = np.minimum(half, np.minimum(idx, n - 1 - idx))
+    out = [float(np.median(v[i - h:i + h + 1])) for i, h in zip(idx, half)]
+    out[0], out[-1] = float(np.median(v[:3])), float(np.median(v[-3:]))
+    return pd.Series(out, index=s.index)
 
 
 def at(s: pd.Series, step) -> float:
@@ -78,157 +149,414 @@ def first_step(s: pd.Series, test, after=None) -> int | None:
     return int(hits.index[0]) if len(hits) else None
 
 
+def _t(m: Measure, v):
+    """The measure's value in the space its changes are compared in."""
+    v = np.asarray(v, dtype=np.float64)
+    return np.log(np.maximum(v, 1e-300)) if m.log else v
+
+
 def pct(v: float) -> str:
     """0.03 -> "3 %"; one decimal where rounding would reach 0 or 100 (0.995 -> "99.5 %")."""
+    if v != v:
+        return "n/a"
     text = f"{100 * v:.0f}"
     if (text == "100" and v < 1) or (text == "0" and v > 0):
         text = f"{100 * v:.1f}"
     return f"{text} %"
 
 
-def _row(phase, start, end, marker, threshold, before, after, description, present=True):
-    start_v = NAN if start is None else start
-    return {"step": start_v, "phase": phase, "present": present, "start_step": start_v,
-            "end_step": NAN if end is None else end, "marker": marker, "threshold": threshold,
-            "value_before": before, "value_after": after, "description": description}
+def fmt(m: Measure | None, v: float) -> str:
+    if v != v:
+        return "n/a"
+    if m is not None and m.key in ("val_acc", "collapse"):
+        return pct(v)
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    if abs(v) >= 0.01 or v == 0:
+        return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+    return f"{v:.1e}"
+
+
+class Measures:
+    """The smoothed series of every measure a run has (``series`` by key), and why others are missing."""
+
+    def __init__(self, metrics: pd.DataFrame, results: dict[str, pd.DataFrame] | None = None):
+        results = dict(results or {})
+        results["metrics"] = metrics
+        self.raw: dict[str, pd.Series] = {}
+        self.series: dict[str, pd.Series] = {}
+        self.missing: dict[str, str] = {}
+        fourier = results.get("fourier")
+        unfaithful = (fourier is not None and "losses_faithful" in fourier.columns
+                      and not fourier["losses_faithful"].astype(str).str.lower().isin(["true", "1", "1.0"]).all())
+        for m in MEASURES:
+            s = series(results.get(m.table), m.column, m.where)
+            if m.key == "weight_norm" and s.empty:
+                s = series(results.get("weight_norms"), "norm", ("group", "total"))
+            if m.key in ("restricted_loss", "excluded_loss") and unfaithful:
+                self.missing[m.key] = "not faithful for this model (see the fourier analysis)"
+                continue
+            if len(s) < 2:
+                self.missing[m.key] = f"no {m.table} table" if results.get(m.table) is None else "not measured"
+                continue
+            self.raw[m.key], self.series[m.key] = s, smooth(s)
+
+    def has(self, key: str) -> bool:
+        return key in self.series
+
+    def __getitem__(self, key: str) -> pd.Series:
+        return self.series.get(key, pd.Series(dtype=float))
+
+    def change(self, key: str, start, end) -> tuple[float, float, bool]:
+        """(value at start, value at end, moved): moved in its expected direction by a meaningful amount."""
+        m, s = BY_KEY[key], self[key]
+        a, b = at(s, start), at(s, end)
+        if a != a or b != b:
+            return a, b, False
+        delta = float(_t(m, b) - _t(m, a))
+        return a, b, m.direction * delta >= m.min_change
+
+    def evidence(self, phase: str, start, end) -> list[tuple[Measure, float, float]]:
+        out = []
+        for m in MEASURES:
+            if phase in m.phases and self.has(m.key):
+                a, b, moved = self.change(m.key, start, end)
+                if moved:
+                    out.append((m, a, b))
+        return out
+
+
+def _evidence_text(ev) -> str:
+    parts = []
+    for m, a, b in ev:
+        verb = "falls" if m.direction < 0 else "rises"
+        parts.append(f"{m.label} {verb} {fmt(m, a)} → {fmt(m, b)}")
+    return ", ".join(parts)
+
+
+def _evidence_col(ev) -> str:
+    return "; ".join(f"{m.key}: {fmt(m, a)} → {fmt(m, b)}" for m, a, b in ev)
+
+
+# --- boundaries --------------------------------------------------------------------------------------
+def below_for_good(s: pd.Series, level: float, after: int) -> int | None:
+    """The first step > ``after`` from which ``s`` stays below ``level`` to the end (None: it does not
+    end below it); ``after`` itself when it is below from there on."""
+    window = s[s.index >= after]
+    if not len(window) or window.iloc[-1] >= level:
+        return None
+    above = window[window >= level]
+    if not len(above):
+        return int(window.index[0])
+    later = window[window.index > above.index[-1]]
+    return int(later.index[0])
+
+
+def done_step(s: pd.Series, m: Measure, start: int, done: float, tail: float = 0.2) -> tuple[int | None, float, bool]:
+    """(step, level, settled): the first step >= ``start`` by which ``s`` has done ``done`` of its change
+    in its direction from ``start`` to its extreme after it (step None: it did not move meaningfully).
+    ``settled``: over the last ``tail`` of the steps since ``start`` it changed by less than the
+    remaining ``1 - done`` of that change (a measure still moving at the end has not done its change)."""
+    window = s[s.index >= start]
+    if len(window) < 2:
+        return None, NAN, False
+    tw = pd.Series(_t(m, window.to_numpy()), index=window.index)
+    t0 = float(tw.iloc[0])
+    t1 = float(tw.min() if m.direction < 0 else tw.max())
+    if m.direction * (t1 - t0) < m.min_change:
+        return None, NAN, True
+    level_t = t0 + done * (t1 - t0)
+    hit = tw[(tw <= level_t) if m.direction < 0 else (tw >= level_t)]
+    first, last = int(tw.index[0]), int(tw.index[-1])
+    recent = float(tw.iloc[-1]) - at(tw, last - tail * (last - first))
+    settled = abs(recent) < (1 - done) * abs(t1 - t0)
+    return int(hit.index[0]), float(np.exp(level_t)) if m.log else float(level_t), settled
+
+
+def train_loss_floor(train_loss: pd.Series, t_mem: int, val_loss: pd.Series, chance: float) -> int | None:
+    """The step where the (smoothed) train loss comes within a factor 2 of its lowest value before
+    clean-up (before validation loss falls below chance for good): the end of memorisation read off
+    the train loss, as Nanda et al. read their curves; reported beside ``T_mem``."""
+    if train_loss.empty:
+        return None
+    t_clean = below_for_good(val_loss, chance, t_mem) if len(val_loss) else None
+    window = train_loss if t_clean is None else train_loss[train_loss.index <= t_clean]
+    return first_step(window, lambda s: s <= 2 * window.min())
+
+
+def _row(phase, start, end, marker, threshold, before, after, description, *, end_marker="", end_threshold=NAN,
+         evidence="", present=True):
+    return {"step": start, "phase": phase, "present": present, "start_step": start, "end_step": end,
+            "marker": marker, "threshold": threshold, "end_marker": end_marker, "end_threshold": end_threshold,
+            "value_before": before, "value_after": after, "evidence": evidence, "description": description}
 
 
 def _absent(phase: str, why: str):
     return _row(phase, None, None, "", NAN, NAN, NAN, f"{phase.replace('_', ' ')}: absent, {why}", present=False)
 
 
-def norm_fall_start(norm: pd.Series, t_mem: int, t_end: int, norm_drop: float, min_norm_fall: float):
-    """Rule 1: (step, "weight_norm", level) where the weight norm has begun its fall, or None."""
-    window = norm[(norm.index >= t_mem) & (norm.index <= t_end)]
-    if len(window) < 2:
-        return None
-    peak_step, peak = int(window.idxmax()), float(window.max())
-    later = norm[norm.index > peak_step]
-    if not len(later) or peak <= 0 or peak - later.min() < min_norm_fall * peak:
-        return None
-    level = peak - norm_drop * (peak - float(later.min()))
-    t = first_step(later, lambda s: s <= level)
-    return (t, "weight_norm", level) if t is not None and t <= t_end else None
+def _table(rows, columns) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=columns)
+    for c in ("step", "start_step", "end_step", "reference_step"):
+        if c in df.columns:
+            df[c] = pd.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
+                              for v in df[c]], dtype="Int64")
+    return df
 
 
-def floor_leave(val: pd.Series, t_mem: int, t_end: int, acc: float, floor_rise: float):
-    """Rule 2: (step, "val_acc", level) where validation accuracy leaves its floor, or None."""
-    window = val[(val.index >= t_mem) & (val.index <= t_end)]
-    if not len(window):
-        return None
-    floor_step, floor = int(window.idxmin()), float(window.min())
-    level = floor + floor_rise * (acc - floor)
-    t = first_step(val, lambda s: s >= level, after=floor_step)
-    return (t, "val_acc", level) if t is not None and t <= t_end else None
+def chance_loss(metrics: pd.DataFrame, n_answers: int | None) -> float:
+    """ln(number of possible answers); without it, the validation loss at the first step (≈ ln n at
+    initialisation)."""
+    if n_answers:
+        return math.log(n_answers)
+    v = series(metrics, "val_loss")
+    return float(v.iloc[0]) if len(v) else NAN
 
 
 def find_phases(metrics: pd.DataFrame, results: dict[str, pd.DataFrame] | None = None, acc: float = 0.99,
-                norm_drop: float = 0.1, min_norm_fall: float = 0.05, floor_rise: float = 0.1,
-                gini_rise: float = 0.1) -> pd.DataFrame:
-    """The four phase rows (see the module docstring) from a metrics table and optional results."""
-    results = dict(results or {})
-    results["metrics"] = metrics
+                done: float = 0.9, n_answers: int | None = None, no_fourier: str | None = None) -> pd.DataFrame:
+    """The four phase rows (see the module docstring) from a metrics table and optional results.
+
+    ``n_answers``: the number of possible answers (chance = its log; default: the validation loss at
+    the first step); ``no_fourier``: why the task has no Fourier measures, said in the text."""
+    ms = Measures(metrics, results)
     train, val = series(metrics, "train_acc"), series(metrics, "val_acc")
     if train.empty:
-        return pd.DataFrame([_absent(p, "no metrics yet") for p in PHASES], columns=COLUMNS)
-    norm = series(metrics, "weight_norm")
-    if norm.empty:
-        norm = series(results.get("weight_norms"), "norm", ("group", "total"))
+        return _table([_absent(p, "no metrics yet") for p in PHASES], COLUMNS)
+    chance = chance_loss(metrics, n_answers)
     first, last = int(train.index[0]), int(train.index[-1])
     t_mem = first_step(train, lambda s: s >= acc)
     t_grok = first_step(val, lambda s: s >= acc)
+    vloss = ms["val_loss"]
+    fourier_note = "" if ms.has("embed_gini") else (
+        f" ({no_fourier or 'no Fourier table'}: the markers here are the neuron-norm Gini and effective number, "
+        "the weight norm and validation loss)")
     rows = []
 
     # memorisation
+    ev = ms.evidence("memorisation", first, t_mem if t_mem is not None else last)
     if t_mem is None:
         rows.append(_row("memorisation", first, None, "train_acc", acc, at(train, first), at(train, last),
                          f"memorisation from step {first}, not finished: train accuracy {pct(at(train, first))} → "
-                         f"{pct(at(train, last))} at step {last} (best {pct(train.max())})"))
+                         f"{pct(at(train, last))} at step {last} (best {pct(train.max())})", evidence=_evidence_col(ev)))
+        rows += [_absent(p, f"train accuracy never reached {pct(acc)}") for p in PHASES[1:]]
+        return _table(rows, COLUMNS)
+    vl_mem = at(ms["val_loss"], t_mem)
+    floor = train_loss_floor(ms["train_loss"], t_mem, vloss, chance)
+    rows.append(_row("memorisation", first, t_mem, "", NAN, at(train, first), at(train, t_mem),
+                     f"memorisation from step {first} to {t_mem}: train accuracy {pct(at(train, first))} → "
+                     f"{pct(at(train, t_mem))}" + (f", {_evidence_text(ev)}" if ev else "")
+                     + (f" (the train loss reaches its floor, within a factor 2 of its lowest value before "
+                        f"clean-up, at step {floor})" if floor is not None and floor > t_mem else "")
+                     + f"; validation accuracy {pct(at(val, t_mem))}, validation loss {fmt(None, vl_mem)} "
+                       f"(chance {chance:.2f})",
+                     end_marker="train_acc", end_threshold=acc, evidence=_evidence_col(ev)))
+
+    # circuit formation: until validation loss is below chance for good
+    t_clean = below_for_good(vloss, chance, t_mem) if len(vloss) else None
+    if t_clean is not None and t_clean <= t_mem:
+        why = f"validation loss was already below chance ({fmt(None, vl_mem)} < {chance:.2f}) when training reached {pct(acc)}: no delay"
+        rows += [_absent("circuit_formation", why)]
     else:
-        rows.append(_row("memorisation", first, t_mem, "train_acc", acc, at(train, first), at(train, t_mem),
-                         f"memorisation from step {first} to {t_mem}: train accuracy rises {pct(at(train, first))} → "
-                         f"{pct(at(train, t_mem))} while validation accuracy is {pct(at(val, t_mem))}"))
-    if t_mem is None or (t_grok is not None and t_grok <= t_mem):
-        why = ("train accuracy never reached " + pct(acc)) if t_mem is None else \
-            f"validation accuracy reached {pct(acc)} (step {t_grok}) as training did: no delay"
-        rows += [_absent("circuit_formation", why), _absent("clean_up", why)]
-    else:
-        t_end = t_grok if t_grok is not None else last
-        left = floor_leave(val, t_mem, t_end, acc, floor_rise)
-        found = norm_fall_start(norm, t_mem, t_end, norm_drop, min_norm_fall) or left
-        if t_grok is None and left is None:
-            found = None  # the norm may fall, but validation has not moved: no clean-up yet
-        elif found is None:
-            found = (t_grok, "val_acc", acc)  # from floor to acc between two evaluations
-        t_clean = found[0] if found else None
-        rows.append(_circuit_row(results, val, t_mem, t_clean, last, gini_rise))
-        if found is None:
-            rows.append(_absent("clean_up", f"validation accuracy never left its floor (best {pct(val.max())} "
-                                            f"by step {last})"))
-        else:
-            rows.append(_clean_row(found, norm, val, t_grok, last))
-    if t_grok is None:
+        end = t_clean if t_clean is not None else last
+        ev = ms.evidence("circuit_formation", t_mem, end)
+        vmax = float(val[(val.index >= t_mem) & (val.index <= end)].max()) if len(val) else NAN
+        vpeak = float(vloss[(vloss.index >= t_mem) & (vloss.index <= end)].max()) if len(vloss) else NAN
+        until = f"to {t_clean}" if t_clean is not None else "on (not finished)"
+        inside = _evidence_text(ev) if ev else "no internal marker moved by a meaningful amount"
+        rows.append(_row("circuit_formation", t_mem, t_clean, "train_acc", acc, at(vloss, t_mem), at(vloss, end),
+                         f"circuit formation from step {t_mem} {until}: {inside}, while validation loss stays above "
+                         f"chance ({fmt(None, at(vloss, t_mem))} at step {t_mem}, peak {fmt(None, vpeak)}, chance "
+                         f"{chance:.2f}) and validation accuracy at or below {pct(vmax)}{fourier_note}",
+                         end_marker="val_loss" if t_clean is not None else "", end_threshold=chance if t_clean else NAN,
+                         evidence=_evidence_col(ev)))
+    if t_clean is None:
         best = val.idxmax() if len(val) else last
-        rows.append(_absent("grokked", f"validation accuracy never reached {pct(acc)} "
-                                       f"(best {pct(val.max() if len(val) else NAN)} at step {best})"))
+        rows.append(_absent("clean_up", f"validation loss never fell below chance ({chance:.2f}) for good "
+                                        f"(last {fmt(None, at(vloss, last))} at step {last}; best validation accuracy "
+                                        f"{pct(val.max())} at step {best})"))
+        rows.append(_absent("grokked", f"validation accuracy never reached {pct(acc)}" if t_grok is None else
+                            f"validation loss is not below chance for good"))
+        return _table(rows, COLUMNS)
+
+    # clean-up: until the markers have done `done` of their change and validation accuracy >= acc
+    ends, moving = [], []
+    gini_key = "embed_gini" if ms.has("embed_gini") else "neuron_gini"
+    for key in ("weight_norm", gini_key):
+        if ms.has(key):
+            step, level, settled = done_step(ms[key], BY_KEY[key], t_clean, done)
+            if step is not None:
+                ends.append((step, key, level))
+            if not settled:
+                moving.append(BY_KEY[key].label)
+    if t_grok is not None:
+        ends.append((max(t_grok, t_clean), "val_acc", acc))
+    t_stable, end_marker, end_level = max(ends) if ends else (None, "", NAN)
+    finished = t_grok is not None and t_stable is not None and t_stable < last and not moving
+    if not finished:
+        t_stable = None
+    end = t_stable if t_stable is not None else last
+    ev = ms.evidence("clean_up", t_clean, end)
+    by = "; ".join(f"{BY_KEY[k].label if k in BY_KEY else k} by step {s}" for s, k, _ in sorted(ends))
+    until = f"to {t_stable}" if t_stable is not None else "on (not finished)"
+    grok_text = (f"validation accuracy reaches {pct(acc)} at step {t_grok}" if t_grok is not None
+                 else f"validation accuracy has not reached {pct(acc)} (best {pct(val.max())})")
+    rows.append(_row("clean_up", t_clean, t_stable, "val_loss", chance, at(vloss, t_clean), at(vloss, end),
+                     f"clean-up from step {t_clean} {until}: validation loss below chance ({chance:.2f}) for good"
+                     + (f", {_evidence_text(ev)}" if ev else "") + f"; {grok_text}"
+                     + (f"; {pct(done)} of the change done: {by}" if by else ""),
+                     end_marker=end_marker if t_stable is not None else "",
+                     end_threshold=end_level if t_stable is not None else NAN, evidence=_evidence_col(ev)))
+    if t_stable is None:
+        rows.append(_absent("grokked", grok_text if t_grok is None else
+                            f"clean-up still going on at the last step ({last})"
+                            + (f": {' and '.join(moving)} still changing" if moving else "")))
     else:
-        since = f", {t_grok - t_mem} steps after memorisation" if t_mem is not None else ""
-        rows.append(_row("grokked", t_grok, None, "val_acc", acc, at(val, t_grok), at(val, last),
-                         f"grokked from step {t_grok}: validation accuracy first reaches {pct(acc)} "
-                         f"({100 * at(val, t_grok):.1f} %){since}; {pct(at(val, last))} at step {last}"))
-    return pd.DataFrame(rows, columns=COLUMNS)
+        wn = ms["weight_norm"]
+        rows.append(_row("grokked", t_stable, None, end_marker, end_level, at(val, t_stable), at(val, last),
+                         f"grokked and stable from step {t_stable}: validation accuracy {pct(at(val, last))} and "
+                         f"loss {fmt(None, at(vloss, last))} at step {last}"
+                         + (f", weight norm {fmt(None, at(wn, last))}" if len(wn) else "")
+                         + f"; {t_grok - t_mem} steps from memorisation to {pct(acc)} validation accuracy"))
+    return _table(rows, COLUMNS)
 
 
-def _circuit_row(results, val, t_mem, t_clean, last, gini_rise):
-    end = t_clean if t_clean is not None else last
-    for table, column, where, label in CIRCUIT_MARKERS:
-        s = series(results.get(table), column, where)
-        if len(s) >= 2:
-            break
+# --- lead and lag --------------------------------------------------------------------------------------
+LOSS_LEVEL = 1.0  # nat: the level every cross-entropy is timed at in the lead/lag table
+
+
+def main_change(s: pd.Series, m: Measure, start: int) -> tuple[int | None, float, float, float, bool]:
+    """(step, level, from, to, moved) of the main change of ``s`` (smoothed) after ``start``: from its
+    start value (its extreme opposite to its direction, before its extreme) to its extreme in its
+    direction. It happens where the series first crosses ``level``: ``LOSS_LEVEL`` (1 nat, the
+    answer's mean probability e^-1) for the cross-entropies, so that their steps compare directly,
+    and half-way through the change (in log space for log measures) for the others."""
+    window = s[s.index >= start]
+    if len(window) < 2:
+        return None, NAN, NAN, NAN, False
+    tw = pd.Series(_t(m, window.to_numpy()), index=window.index)
+    i1 = tw.idxmin() if m.direction < 0 else tw.idxmax()
+    before = tw[tw.index <= i1]
+    i0 = before.idxmax() if m.direction < 0 else before.idxmin()
+    t0, t1 = float(tw[i0]), float(tw[i1])
+    v0, v1 = float(window[i0]), float(window[i1])
+    moved = m.direction * (t1 - t0) >= m.min_change
+    if m.key.endswith("_loss"):
+        level = LOSS_LEVEL
+        level_t = float(_t(m, level))
+        moved = moved and min(t0, t1) <= level_t <= max(t0, t1)
     else:
-        table, column, label, s = "metrics", "val_loss", "validation loss", pd.Series(dtype=float)
-    before, after = at(s, t_mem), at(s, end)
-    if t_clean is None:  # validation never left its floor: show circuit formation only with evidence
-        g = series(results.get("fourier"), "embed_gini")
-        if g.empty or not (at(g, last) - at(g, t_mem) >= gini_rise):
-            why = f"no sign after memorisation: validation accuracy stays at its floor (best {pct(val.max())})"
-            if g.empty:
-                why += " and there is no Fourier table to look inside"
-            return _absent("circuit_formation", why)
-        column, label, before, after = "embed_gini", "Fourier Gini of the embedding", at(g, t_mem), at(g, last)
-    verb = "rises" if after > before else "falls" if after < before else "stays at"
-    change = f"{before:.2f} → {after:.2f}" if verb != "stays at" else f"{before:.2f}"
-    vmax = float(val[(val.index >= t_mem) & (val.index <= end)].max()) if len(val) else NAN
-    until = f"to {t_clean}" if t_clean is not None else "on (not finished)"
-    return _row("circuit_formation", t_mem, t_clean, column, NAN, before, after,
-                f"circuit formation from step {t_mem} {until}: {label} {verb} {change} "
-                f"while validation accuracy stays at or below {pct(vmax)}")
+        level_t = (t0 + t1) / 2
+        level = float(np.exp(level_t)) if m.log else level_t
+    if i1 == i0:
+        return None, level, v0, v1, False
+    seg = tw[(tw.index > i0) & (tw.index <= i1)]
+    hit = seg[(seg <= level_t) if m.direction < 0 else (seg >= level_t)]
+    return (int(hit.index[0]) if len(hit) else None), level, v0, v1, moved
 
 
-def _clean_row(found, norm, val, t_grok, last):
-    t_clean, marker, level = found
-    end = t_grok if t_grok is not None else last
-    v0, v1 = at(val, t_clean), at(val, end)
-    until = f"to {t_grok}" if t_grok is not None else "on (not finished)"
-    if marker == "weight_norm":
-        w0, w1 = at(norm, t_clean), at(norm, end)
-        text = (f"clean-up from step {t_clean} {until}: total weight norm falls {w0:.1f} → {w1:.1f} "
-                f"while validation accuracy rises {pct(v0)} → {pct(v1)}")
-        return _row("clean_up", t_clean, t_grok, marker, level, w0, w1, text)
-    text = (f"clean-up from step {t_clean} {until}: validation accuracy leaves its floor "
-            f"({pct(v0)} ≥ {pct(level)}) and rises to {pct(v1)}")
-    return _row("clean_up", t_clean, t_grok, marker, level, v0, v1, text)
+def find_leadlag(metrics: pd.DataFrame, results: dict[str, pd.DataFrame] | None = None, acc: float = 0.99,
+                 n_answers: int | None = None) -> pd.DataFrame:
+    """One row per measure the run has: the step of its main change and its lead on the validation
+    loss's (see the module docstring)."""
+    ms = Measures(metrics, results)
+    train = series(metrics, "train_acc")
+    if train.empty:
+        return _table([], LEADLAG_COLUMNS)
+    first = int(train.index[0])
+    t_mem = first_step(train, lambda s: s >= acc)
+    after = t_mem if t_mem is not None else first
+    ref = main_change(ms["val_loss"], BY_KEY["val_loss"], after)[0] if ms.has("val_loss") else None
+    rows = []
+    for m in MEASURES:
+        if not ms.has(m.key):
+            continue
+        step, level, v0, v1, moved = main_change(ms[m.key], m, first if m.key == "train_loss" else after)
+        lead = ref - step if ref is not None and step is not None else None
+        verb = "fell" if m.direction < 0 else "rose"
+        if not moved or step is None:
+            text = f"{m.label} did not move meaningfully" + (f" through {fmt(m, level)}" if m.key.endswith("_loss") else "") \
+                + f" ({fmt(m, v0)} → {fmt(m, v1)})"
+        else:
+            if m.key.endswith("_loss"):
+                text = f"{m.label} {verb} {'below' if m.direction < 0 else 'above'} {fmt(m, level)} at step {step} " \
+                       f"({fmt(m, v0)} → {fmt(m, v1)})"
+            else:
+                text = f"{m.label} {verb} half-way ({fmt(m, v0)} → {fmt(m, v1)}, past {fmt(m, level)}) at step {step}"
+            if m.key == "val_loss":
+                text += " (the reference)"
+            elif lead is not None:
+                text += (f", {abs(lead)} steps {'before' if lead > 0 else 'after'} validation loss did"
+                         if lead else ", with validation loss")
+        rows.append({"step": step, "measure": m.key, "label": m.label, "direction": m.direction, "moved": bool(moved),
+                     "value_from": v0, "value_to": v1, "level": level,
+                     "lead": NAN if lead is None or not moved else float(lead), "reference_step": ref,
+                     "description": text})
+    out = _table(rows, LEADLAG_COLUMNS)
+    out["lead"] = pd.array([None if v != v else int(v) for v in out["lead"]], dtype="Int64")
+    return out
+
+
+# --- the published run ----------------------------------------------------------------------------------
+# Nanda et al. 2023 ("Progress measures for grokking via mechanistic interpretability"), their main run:
+# phase ends in epochs (= full-batch steps) and their seed's five key frequencies.
+NANDA_2023 = {"ends": {"memorisation": 1400, "circuit_formation": 9400, "clean_up": 13300},
+              "key_freqs": [14, 35, 41, 42, 52]}
+
+
+def is_nanda_setting(cfg) -> bool:
+    """Whether a RunConfig is Nanda et al.'s setting (x+y mod 113 at 30 %, one layer without LayerNorm,
+    d_model 128, 4 heads, d_mlp 512, full batch, AdamW lr 1e-3, weight decay 1, betas 0.9/0.98)."""
+    t, m, tr = cfg.task, cfg.model, cfg.train
+    return (t.op, t.p, t.frac, m.n_layers, m.norm, m.d_model, m.n_heads, m.d_mlp, tr.full_batch, tr.lr,
+            tr.weight_decay, tr.beta1, tr.beta2, tr.wd_target) == \
+        ("x+y", 113, 0.3, 1, "none", 128, 4, 512, True, 1e-3, 1.0, 0.9, 0.98, "origin")
+
+
+def published_comparison(phases: pd.DataFrame, fourier: pd.DataFrame | None) -> list[tuple[str, str, str]]:
+    """(what, measured, published) rows beside Nanda et al.'s run: each phase's end and the key frequencies."""
+    rows = []
+    ph = phases.set_index("phase") if phases is not None and len(phases) else None
+    for phase, end in NANDA_2023["ends"].items():
+        got = ph.loc[phase, "end_step"] if ph is not None and phase in ph.index else None
+        measured = "not reached" if got is None or pd.isna(got) else f"step {int(got)}"
+        rows.append((f"{phase.replace('_', ' ')} ends", measured, f"~{end} epochs"))
+    keys = "not analysed"
+    if fourier is not None and "key_freqs" in fourier.columns and len(fourier):
+        last = fourier.sort_values("step").iloc[-1]
+        keys = f"{int(last['n_key'])}: {last['key_freqs']}" if "n_key" in fourier.columns else str(last["key_freqs"])
+    rows.append(("key frequencies", keys, f"5: {', '.join(map(str, NANDA_2023['key_freqs']))} (their seed)"))
+    return rows
 
 
 def boundary_steps(phases: pd.DataFrame) -> list[int]:
     """The start and end steps of the phases that happened (for picking checkpoints to look at)."""
-    present = phases[phases["present"].astype(bool)]
+    present = phases[phases["present"].astype(str).str.lower() == "true"]
     steps = pd.concat([present["start_step"], present["end_step"]]).dropna()
     return sorted({int(s) for s in steps})
 
 
-@register("phases", kind="run", version=1, needs=("weight_norms", "sparsity", "fourier"),
-          summary="memorisation, circuit formation, clean-up, grokked: where each starts and what marks it",
-          params={"acc": 0.99, "norm_drop": 0.1, "min_norm_fall": 0.05, "floor_rise": 0.1, "gini_rise": 0.1})
+def run_facts(run) -> dict:
+    """``n_answers`` and ``no_fourier`` of a run, for ``find_phases``."""
+    from ..errors import GrokscopeError
+    from .fourier import not_cyclic
+
+    try:
+        data = run.data
+    except GrokscopeError:  # no data file: chance falls back to the validation loss at step 0
+        return {}
+    return {"n_answers": int(data.n_elements), "no_fourier": not_cyclic(data)}
+
+
+@register("phases", kind="run", version=2, needs=("weight_norms", "sparsity", "fourier"),
+          summary="memorisation, circuit formation, clean-up, grokked: boundaries from the progress measures",
+          params=dict(DEFAULTS))
 def phases(run, results, **params) -> pd.DataFrame:
-    return find_phases(run.metrics, results, **params)
+    return find_phases(run.metrics, results, **run_facts(run), **params)
+
+
+@register("phases_leadlag", kind="run", version=1, needs=("weight_norms", "sparsity", "fourier"),
+          summary="when each progress measure makes its main change, and how far it leads validation loss",
+          params={"acc": 0.99})
+def phases_leadlag(run, results, acc: float = 0.99) -> pd.DataFrame:
+    return find_leadlag(run.metrics, results, acc=acc, n_answers=run_facts(run).get("n_answers"))

@@ -106,12 +106,22 @@ def fig_sparsity(sparsity: pd.DataFrame, ablation: pd.DataFrame | None = None, p
         needs=("fourier",),
         inputs=lambda t: dict(fourier=t.results.get("fourier"), metrics=t.metrics, phases=t.phases))
 def fig_restricted_loss(fourier: pd.DataFrame, metrics: pd.DataFrame | None = None,
-                        phases: pd.DataFrame | None = None, log_x: bool = True) -> go.Figure:
+                        phases: pd.DataFrame | None = None, log_x: bool = True,
+                        show_unfaithful: bool = False) -> go.Figure:
     """Restricted (validation) and excluded (training) loss of the ``fourier`` table, with the run's train
-    and validation loss for reference (log y)."""
+    and validation loss for reference (log y). Where the table says they are not a faithful measure
+    of the Fourier algorithm for this model (``losses_faithful`` False: several layers or LayerNorm),
+    the figure says so instead of drawing them, unless ``show_unfaithful``."""
     restricted, excluded = by_step(fourier, "restricted_loss"), by_step(fourier, "excluded_loss")
     if restricted.empty and excluded.empty:
         return empty("restricted and excluded loss are not defined for this operation (see grokscope.analyses.fourier)")
+    faithful = fourier.get("losses_faithful")
+    if faithful is not None and not show_unfaithful and \
+            not faithful.astype(str).str.lower().isin(["true", "1", "1.0"]).all():
+        return empty("Not drawn: restricted and excluded loss measure the Fourier algorithm only in a one-layer "
+                     "model without LayerNorm (Nanda et al.); this model has more layers or a LayerNorm "
+                     "(see grokscope.analyses.fourier.losses_unfaithful). fig_restricted_loss(..., "
+                     "show_unfaithful=True) draws them anyway.")
     fig = _rows(1, [""])
     fig.add_trace(curve(restricted.index, restricted.values, "restricted loss", "#2e9e6f", mode="lines+markers",
                         log_x=log_x))
