@@ -74,7 +74,7 @@ def test_planted_residue_embedding_gives_its_frequencies():
     expected[3], expected[7] = s, 0.5 * s
     assert np.allclose(emb.to_numpy(), expected, atol=1e-5)
     assert spec[spec.matrix == "unembed"].set_index("freq").loc[5, "frac"] == pytest.approx(1.0, abs=1e-6)
-    row = fo.fourier(model, data, n_key=2)
+    row = fo.fourier(model, data, n_key=2, key_from="embed")
     assert row["key_freqs"] == "3,7"
     assert row["embed_gini"] == pytest.approx(hand_gini([0] * 6 + [s, 0.5 * s]), abs=1e-6)  # = 19/24
     assert row["embed_gini"] == pytest.approx(19 / 24, abs=1e-6)
@@ -102,7 +102,7 @@ def test_planted_discrete_log_embedding():
     expected = np.zeros(7)
     expected[2], expected[5], expected[6] = math.sqrt(6), 2 * math.sqrt(6), 0.25 * math.sqrt(12)
     assert np.allclose(emb.to_numpy(), expected, atol=1e-5)
-    row = fo.fourier(model, data, n_key=3)
+    row = fo.fourier(model, data, n_key=3, key_from="embed")
     assert row["key_freqs"] == "5,2,6"
     assert row["embed_gini"] == pytest.approx(hand_gini(expected[1:].tolist()), abs=1e-6)
     # in the residue basis the same embedding is not sparse: the discrete-log basis is what finds it

@@ -11,8 +11,9 @@ Frequency k groups its cos and sin rows; "the norm on frequency k" is the norm o
   equations with x = 0 (0/y = 0) are left out of the restricted and excluded losses.
 
 Measures (per checkpoint). ``fourier_spectrum``: the norm on each frequency of the embedding (rows of
-W_E of the element tokens) and of the unembedding (columns of W_U). ``fourier``: key frequencies (the
-``n_key`` largest non-constant frequency norms of ``key_from``, or fixed with ``key_freqs``), the Gini
+W_E of the element tokens) and of the unembedding (columns of W_U). ``fourier``: key frequencies (by
+default those of the run's last checkpoint's unembedding, as many as the spectrum's gap says; see
+``key_gap`` and ``resolve_key_freqs``), the Gini
 coefficient of the non-constant frequency norms (Hurley-Rickard: c sorted ascending,
 G = 1 - 2 sum_k (c_k/|c|_1)(N - k + 1/2)/N; one frequency alone gives 1 - 1/N, a flat spectrum 0), the
 neurons' dominant frequencies, and the restricted and excluded losses. ``fourier_neurons``: per MLP
@@ -29,8 +30,8 @@ cos(w s), sin(w s) (orthonormal over the grid):
   equations (Nanda's code used the test set).
 - excluded loss: activations minus their projection on the key terms, the residual stream untouched;
   mean cross-entropy on the TRAINING equations (their training labels, outliers included).
-Nanda et al. fixed the key frequencies of the final model for every checkpoint: pass ``key_freqs``
-(e.g. the ``key_freqs`` string of the last step) to do the same; by default each checkpoint uses its own.
+Nanda et al. fixed the key frequencies of the final model for every checkpoint; ``analyze`` does the
+same by default (``key_freqs="final"``).
 
 What each operation gets:
 | kind | operations | spectrum, key freqs, Gini, neuron freqs | restricted / excluded loss |
@@ -143,17 +144,22 @@ CLEAR_GAP = 2.0  # a gap of at least this factor in the sorted spectrum marks cl
 def key_gap(norms: torch.Tensor, max_keys: int = MAX_KEYS) -> tuple[int, float]:
     """(n, gap): how many key frequencies the spectrum's largest gap sets, and that gap's factor.
 
-    With e_1 >= e_2 >= ... the non-constant frequencies' norms squared (their share of the matrix's
-    energy), the number of key frequencies is the n <= ``max_keys`` that maximises e_n / e_(n+1):
-    the key ones hold a clear share of the norm and the rest do not. A grokked modular-addition
-    model (Nanda et al.) has a gap of orders of magnitude after its five key frequencies; a random
-    embedding's largest gap is a factor of about 1.3 (no key frequencies: see ``CLEAR_GAP``)."""
+    With e_1 >= e_2 >= ... the non-constant frequencies' norms squared, a key frequency holds a clear
+    share of the norm: the number of keys is the n <= ``max_keys`` that maximises e_n / e_(n+1) among
+    the n whose e_n is at least twice a uniform share (2/K of the non-constant energy, K frequencies),
+    so that a gap deep in a negligible tail never sets the count (when no frequency holds that much,
+    all n <= ``max_keys`` compete). A grokked modular-addition model has a gap of orders of magnitude
+    after its key frequencies (Nanda et al.: five); a random embedding's largest gap is a factor of
+    about 1.3 (no clear key frequencies: see ``CLEAR_GAP``)."""
     e = np.sort(norms[1:].double().numpy() ** 2)[::-1]
     top = min(max_keys, len(e) - 1)
     if top < 1:
         return len(e), float("nan")
     ratios = e[:top] / np.maximum(e[1:top + 1], np.finfo(np.float64).tiny)
-    n = int(np.argmax(ratios)) + 1
+    share = e[:top] / max(float(e.sum()), np.finfo(np.float64).tiny)
+    clear = share >= 2.0 / len(e)
+    candidates = np.where(clear, ratios, -np.inf) if clear.any() else ratios
+    n = int(np.argmax(candidates)) + 1
     return n, float(ratios[n - 1])
 
 
@@ -396,7 +402,7 @@ def resolve_key_freqs(run, params: dict) -> dict:
     try:
         with safe_open(str(run.checkpoint_path(step)), "pt") as f:
             tokens = cyclic_tokens(run.data)
-            W = (f.get_tensor("embed.W_E")[tokens] if params.get("key_from", "embed") == "embed"
+            W = (f.get_tensor("embed.W_E")[tokens] if params.get("key_from", "unembed") == "embed"
                  else f.get_tensor("unembed.W_U")[:, tokens].T)
     except Exception as e:  # a truncated or foreign file: one line
         raise GrokscopeError(f"fourier: cannot read the key frequencies' checkpoint {run.checkpoint_path(step)}: {e}") from None
@@ -406,19 +412,21 @@ def resolve_key_freqs(run, params: dict) -> dict:
 
 
 @register("fourier", summary="key frequencies, Fourier Gini, neuron frequencies, restricted/excluded loss",
-          version=2, params={"n_key": None, "key_freqs": "final", "key_step": None, "key_from": "embed", "layer": -1},
+          version=2, params={"n_key": None, "key_freqs": "final", "key_step": None, "key_from": "unembed", "layer": -1},
           applies=not_cyclic, resolve=resolve_key_freqs)
-def fourier(model, data, n_key: int | None = None, key_freqs="own", key_step=None, key_from: str = "embed",
+def fourier(model, data, n_key: int | None = None, key_freqs="own", key_step=None, key_from: str = "unembed",
             layer: int = -1) -> dict:
     """One row: key_freqs ("k1,k2,..", largest first), n_key, key_gap, embed_gini, unembed_gini,
     embed_key_frac, unembed_key_frac, neuron_frac_explained, neuron_key_frac, restricted_loss,
     excluded_loss, losses_faithful (see the module docstring and ``losses_unfaithful``).
 
+    ``key_from``: "unembed" (the default: the output map, whose spectrum is the cleanest signature of
+    the algorithm's frequencies; the embedding can keep a few stray frequencies that nothing downstream
+    uses) or "embed", whose spectrum picks the key frequencies.
     ``key_freqs``: fixed key frequencies (list or "3,7,12"); "own": this checkpoint's (as many as the
     gap rule or ``n_key`` says); "final": over a run, ``analyze`` replaces it by the last checkpoint's
     (``resolve_key_freqs``; called on one model it means "own"). ``key_step``: the checkpoint the
-    fixed keys came from (recorded, not used here). ``key_from``: "embed" or "unembed", whose spectrum
-    picks the key frequencies; ``layer``: the MLP layer of the neuron measures (the losses use the
+    fixed keys came from (recorded, not used here). ``layer``: the MLP layer of the neuron measures (the losses use the
     last layer). ``key_gap``: the factor between the last key frequency's energy and the next one's
     in this checkpoint's own ``key_from`` spectrum (>= 2: clear key frequencies).
     """
