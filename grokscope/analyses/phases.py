@@ -33,9 +33,9 @@ norm, 0.1 for a Gini, ...), with its smoothed values at the phase's start and en
 Lead and lag (``phases_leadlag``). For each measure, its main change: from its start value to its
 extreme (the largest fall or rise in the measure's expected direction, after ``T_mem``; from the
 first step for the train loss). It happens at the first step where the smoothed series crosses
-1 nat for the cross-entropies (train, validation, restricted, excluded loss: one level, so their
-steps compare directly), half-way through the change for the others (in log space for log
-measures). Its lead is the validation loss's step minus its own: positive when it moves first.
+1 nat for the cross-entropies whose change passes through it (train, validation, restricted,
+excluded loss: one level, so their steps compare directly), half-way through the change for the
+others (in log space for log measures). Its lead is the validation loss's step minus its own: positive when it moves first.
 
 Columns of ``phases``: ``step`` (= ``start_step``), ``phase``, ``present``, ``start_step``,
 ``end_step``, ``marker`` and ``threshold`` (the quantity and level that set the start), ``end_marker``
@@ -429,8 +429,9 @@ def main_change(s: pd.Series, m: Measure, start: int) -> tuple[int | None, float
     """(step, level, from, to, moved) of the main change of ``s`` (smoothed) after ``start``: from its
     start value (its extreme opposite to its direction, before its extreme) to its extreme in its
     direction. It happens where the series first crosses ``level``: ``LOSS_LEVEL`` (1 nat, the
-    answer's mean probability e^-1) for the cross-entropies, so that their steps compare directly,
-    and half-way through the change (in log space for log measures) for the others."""
+    answer's mean probability e^-1) for the cross-entropies whose change passes through it, so that
+    their steps compare directly, and half-way through the change (in log space for log measures)
+    for the others."""
     window = s[s.index >= start]
     if len(window) < 2:
         return None, NAN, NAN, NAN, False
@@ -441,10 +442,10 @@ def main_change(s: pd.Series, m: Measure, start: int) -> tuple[int | None, float
     t0, t1 = float(tw[i0]), float(tw[i1])
     v0, v1 = float(window[i0]), float(window[i1])
     moved = m.direction * (t1 - t0) >= m.min_change
-    if m.key.endswith("_loss"):
+    at_level = m.key.endswith("_loss") and min(t0, t1) <= float(_t(m, LOSS_LEVEL)) <= max(t0, t1)
+    if at_level:
         level = LOSS_LEVEL
         level_t = float(_t(m, level))
-        moved = moved and min(t0, t1) <= level_t <= max(t0, t1)
     else:
         level_t = (t0 + t1) / 2
         level = float(np.exp(level_t)) if m.log else level_t
@@ -475,10 +476,9 @@ def find_leadlag(metrics: pd.DataFrame, results: dict[str, pd.DataFrame] | None 
         lead = ref - step if ref is not None and step is not None else None
         verb = "fell" if m.direction < 0 else "rose"
         if not moved or step is None:
-            text = f"{m.label} did not move meaningfully" + (f" through {fmt(m, level)}" if m.key.endswith("_loss") else "") \
-                + f" ({fmt(m, v0)} → {fmt(m, v1)})"
+            text = f"{m.label} did not move meaningfully ({fmt(m, v0)} → {fmt(m, v1)})"
         else:
-            if m.key.endswith("_loss"):
+            if level == LOSS_LEVEL and m.key.endswith("_loss"):
                 text = f"{m.label} {verb} {'below' if m.direction < 0 else 'above'} {fmt(m, level)} at step {step} " \
                        f"({fmt(m, v0)} → {fmt(m, v1)})"
             else:
@@ -520,7 +520,7 @@ def published_comparison(phases: pd.DataFrame, fourier: pd.DataFrame | None) -> 
     for phase, end in NANDA_2023["ends"].items():
         got = ph.loc[phase, "end_step"] if ph is not None and phase in ph.index else None
         measured = "not reached" if got is None or pd.isna(got) else f"step {int(got)}"
-        rows.append((f"{phase.replace('_', ' ')} ends", measured, f"~{end} epochs"))
+        rows.append((f"{phase.replace('_', ' ').replace('clean up', 'clean-up')} ends", measured, f"~{end} epochs"))
     keys = "not analysed"
     if fourier is not None and "key_freqs" in fourier.columns and len(fourier):
         last = fourier.sort_values("step").iloc[-1]
