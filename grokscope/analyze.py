@@ -295,15 +295,6 @@ def cmd_analyze(args) -> int:
     return 0
 
 
-def cmd_analyses(args) -> int:
-    width = max((len(n) for n in REGISTRY), default=0)
-    for name, a in REGISTRY.items():
-        tags = [t for t, on in (("run", a.kind == "run"), ("few checkpoints", a.default_steps == "few"),
-                                ("expensive: only with --only", a.expensive)) if on]
-        print(f"{name:<{width}}  {a.summary}{' [' + '; '.join(tags) + ']' if tags else ''}")
-    return 0
-
-
 def add_parsers(sub) -> None:
     p = sub.add_parser("analyze", help="analyse a run's checkpoints into analyses/<run>/",
                        description="Run the registered analyses over a run's checkpoints. Results are "
@@ -316,7 +307,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="results folder (default analyses/<run dir name>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_analyze)
-    sub.add_parser("analyses", help="list the analyses").set_defaults(func=cmd_analyses)
 
 
 __all__ = ["analyze", "load_results", "add_parsers", "select", "choose_steps", "few_steps"]

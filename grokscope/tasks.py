@@ -14,11 +14,12 @@ from __future__ import annotations
 import difflib
 import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
 
 from .errors import GrokscopeError
+
+if TYPE_CHECKING:  # torch is imported where a table is built: listing the operations needs no torch
+    import torch
 
 
 def is_prime(n: int) -> bool:
@@ -224,6 +225,8 @@ class Dataset:
 
 def equation_table(op_name: str, p: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """All equations of an operation: element names, (N, 4) token rows and (N,) answer tokens."""
+    import torch
+
     op = get_operation(op_name)
     if op.uses_p:
         if p < 2:
@@ -254,6 +257,8 @@ def make_dataset(op: str, p: int, frac: float, seed: int = 0, outliers: int = 0)
     another training equation drawn at random (a different equation; its answer may coincide).
     Validation is untouched. Both draws come from ``seed``.
     """
+    import torch
+
     if not (0.0 < frac < 1.0):
         raise GrokscopeError(f"training fraction must be in (0, 1), got {frac}")
     elements, all_x, all_y = equation_table(op, p)

@@ -305,9 +305,12 @@ class Trainer:
 
 # --- run directories ----------------------------------------------------------------------------------
 def default_run_dir(cfg: RunConfig) -> Path:
+    """checkpoints/<op>_p<p>_f<frac>_s<seed>, the operation spelt as a sweep names its cells (x+y, x-y,
+    xmuly, xdivy, x^2+y^2, ...): a different folder for every operation."""
+    from .sweep import _slug
+
     t = cfg.task
-    safe = "".join(c if c.isalnum() else "_" for c in t.op).strip("_") or "op"
-    return Path("checkpoints") / f"{safe}_p{t.p}_f{t.frac:g}_s{cfg.train.seed}"
+    return Path("checkpoints") / f"{_slug(t.op) or 'op'}_p{t.p}_f{t.frac:g}_s{cfg.train.seed}"
 
 
 def disk_estimate(model, n_ckpts: int) -> tuple[int, int]:
