@@ -5,6 +5,7 @@
     model = run.model_at(run.steps[-1])        # a HookedTransformer
     run.metrics                                 # step, train/val loss and accuracy
     tables = grokscope.analyze(run)             # analysis name -> DataFrame with a step column
+    grokscope.compare_checkpoints(run, 100, run.steps[-1])   # what changed between two checkpoints
     sweep = grokscope.run_sweep(grokscope.SweepSpec.make(grid={"op": "x+y,x-y", "seed": "0,1"}), "sweeps/demo")
     sweep.table                                 # one row per run: steps to 99 %, best val acc, ...
 
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from .config import (PRESETS, VARIANTS, ModelConfig, RunConfig, ScheduleConfig, TaskConfig, TrainConfig, apply_variant,
                      preset)
-from .errors import GrokscopeError
+from .errors import GrokscopeError, TrainingInterrupted
 
 # name -> the submodule that defines it (imported when the name is first used)
 _LAZY = {
@@ -32,13 +33,15 @@ _LAZY = {
     "load_results": "results",
     "train_many": "batched",
     "SweepSpec": "sweep", "load_sweep": "sweep", "run_sweep": "sweep",
+    "provenance": "provenance",
+    "compare_checkpoints": "compare",
 }
 
 __all__ = [
     "RunConfig", "ModelConfig", "TaskConfig", "TrainConfig", "ScheduleConfig", "preset", "apply_variant",
-    "PRESETS", "VARIANTS", "GrokscopeError", "build_model", "answer_logits", "Run", "load_run", "Dataset",
+    "PRESETS", "VARIANTS", "GrokscopeError", "TrainingInterrupted", "build_model", "answer_logits", "Run", "load_run", "Dataset",
     "make_dataset", "register_operation", "OPERATIONS", "train", "analyze", "load_results",
-    "train_many", "SweepSpec", "load_sweep", "run_sweep", "__version__",
+    "train_many", "SweepSpec", "load_sweep", "run_sweep", "provenance", "compare_checkpoints", "__version__",
 ]
 
 
@@ -67,13 +70,13 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """``grokscope.train`` and ``grokscope.analyze`` are functions that live in submodules of the same
+    """``grokscope.train``, ``analyze`` and ``provenance`` are functions that live in submodules of the same
     name. Importing such a submodule makes Python set the package attribute to the module; this keeps
     the function there instead (the module stays in ``sys.modules``, where ``from grokscope.train
     import ...`` finds it)."""
 
     def __setattr__(self, name: str, value) -> None:
-        if name in ("train", "analyze") and isinstance(value, types.ModuleType):
+        if name in ("train", "analyze", "provenance") and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 
@@ -83,7 +86,9 @@ sys.modules[__name__].__class__ = _Package
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from .analyze import analyze
     from .batched import train_many
+    from .compare import compare_checkpoints
     from .model import answer_logits, build_model
+    from .provenance import provenance
     from .results import load_results
     from .run import Run, load_run
     from .sweep import SweepSpec, load_sweep, run_sweep

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .config import PRESET_HELP, PRESETS, VARIANT_HELP, VARIANTS, RunConfig, apply_variant, preset
-from .errors import GrokscopeError
+from .errors import GrokscopeError, TrainingInterrupted
 
 DESCRIPTION = ("Train the grokking transformer of Power et al. (2022) as a TransformerLens HookedTransformer, "
                "checkpoint it densely, analyse the checkpoints and report.")
@@ -112,12 +112,14 @@ def cmd_train(args) -> int:
         fixed += [f for f in TRAIN_FLAGS if f != "steps" and getattr(args, f.replace("-", "_")) is not None]
         if fixed:
             raise GrokscopeError(f"--resume continues a run with its own config; drop --{', --'.join(fixed)}")
-        run = train(resume=args.resume, steps=args.steps, progress=not args.no_progress)
-    else:
-        cfg = build_config(args)
-        get_operation(cfg.task.op)  # unknown operation: fail before touching the disk
-        run = train(cfg, out=args.out, progress=not args.no_progress)
-    if run.interrupted:
+    try:
+        if args.resume:
+            run = train(resume=args.resume, steps=args.steps, progress=not args.no_progress)
+        else:
+            cfg = build_config(args)
+            get_operation(cfg.task.op)  # unknown operation: fail before touching the disk
+            run = train(cfg, out=args.out, progress=not args.no_progress)
+    except TrainingInterrupted:  # saved; the loop printed the command that continues the run
         return 130
     m = run.metrics
     if len(m):
@@ -147,6 +149,28 @@ def cmd_presets(args) -> int:
     for name in PRESETS:
         print(f"{name:<8}  {PRESET_HELP[name]}")
     return 0
+
+
+def cmd_figures(args) -> int:
+    from .figures.export import export_report_figures
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    paths = export_report_figures(args.source, args.out, formats=formats, results=args.results, log_x=not args.linear)
+    print(f"grokscope: {len(paths)} files -> {args.out}")
+    return 0
+
+
+def _add_figures(sub) -> None:
+    p = sub.add_parser("figures", help="save the report's figures as files (PNG, SVG, PDF or HTML)",
+                       description="Save every figure of a run's report as files, one per figure and format: "
+                                   "HTML (interactive, self-contained) or, through kaleido and a Chrome or "
+                                   "Chromium on the machine, PNG, SVG, PDF.")
+    p.add_argument("source", metavar="RUN_OR_RESULTS", help="a run directory or its results folder (analyses/<run>)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder for the files")
+    p.add_argument("--format", default="png", metavar="F1,F2", help="png, svg, pdf, jpeg, webp, html (default png)")
+    p.add_argument("--results", metavar="DIR", help="the results folder, when it is not analyses/<run dir name>")
+    p.add_argument("--linear", action="store_true", help="linear step axes (default logarithmic)")
+    p.set_defaults(func=cmd_figures)
 
 
 def analysis_catalog() -> list[dict]:
@@ -251,6 +275,7 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub.add_parser("variants", help="list the Figure 2 (left) optimiser variants").set_defaults(func=cmd_variants)
     sub.add_parser("presets", help="list the presets").set_defaults(func=cmd_presets)
     sub.add_parser("analyses", help="list the analyses").set_defaults(func=cmd_analyses)
+    _add_figures(sub)
     wanted = LAZY_COMMANDS[command][0] if command in LAZY_COMMANDS else None
     done: set[str] = set()
     for name, (module, help_) in LAZY_COMMANDS.items():
@@ -263,11 +288,21 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that compute: the process is grokscope's own, so it gets the process-wide CPU settings
+# (subnormal floats flushed, the heap kept between steps; see train.configure_cpu) that a call from
+# Python only gets for its duration (flushing) or not at all (the heap).
+COMPUTING = ("train", "analyze", "sweep")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = make_parser(_command(argv))
     args = parser.parse_args(argv)
     try:
+        if args.command in COMPUTING:
+            from .train import configure_cpu
+
+            configure_cpu()
         return args.func(args)
     except GrokscopeError as e:
         print(f"grokscope: error: {e}", file=sys.stderr)

@@ -44,11 +44,12 @@ def test_import_grokscope_is_light_and_names_load_on_use():
 
 
 def test_train_and_analyze_stay_functions_when_their_submodules_are_imported():
-    r = run_python("import grokscope.train, grokscope.analyze, grokscope.batched, grokscope\n"
+    r = run_python("import grokscope.train, grokscope.analyze, grokscope.provenance, grokscope.batched, grokscope\n"
                    "from grokscope.train import evaluate\n"
-                   "print(grokscope.train.__module__, grokscope.analyze.__module__, callable(grokscope.train))")
+                   "print(grokscope.train.__module__, grokscope.analyze.__module__, grokscope.provenance.__module__,"
+                   " callable(grokscope.train))")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["grokscope.train", "grokscope.analyze", "True"]
+    assert r.stdout.split() == ["grokscope.train", "grokscope.analyze", "grokscope.provenance", "True"]
     for name in grokscope.__all__:
         assert getattr(grokscope, name) is not None
     assert set(grokscope.__all__) <= set(dir(grokscope))
