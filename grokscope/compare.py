@@ -31,15 +31,6 @@ def _weights(sd_a: dict[str, torch.Tensor], sd_b: dict[str, torch.Tensor]) -> pd
     return pd.DataFrame(rows)
 
 
-def _key_freqs(value) -> list[int]:
-    """The key frequencies of a ``fourier`` row: "7,11,5" or a list."""
-    if isinstance(value, str):
-        return [int(k) for k in value.split(",") if k.strip()]
-    if isinstance(value, (list, tuple)):
-        return [int(k) for k in value]
-    return []
-
-
 def compare_checkpoints(run: Run | str | Path, a: int, b: int, fourier_params: dict | None = None) -> dict[str, pd.DataFrame]:
     """What changed between checkpoints ``a`` and ``b`` of ``run`` (a Run or its folder).
 
@@ -48,6 +39,7 @@ def compare_checkpoints(run: Run | str | Path, a: int, b: int, fourier_params: d
     (empty for tasks without a Fourier analysis)}. ``fourier_params``: keyword arguments of the
     ``fourier`` analysis (e.g. {"key_freqs": "3,7"})."""
     from .analyses import REGISTRY
+    from .analyses.fourier_keys import key_freq_list
     from .train import cpu_settings, evaluate
 
     run = run if isinstance(run, Run) else Run(run)
@@ -80,7 +72,7 @@ def compare_checkpoints(run: Run | str | Path, a: int, b: int, fourier_params: d
                 for key, value in row.items():
                     if key != "key_freqs":
                         put(key, step, value)
-                key_rows += [{"step": step, "rank": r, "freq": k} for r, k in enumerate(_key_freqs(row.get("key_freqs")))]
+                key_rows += [{"step": step, "rank": r, "freq": k} for r, k in enumerate(key_freq_list(row.get("key_freqs")))]
             model.reset_hooks()
         weights = _weights(dict(models[a].named_parameters()), dict(models[b].named_parameters()))  # not buffers
     summary = pd.DataFrame([{"quantity": q, "a": v.get(a, math.nan), "b": v.get(b, math.nan)} for q, v in rows.items()])
