@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PLOTLY_JSON = "application/vnd.plotly.v1+json"
 
 
-def test_tour_notebook_runs_and_embeds_plotly_js_once(tmp_path):
+def test_tour_notebook_runs_and_embeds_plotly_js_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel inherits it: one torch thread, as the other tests
     nb = nbformat.read(ROOT / "examples" / "tour.ipynb", as_version=4)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
