@@ -35,13 +35,14 @@ _LAZY = {
     "SweepSpec": "sweep", "load_sweep": "sweep", "run_sweep": "sweep",
     "provenance": "provenance",
     "compare_checkpoints": "compare",
+    "to_tensorboard": "tensorboard",
 }
 
 __all__ = [
     "RunConfig", "ModelConfig", "TaskConfig", "TrainConfig", "ScheduleConfig", "preset", "apply_variant",
     "PRESETS", "VARIANTS", "GrokscopeError", "TrainingInterrupted", "build_model", "answer_logits", "Run", "load_run", "Dataset",
     "make_dataset", "register_operation", "OPERATIONS", "train", "analyze", "load_results",
-    "train_many", "SweepSpec", "load_sweep", "run_sweep", "provenance", "compare_checkpoints", "__version__",
+    "train_many", "SweepSpec", "load_sweep", "run_sweep", "provenance", "compare_checkpoints", "to_tensorboard", "__version__",
 ]
 
 
@@ -92,6 +93,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .results import load_results
     from .run import Run, load_run
     from .sweep import SweepSpec, load_sweep, run_sweep
+    from .tensorboard import to_tensorboard
     from .tasks import OPERATIONS, Dataset, make_dataset, register_operation
     from .train import train
 

@@ -173,6 +173,24 @@ def _add_figures(sub) -> None:
     p.set_defaults(func=cmd_figures)
 
 
+def cmd_tensorboard(args) -> int:
+    from .tensorboard import to_tensorboard
+
+    folder = to_tensorboard(args.source, args.logdir, args.results)
+    print(f"grokscope: TensorBoard scalars -> {folder} (tensorboard --logdir {folder.parent})")
+    return 0
+
+
+def _add_tensorboard(sub) -> None:
+    p = sub.add_parser("tensorboard", help="write a run's curves as TensorBoard scalars (offline)",
+                       description="Write a run's metrics and its stored analysis measures as TensorBoard "
+                                   "scalars (needs pip install grokscope[tensorboard]); nothing is recomputed.")
+    p.add_argument("source", metavar="RUN_OR_RESULTS", help="a run directory or its results folder (analyses/<run>)")
+    p.add_argument("--logdir", metavar="DIR", help="where to write (default <results folder>/tensorboard)")
+    p.add_argument("--results", metavar="DIR", help="the results folder, when it is not analyses/<run dir name>")
+    p.set_defaults(func=cmd_tensorboard)
+
+
 def analysis_catalog() -> list[dict]:
     """name, summary, kind, default_steps and expensive of every analysis, in the registry's order.
 
@@ -276,6 +294,7 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list the presets").set_defaults(func=cmd_presets)
     sub.add_parser("analyses", help="list the analyses").set_defaults(func=cmd_analyses)
     _add_figures(sub)
+    _add_tensorboard(sub)
     wanted = LAZY_COMMANDS[command][0] if command in LAZY_COMMANDS else None
     done: set[str] = set()
     for name, (module, help_) in LAZY_COMMANDS.items():
