@@ -93,7 +93,7 @@ class ResultStore:
         meta = {**meta, "params": canonical(meta.get("params", {})),
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
         try:
-            atomic_write_text(self.table_path(name), table.to_csv(index=False))
+            atomic_write_text(self.table_path(name), _fix_step(table.copy()).to_csv(index=False))  # steps as ints
             atomic_write_text(self.sidecar_path(name), json.dumps(meta, indent=1, default=_json_default) + "\n")
         except OSError as e:
             raise GrokscopeError(f"cannot write results to {self.folder}: {e.strerror}") from None

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from .progress import tqdm
 
 from .config import RunConfig
 from .errors import GrokscopeError, TrainingInterrupted
@@ -34,6 +33,7 @@ from .model import answer_logits, build_model
 from .run import (CKPT_DIR, CONFIG_FILE, DATA_FILE, METRIC_COLUMNS, METRICS_FILE, STATE_FILE, Run,
                   atomic_save, atomic_write_text, ckpt_name, config_json, is_run_dir, load_weights, read_metadata,
                   read_metrics, read_safetensors)
+from .progress import tqdm
 from .provenance import record_session
 from .tasks import Dataset, make_dataset
 

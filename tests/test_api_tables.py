@@ -56,6 +56,8 @@ def test_steps_are_integers_everywhere(analysed):
                 assert pd.api.types.is_integer_dtype(table[col]), (name, col, table[col].dtype)
     phases = tables["phases"]
     assert {"start_step", "end_step"} <= set(phases.columns)
+    text = (out / "phases.csv").read_text()  # on disk too: 125, not 125.0
+    assert not any(f",{int(s)}.0," in text for s in phases["start_step"].dropna())
 
 
 def test_fourier_keys_does_not_apply_to_s5():
