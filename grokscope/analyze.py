@@ -22,13 +22,15 @@ from .analyses import REGISTRY, Analysis, get_analysis
 from .errors import GrokscopeError
 from .results import ResultStore, default_out_dir, load_results
 from .run import Run, is_run_dir
+from .provenance import provenance
+from .train import restoring_cpu_settings
 
 FLUSH_S = 60.0  # write the tables at least this often during a long analysis
 FEW_LOG_STEPS = 5  # log-spaced checkpoints for default_steps="few", besides the phase boundaries
 
 
 def warn(message: str) -> None:
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     tqdm.write(f"grokscope: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
@@ -166,6 +168,7 @@ class _Pending:
         self.parts = [cached] if cached is not None else []
         self.dirty = cached is None and store.meta(a.name) is not None  # stale cache: rewrite
         self.todo: set[int] = set()
+        self.provenance: dict | None = None  # the record written in the sidecar (set by analyze)
 
     def add(self, step: int, out) -> None:
         table = _as_table(out, self.a.name).copy()
@@ -189,10 +192,11 @@ class _Pending:
         if self.dirty:
             self.store.write(self.a.name, self.table(), {
                 "analysis": self.a.name, "kind": self.a.kind, "version": self.a.version, "params": self.params,
-                "steps": sorted(self.done), "run": str(self.run.path)})
+                "steps": sorted(self.done), "run": str(self.run.path), "provenance": self.provenance})
             self.dirty = False
 
 
+@restoring_cpu_settings  # subnormal floats flushed, as in training (long-decayed weights are full of them)
 def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = None,
             steps: Iterable[int] | None = None, every: int | None = None, out: str | Path | None = None,
             progress: bool = True, params: dict[str, dict[str, Any]] | None = None) -> dict[str, pd.DataFrame]:
@@ -207,11 +211,8 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
     registered defaults. Results are cached per checkpoint: what was done with the same version and
     params is not computed again.
     """
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
-    from .train import configure_cpu
-
-    configure_cpu()  # flush subnormal floats, as training does: long-decayed weights are full of them
     run = open_run(run_or_path)
     data = run.data
     chosen = select(only, data)
@@ -225,6 +226,9 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
         raise GrokscopeError(f"run {run.path} has no checkpoints yet")
     asked = choose_steps(available, steps, every) if available else []
     pending = [_Pending(a, all_params[a.name], store, run) for a in chosen if a.kind == "checkpoint"]
+    record = provenance("cpu")  # versions and machine, in each sidecar this call writes
+    for p in pending:
+        p.provenance = record
     few = None
     for p in pending:
         if p.a.default_steps == "few" and steps is None:
@@ -264,7 +268,7 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
             store.write(a.name, table, {"analysis": a.name, "kind": a.kind, "version": a.version,
                                         "params": all_params[a.name], "inputs": sorted(results),
                                         "steps": [int(s) for s in table["step"].dropna()] if "step" in table else [],
-                                        "run": str(run.path)})
+                                        "run": str(run.path), "provenance": record})
             tables[a.name] = store.table(a.name)
     return tables
 
@@ -298,15 +302,6 @@ def cmd_analyze(args) -> int:
     return 0
 
 
-def cmd_analyses(args) -> int:
-    width = max((len(n) for n in REGISTRY), default=0)
-    for name, a in REGISTRY.items():
-        tags = [t for t, on in (("run", a.kind == "run"), ("few checkpoints", a.default_steps == "few"),
-                                ("expensive: only with --only", a.expensive)) if on]
-        print(f"{name:<{width}}  {a.summary}{' [' + '; '.join(tags) + ']' if tags else ''}")
-    return 0
-
-
 def add_parsers(sub) -> None:
     p = sub.add_parser("analyze", help="analyse a run's checkpoints into analyses/<run>/",
                        description="Run the registered analyses over a run's checkpoints. Results are "
@@ -319,7 +314,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="results folder (default analyses/<run dir name>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_analyze)
-    sub.add_parser("analyses", help="list the analyses").set_defaults(func=cmd_analyses)
 
 
 __all__ = ["analyze", "load_results", "add_parsers", "select", "choose_steps", "few_steps"]

@@ -28,12 +28,13 @@ import torch
 import torch.nn.functional as F
 
 from .config import RunConfig
-from .errors import GrokscopeError
+from .errors import GrokscopeError, TrainingInterrupted
 from .model import _ACTS, _mix, _scores, build_model
-from .run import STATE_FILE, Run, load_weights
+from .run import STATE_FILE, Run, load_weights, read_metadata
+from .provenance import record_session
 from .tasks import Dataset
-from .train import (LOSS_DTYPES, Prepared, RunWriter, _fmt_bytes, answer_loss, batch_size, collapsed, configure_cpu,
-                    disk_estimate, fit, lr_scale, pick_device, prepare)
+from .train import (LOSS_DTYPES, Prepared, RunWriter, _fmt_bytes, answer_loss, batch_size, collapsed, disk_estimate,
+                    fit, lr_scale, pick_device, prepare, restoring_cpu_settings)
 
 ADAM_EPS = 1e-8  # torch.optim.AdamW's default, as Trainer uses
 EVAL_ROWS = 32768  # rows (all runs together) per evaluation chunk
@@ -383,6 +384,7 @@ def _mask(n: int, idx: torch.Tensor) -> torch.Tensor:
 
 
 # --- the entry point -----------------------------------------------------------------------------------
+@restoring_cpu_settings  # subnormal floats flushed for the duration; the caller's process as it was afterwards
 def train_batched(preps: list[Prepared], *, progress: bool = True, log=print, desc: str = "") -> list[Run]:
     """Train prepared runs (``train.prepare``; new or resumed, all at one start step) as one batch."""
     if not preps:
@@ -391,13 +393,13 @@ def train_batched(preps: list[Prepared], *, progress: bool = True, log=print, de
     if len(starts) != 1:
         raise GrokscopeError(f"runs resumed at different steps ({sorted(starts)}) cannot share a batch")
     device = pick_device(preps[0].cfg.train.device)
-    if device.type == "cpu":
-        configure_cpu()
     trainer = BatchedTrainer([p.cfg for p in preps], [p.data for p in preps], device)
     for k, p in enumerate(preps):
         if p.state is not None:
             trainer.load_resume_state(k, p.state, p.start, f"resume state {p.run_dir / STATE_FILE}")
     writers = [RunWriter(p) for p in preps]
+    for p in preps:
+        record_session(p.run_dir, p.cfg, device, p.start)  # provenance.json: versions, machine, precision
     per, total = disk_estimate(trainer.template, writers[0].remaining_ckpts() * len(preps))
     cfg = preps[0].cfg
     log(f"grokscope: a batch of {len(preps)} runs on {device} ({cfg.task.op} ... {preps[-1].cfg.task.op}, "
@@ -411,10 +413,14 @@ def train_batched(preps: list[Prepared], *, progress: bool = True, log=print, de
 
 
 def train_many(configs: list[RunConfig], outs: list[str | Path], *, progress: bool = True, log=print) -> list[Run]:
-    """Train new runs ``configs[i]`` into ``outs[i]`` as one batch (they must share ``batch_key``)."""
+    """Train new runs ``configs[i]`` into ``outs[i]`` as one batch (they must share ``batch_key``).
+    Ctrl-C saves every run, then raises ``TrainingInterrupted`` (as ``grokscope.train``)."""
     if len(configs) != len(outs):
         raise GrokscopeError("one output folder per config")
-    return train_batched([prepare(c, o) for c, o in zip(configs, outs)], progress=progress, log=log)
+    runs = train_batched([prepare(c, o) for c, o in zip(configs, outs)], progress=progress, log=log)
+    if runs and runs[0].interrupted:  # saved: as grokscope.train, stop the caller (a notebook's "Run all")
+        raise TrainingInterrupted(runs, int(read_metadata(runs[0].path / STATE_FILE).get("step", "0")))
+    return runs
 
 
 __all__ = ["BatchedTrainer", "batched_answer_logits", "batch_key", "train_batched", "train_many"]

@@ -1,19 +1,29 @@
-"""The ``grokscope`` command: a thin shell that builds one config and calls the API.
+"""The grokscope command: a thin shell that builds one config and calls the API.
 
 Each sub-command's choices come from the registries (operations, variants, presets, analyses).
 A GrokscopeError (bad input) prints one line and exits with code 2.
+
+Fast by construction: listing the operations, variants, presets and analyses and printing --help
+import neither torch nor TransformerLens. The sub-commands defined in other modules (analyze, report,
+sweep, ...) are imported only when one of them is run; ``LAZY_COMMANDS`` names their modules and
+one-line help (a test checks it against the modules).
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
+from pathlib import Path
 
 from .config import PRESET_HELP, PRESETS, VARIANT_HELP, VARIANTS, RunConfig, apply_variant, preset
-from .errors import GrokscopeError
+from .errors import GrokscopeError, TrainingInterrupted
+
+DESCRIPTION = ("Train the grokking transformer of Power et al. (2022) as a TransformerLens HookedTransformer, "
+               "checkpoint it densely, analyse the checkpoints and report.")
 
 # Flags of `grokscope train` that set a config field: flag -> (section, field, type, help).
 TRAIN_FLAGS = {
-    "op": ("task", "op", str, "operation (see `grokscope ops`)"),
+    "op": ("task", "op", str, "operation (list them: grokscope ops)"),
     "p": ("task", "p", int, "modulus / prime p (default 97)"),
     "frac": ("task", "frac", float, "training fraction, in (0, 1)"),
     "split-seed": ("task", "seed", int, "seed of the split and outliers (default: --seed)"),
@@ -45,6 +55,7 @@ TRAIN_FLAGS = {
     "loss-dtype": ("train", "loss_dtype", str, "float64 (default; Nanda et al.) or float32 log-softmax of the loss"),
     "device": ("train", "device", str, "auto (CUDA when present), cpu, cuda"),
     "eval-every": ("schedule", "eval_every", int, "metrics every N steps (plus log-spaced early steps)"),
+    "eval-log-points": ("schedule", "eval_log_points", int, "log-spaced early evaluations (default 20)"),
     "ckpt-every": ("schedule", "ckpt_every", int, "checkpoint every N steps (plus log-spaced early steps)"),
     "ckpt-log-points": ("schedule", "ckpt_log_points", int, "log-spaced early checkpoints (default 30)"),
     "state-every": ("schedule", "state_every", int, "save the resume state every N steps"),
@@ -62,7 +73,7 @@ def _add_train(sub) -> None:
                    help=("Figure 2 (left) optimiser variant: " + "; ".join(f"{k} ({v})" for k, v in VARIANT_HELP.items()))
                    .replace("%", "%%"))
     p.add_argument("--full-batch", action="store_true", default=None, help="exact gradient on the whole training set")
-    p.add_argument("--out", metavar="DIR", help="run directory (default checkpoints/<op>_p<p>_f<frac>_s<seed>)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default checkpoints/<op>_p<p>_f<frac>_s<seed>, e.g. checkpoints/xdivy_p97_f0.5_s0)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (with --steps: a new budget)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--compile", action="store_true", default=None,
@@ -103,12 +114,14 @@ def cmd_train(args) -> int:
         fixed += [f for f in TRAIN_FLAGS if f != "steps" and getattr(args, f.replace("-", "_")) is not None]
         if fixed:
             raise GrokscopeError(f"--resume continues a run with its own config; drop --{', --'.join(fixed)}")
-        run = train(resume=args.resume, steps=args.steps, progress=not args.no_progress)
-    else:
-        cfg = build_config(args)
-        get_operation(cfg.task.op)  # unknown operation: fail before touching the disk
-        run = train(cfg, out=args.out, progress=not args.no_progress)
-    if run.interrupted:
+    try:
+        if args.resume:
+            run = train(resume=args.resume, steps=args.steps, progress=not args.no_progress)
+        else:
+            cfg = build_config(args)
+            get_operation(cfg.task.op)  # unknown operation: fail before touching the disk
+            run = train(cfg, out=args.out, progress=not args.no_progress)
+    except TrainingInterrupted:  # saved; the loop printed the command that continues the run
         return 130
     m = run.metrics
     if len(m):
@@ -140,6 +153,111 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def cmd_figures(args) -> int:
+    from .figures.export import export_report_figures
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    paths = export_report_figures(args.source, args.out, formats=formats, results=args.results, log_x=not args.linear)
+    print(f"grokscope: {len(paths)} files -> {args.out}")
+    return 0
+
+
+def _add_figures(sub) -> None:
+    p = sub.add_parser("figures", help="save the report's figures as files (PNG, SVG, PDF or HTML)",
+                       description="Save every figure of a run's report as files, one per figure and format: "
+                                   "HTML (interactive, self-contained) or, through kaleido and a Chrome or "
+                                   "Chromium on the machine, PNG, SVG, PDF.")
+    p.add_argument("source", metavar="RUN_OR_RESULTS", help="a run directory or its results folder (analyses/<run>)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder for the files")
+    p.add_argument("--format", default="png", metavar="F1,F2", help="png, svg, pdf, jpeg, webp, html (default png)")
+    p.add_argument("--results", metavar="DIR", help="the results folder, when it is not analyses/<run dir name>")
+    p.add_argument("--linear", action="store_true", help="linear step axes (default logarithmic)")
+    p.set_defaults(func=cmd_figures)
+
+
+def cmd_tensorboard(args) -> int:
+    from .tensorboard import to_tensorboard
+
+    folder = to_tensorboard(args.source, args.logdir, args.results)
+    print(f"grokscope: TensorBoard scalars -> {folder} (tensorboard --logdir {folder.parent})")
+    return 0
+
+
+def _add_tensorboard(sub) -> None:
+    p = sub.add_parser("tensorboard", help="write a run's curves as TensorBoard scalars (offline)",
+                       description="Write a run's metrics and its stored analysis measures as TensorBoard "
+                                   "scalars (needs pip install grokscope[tensorboard]); nothing is recomputed.")
+    p.add_argument("source", metavar="RUN_OR_RESULTS", help="a run directory or its results folder (analyses/<run>)")
+    p.add_argument("--logdir", metavar="DIR", help="where to write (default <results folder>/tensorboard)")
+    p.add_argument("--results", metavar="DIR", help="the results folder, when it is not analyses/<run dir name>")
+    p.set_defaults(func=cmd_tensorboard)
+
+
+def analysis_catalog() -> list[dict]:
+    """name, summary, kind, default_steps and expensive of every analysis, in the registry's order.
+
+    The live registry when ``grokscope.analyses`` is already imported (analyses registered in this
+    process included). Otherwise read from the ``@register(...)`` calls in grokscope/analyses/*.py
+    without importing them (that loads torch, scipy and scikit-learn: seconds); a call whose
+    arguments are not literals makes it import the registry after all."""
+    if "grokscope.analyses" not in sys.modules:
+        try:
+            return _static_catalog(Path(__file__).parent / "analyses")
+        except (OSError, SyntaxError, ValueError):
+            pass
+    from .analyses import REGISTRY
+
+    return [{"name": a.name, "summary": a.summary, "kind": a.kind, "default_steps": a.default_steps,
+             "expensive": a.expensive} for a in REGISTRY.values()]
+
+
+def _static_catalog(folder: Path) -> list[dict]:
+    """The analyses' registration calls, read with ``ast``: modules in name order (as the package
+    imports them), calls in source order. ValueError when an argument is not a literal."""
+    found = []
+    for path in sorted(folder.glob("*.py"), key=lambda p: p.stem):
+        if path.stem == "base" or path.stem.startswith("_"):
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            for deco in getattr(node, "decorator_list", []):
+                func = getattr(deco, "func", None)
+                if getattr(func, "id", getattr(func, "attr", None)) != "register":
+                    continue
+                keywords = {k.arg: k.value for k in deco.keywords}
+                entry = {"name": ast.literal_eval(deco.args[0]), "summary": ast.literal_eval(keywords["summary"]),
+                         "kind": "checkpoint", "default_steps": "all", "expensive": False}
+                for key in ("kind", "default_steps", "expensive"):
+                    if key in keywords:
+                        entry[key] = ast.literal_eval(keywords[key])
+                found.append(entry)
+    if not found:
+        raise ValueError("no analyses found")
+    return found
+
+
+def cmd_analyses(args) -> int:
+    catalog = analysis_catalog()
+    width = max((len(a["name"]) for a in catalog), default=0)
+    for a in catalog:
+        tags = [t for t, on in (("run", a["kind"] == "run"), ("few checkpoints", a["default_steps"] == "few"),
+                                ("expensive: only with --only", a["expensive"])) if on]
+        print(f"{a['name']:<{width}}  {a['summary']}{' [' + '; '.join(tags) + ']' if tags else ''}")
+    return 0
+
+
+class _Version(argparse.Action):
+    """--version: the installed package's version (read only when asked for)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from . import __version__
+
+        print(f"grokscope {__version__}")
+        parser.exit(0)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line on stderr (exit code 2), like every other bad input."""
 
@@ -147,41 +265,65 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="grokscope", description=__doc__.splitlines()[0])
+# Sub-commands defined in other modules (each has add_parsers(sub), which adds all of that module's
+# commands): command -> (module, the help line shown by grokscope --help). The module is imported only
+# when one of its commands is given.
+LAZY_COMMANDS = {
+    "analyze": ("grokscope.analyze", "analyse a run's checkpoints into analyses/<run>/"),
+    "report": ("grokscope.report", "build the HTML report of a run (or compare runs) from stored results"),
+    "sweep-report": ("grokscope.report", "build the HTML report of a sweep (a grid of runs)"),
+    "sweep": ("grokscope.sweep", "train a grid of runs (the paper's figures: --preset)"),
+    "sweeps": ("grokscope.sweep", "list the sweep presets (the paper's figures)"),
+}
+
+
+def _command(argv: list[str]) -> str | None:
+    """The sub-command named on the command line (the first word that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def make_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; the module that defines ``command`` (when it is a lazy one) is imported and adds its
+    real sub-parser, the other lazy commands get a placeholder that only carries their help line."""
+    import importlib
+
+    parser = Parser(prog="grokscope", description=DESCRIPTION)
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     sub.add_parser("ops", help="list the operations").set_defaults(func=cmd_ops)
     sub.add_parser("variants", help="list the Figure 2 (left) optimiser variants").set_defaults(func=cmd_variants)
     sub.add_parser("presets", help="list the presets").set_defaults(func=cmd_presets)
-    for extension in EXTENSIONS:
-        extension(sub)
+    sub.add_parser("analyses", help="list the analyses").set_defaults(func=cmd_analyses)
+    _add_figures(sub)
+    _add_tensorboard(sub)
+    wanted = LAZY_COMMANDS[command][0] if command in LAZY_COMMANDS else None
+    done: set[str] = set()
+    for name, (module, help_) in LAZY_COMMANDS.items():
+        if module == wanted:
+            if module not in done:
+                importlib.import_module(module).add_parsers(sub)
+                done.add(module)
+        else:
+            sub.add_parser(name, help=help_, add_help=False)
     return parser
 
 
-def _extensions():
-    """Sub-commands owned by other modules (analyze, report, ...): each has add_parsers(sub)."""
-    found = []
-    import importlib
-
-    for module in ("grokscope.analyze", "grokscope.report", "grokscope.sweep"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        found.append(mod.add_parsers)
-    return found
-
-
-EXTENSIONS = _extensions()
+# Commands that compute: the process is grokscope's own, so it gets the process-wide CPU settings
+# (subnormal floats flushed, the heap kept between steps; see train.configure_cpu) that a call from
+# Python only gets for its duration (flushing) or not at all (the heap).
+COMPUTING = ("train", "analyze", "sweep")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = make_parser(_command(argv))
     args = parser.parse_args(argv)
     try:
+        if args.command in COMPUTING:
+            from .train import configure_cpu
+
+            configure_cpu()
         return args.func(args)
     except GrokscopeError as e:
         print(f"grokscope: error: {e}", file=sys.stderr)

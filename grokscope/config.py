@@ -127,6 +127,8 @@ class RunConfig:
             if section == "name":
                 self.name = str(values)
                 continue
+            if section in DERIVED:  # written beside the config in a run's config.json, recomputed from it
+                continue
             if section not in SECTIONS:
                 raise GrokscopeError(f"unknown config section {section!r}{_hint(section, [*SECTIONS, 'name'])}")
             if not isinstance(values, dict):
@@ -180,6 +182,7 @@ class RunConfig:
 
 
 SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig, "schedule": ScheduleConfig}
+DERIVED = ("hooked_config",)  # keys of a run's config.json that follow from the config (see run.config_json)
 ACT_FNS = ("relu", "gelu", "gelu_new", "silu")
 POS_EMBEDS = ("learned", "sinusoidal")
 BIASES = ("trained", "zero")

@@ -3,3 +3,20 @@
 
 class GrokscopeError(ValueError):
     """A problem with what the user asked for (bad option, missing run, mismatched config...)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``grokscope.train`` (or ``train_many``) after it saved a checkpoint and the resume
+    state. ``runs``: the runs (``run``: the first); the message says how to continue, from Python and
+    from a shell. A KeyboardInterrupt, so that a notebook's "Run all" stops here."""
+
+    def __init__(self, runs: list, step: int):
+        self.runs, self.step = list(runs), step
+        self.run = self.runs[0] if self.runs else None
+        import shlex
+
+        where = [str(r.path) for r in self.runs]
+        python = " and ".join(f"grokscope.train(resume={w!r})" for w in where[:2]) + (" ..." if len(where) > 2 else "")
+        shell = " and ".join(f"grokscope train --resume {shlex.quote(w)}" for w in where[:2]) + (" ..." if len(where) > 2 else "")
+        super().__init__(f"training interrupted at step {step}; the checkpoint and resume state are saved. "
+                         f"Continue in Python with {python}, or in a shell with {shell}")

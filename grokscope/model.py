@@ -39,14 +39,23 @@ def sinusoidal_positions(n_ctx: int, d_model: int) -> torch.Tensor:
     return pe.float()
 
 
-def hooked_config(cfg: ModelConfig, d_vocab: int, d_vocab_out: int, device: str | torch.device = "cpu",
-                  dtype: torch.dtype = torch.float32):
-    return HookedTransformerConfig(
+def hooked_config_dict(cfg: ModelConfig, d_vocab: int, d_vocab_out: int) -> dict:
+    """The HookedTransformerConfig of a run as TransformerLens' own keyword arguments (plain JSON; float32,
+    the device left to TransformerLens): ``HookedTransformer(HookedTransformerConfig.from_dict(d))``
+    builds the model, and a checkpoint loads into it with ``load_state_dict(strict=True)``. Fixed
+    sinusoidal positions and zero biases are ordinary parameters there, stored in every checkpoint.
+    A run stores it in config.json under "hooked_config"."""
+    return dict(
         n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_model // cfg.n_heads,
         d_mlp=cfg.d_mlp, d_vocab=d_vocab, d_vocab_out=d_vocab_out, n_ctx=N_CTX, act_fn=cfg.act_fn,
         normalization_type=NORM_TYPES[cfg.norm], positional_embedding_type="standard",
-        default_prepend_bos=False, device=str(device), dtype=dtype,
+        default_prepend_bos=False,
     )
+
+
+def hooked_config(cfg: ModelConfig, d_vocab: int, d_vocab_out: int, device: str | torch.device = "cpu",
+                  dtype: torch.dtype = torch.float32):
+    return HookedTransformerConfig(**hooked_config_dict(cfg, d_vocab, d_vocab_out), device=str(device), dtype=dtype)
 
 
 def frozen_names(model: HookedTransformer, cfg: ModelConfig) -> list[str]:

@@ -176,6 +176,10 @@ def _summary(r: ReportRun) -> str:
     facts += [("train accuracy ≥ 99 %", reached_text(k.train, k.best_train)),
               ("validation accuracy ≥ 99 %", reached_text(k.val, k.best_val, k.best_val_step))]
     if r.run_path is not None:
+        from .provenance import describe_run
+
+        if (trained_with := describe_run(r.run_path)) is not None:
+            facts.append(("trained with", trained_with))
         facts.append(("run directory", str(r.run_path)))
     facts.append(("results folder", str(r.results_path)))
     legend = "".join(f'<span><span class="chip" style="background:{c}"></span>{PHASE_LABELS[p]}</span>'

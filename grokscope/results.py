@@ -37,8 +37,13 @@ def canonical(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fix_step(df: pd.DataFrame) -> pd.DataFrame:
-    if "step" in df.columns:
-        df["step"] = df["step"].astype("Int64" if df["step"].isna().any() else "int64")
+    """Step columns (``step``, ``start_step``, ``end_step``, ...) as integers: int64, or pandas' nullable
+    Int64 where some are missing (a phase that has not ended), never floats."""
+    for col in [c for c in df.columns if c == "step" or str(c).endswith("_step")]:
+        values = pd.to_numeric(df[col], errors="coerce")
+        if values.notna().sum() != df[col].notna().sum() or not (values.dropna() % 1 == 0).all():
+            continue  # not step numbers
+        df[col] = values.astype("Int64" if values.isna().any() else "int64")
     return df
 
 
@@ -88,7 +93,7 @@ class ResultStore:
         meta = {**meta, "params": canonical(meta.get("params", {})),
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
         try:
-            atomic_write_text(self.table_path(name), table.to_csv(index=False))
+            atomic_write_text(self.table_path(name), _fix_step(table.copy()).to_csv(index=False))  # steps as ints
             atomic_write_text(self.sidecar_path(name), json.dumps(meta, indent=1, default=_json_default) + "\n")
         except OSError as e:
             raise GrokscopeError(f"cannot write results to {self.folder}: {e.strerror}") from None

@@ -5,6 +5,7 @@
     <run>/metrics.csv                 step, train/val loss and accuracy, lr, weight norm, wall time
     <run>/ckpt/step_00001000.safetensors   weights; keys are the HookedTransformer's state-dict names
     <run>/state.safetensors           the latest resume state (weights, optimiser, RNG, Grokfast EMA)
+    <run>/provenance.json             versions, machine, device, precision of each training session
 
 Every file is written to a temporary name in the same folder and renamed into place, so a file under
 its final name is always complete. Weights are only ever read with safetensors.
@@ -107,6 +108,16 @@ def first_reached(metrics, level: float) -> int | None:
     return int(hit["step"].iloc[0]) if len(hit) else None
 
 
+def config_json(cfg: RunConfig, data: Dataset) -> str:
+    """A run's config.json: the RunConfig, and under "hooked_config" the model's HookedTransformerConfig
+    as TransformerLens' own dict (``HookedTransformerConfig.from_dict`` takes it; see model.hooked_config_dict)."""
+    from .model import hooked_config_dict
+
+    d = cfg.to_dict()
+    d["hooked_config"] = hooked_config_dict(cfg.model, data.d_vocab, data.n_elements)
+    return json.dumps(d, indent=2)
+
+
 def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
@@ -162,6 +173,37 @@ class Run:
         t = self.config.task
         return Dataset.from_tensors(t.op, t.p, json.loads(meta.get("elements", "[]")), tensors)
 
+    @property
+    def hooked_config(self):
+        """The model's ``HookedTransformerConfig`` (TransformerLens), from config.json's "hooked_config"
+        (derived from the config and the data for runs saved before it was stored)."""
+        from .model import hooked_config_dict
+        from transformer_lens import HookedTransformerConfig
+
+        stored = json.loads((self.path / CONFIG_FILE).read_text()).get("hooked_config")
+        if stored is None:
+            stored = hooked_config_dict(self.config.model, self.data.d_vocab, self.data.n_elements)
+        return HookedTransformerConfig.from_dict(stored)
+
+    @property
+    def provenance(self) -> list[dict]:
+        """One record per training session (versions, machine, device, threads, precision, command line),
+        from provenance.json; [] for a run saved before it was recorded. See grokscope.provenance."""
+        from .provenance import read_provenance
+
+        return read_provenance(self.path)
+
+    @property
+    def token_names(self) -> list[str]:
+        """Name of every token: the elements (token i is element i; the answers are these), then the
+        operation and "=". E.g. x+y mod 5: ["0", "1", "2", "3", "4", "x+y", "="]."""
+        return self.data.token_names
+
+    def decode(self, tokens):
+        """Token ids (an int, a list or a tensor of any shape, such as ``run.data.train_x`` or the answers
+        ``logits.argmax(-1)``) -> their names (``token_names``), in the same nesting."""
+        return self.data.decode(tokens)
+
     def state_dict_at(self, step: int) -> dict[str, torch.Tensor]:
         if step not in self.steps:
             near = self.steps
@@ -176,6 +218,7 @@ class Run:
         data = self.data
         model = build_model(self.config.model, data.d_vocab, data.n_elements, device="cpu")
         load_weights(model, self.state_dict_at(step), f"checkpoint {self.checkpoint_path(step)}")
+        data.name_tokens(model)  # model.to_str_tokens(tokens) gives element names
         return model.to(device, print_details=False).eval()
 
 

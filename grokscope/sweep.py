@@ -377,7 +377,8 @@ def run_job(sweep_path: str, names: list[str], threads: int | None = None, progr
     from .batched import train_batched
     from .train import configure_cpu, prepare, train
 
-    configure_cpu(threads)
+    if threads is not None:  # a worker process of the sweep's own (in the caller's process: see train.cpu_settings)
+        configure_cpu(threads)
     sweep = Sweep(sweep_path)
     cells = [c for c in sweep.cells if c.name in set(names)]
     quiet = (lambda *a, **k: None) if not progress else print

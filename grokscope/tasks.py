@@ -14,11 +14,12 @@ from __future__ import annotations
 import difflib
 import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
 
 from .errors import GrokscopeError
+
+if TYPE_CHECKING:  # torch is imported where a table is built: listing the operations needs no torch
+    import torch
 
 
 def is_prime(n: int) -> bool:
@@ -211,6 +212,21 @@ class Dataset:
     def train_y_clean(self) -> torch.Tensor:
         return self.all_y[self.train_idx]
 
+    @property
+    def token_names(self) -> list[str]:
+        """Name of every token id: the elements (the answers are these first ``n_elements`` tokens), then
+        the operation and "=". A row ``x op y =`` decodes to e.g. ["3", "x+y", "5", "="]."""
+        return [*self.elements, self.op, "="]
+
+    def decode(self, tokens):
+        """Token ids (an int, a list or a tensor/array of any shape) -> their names, in the same nesting."""
+        return decode_tokens(self.token_names, tokens)
+
+    def name_tokens(self, model) -> None:
+        """Give a HookedTransformer of this task a ``to_str_tokens`` that names token ids (TransformerLens'
+        own needs a text tokenizer, which these models do not have)."""
+        model.to_str_tokens = TokenNames(self.token_names)
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """What a run saves: enough to rebuild this object without the operation's code."""
         return {k: getattr(self, k).contiguous() for k in
@@ -222,8 +238,38 @@ class Dataset:
                    ("all_x", "all_y", "train_idx", "val_idx", "train_y", "outlier_pos")})
 
 
+def decode_tokens(names: list[str], tokens):
+    """``names[t]`` for every id ``t`` in ``tokens`` (int, nested list, tensor or array), same nesting."""
+    if hasattr(tokens, "tolist"):
+        tokens = tokens.tolist()
+
+    def name(t):
+        if isinstance(t, (list, tuple)):
+            return [name(u) for u in t]
+        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < len(names):
+            raise GrokscopeError(f"{t!r} is not a token id of this task (0 to {len(names) - 1})")
+        return names[t]
+
+    return name(tokens)
+
+
+class TokenNames:
+    """``model.to_str_tokens`` for a grokscope model: token ids -> names (see ``Dataset.token_names``)."""
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+
+    def __call__(self, input, prepend_bos=None, padding_side=None):
+        if isinstance(input, str) or (isinstance(input, list) and input and isinstance(input[0], str)):
+            raise GrokscopeError("this model has no text tokenizer: its tokens are the task's elements; pass token "
+                                 "ids (e.g. run.data.train_x[0]), or use run.decode(tokens)")
+        return decode_tokens(self.names, input)
+
+
 def equation_table(op_name: str, p: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """All equations of an operation: element names, (N, 4) token rows and (N,) answer tokens."""
+    import torch
+
     op = get_operation(op_name)
     if op.uses_p:
         if p < 2:
@@ -254,6 +300,8 @@ def make_dataset(op: str, p: int, frac: float, seed: int = 0, outliers: int = 0)
     another training equation drawn at random (a different equation; its answer may coincide).
     Validation is untouched. Both draws come from ``seed``.
     """
+    import torch
+
     if not (0.0 < frac < 1.0):
         raise GrokscopeError(f"training fraction must be in (0, 1), got {frac}")
     elements, all_x, all_y = equation_table(op, p)

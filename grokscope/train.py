@@ -26,14 +26,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .config import RunConfig
-from .errors import GrokscopeError
+from .errors import GrokscopeError, TrainingInterrupted
 from .model import answer_logits, build_model
 from .run import (CKPT_DIR, CONFIG_FILE, DATA_FILE, METRIC_COLUMNS, METRICS_FILE, STATE_FILE, Run,
-                  atomic_save, atomic_write_text, ckpt_name, first_reached, is_run_dir, load_weights,
+                  atomic_save, atomic_write_text, ckpt_name, config_json, first_reached, is_run_dir, load_weights,
                   read_metadata, read_metrics, read_safetensors, stop_step)
+from .progress import tqdm
+from .provenance import record_session
 from .tasks import Dataset, make_dataset
 
 EVAL_CHUNK = 1024  # rows per evaluation forward: small enough for the cache (8192: 25 % slower)
@@ -332,9 +333,12 @@ class Trainer:
 
 # --- run directories ----------------------------------------------------------------------------------
 def default_run_dir(cfg: RunConfig) -> Path:
+    """checkpoints/<op>_p<p>_f<frac>_s<seed>, the operation spelt as a sweep names its cells (x+y, x-y,
+    xmuly, xdivy, x^2+y^2, ...): a different folder for every operation."""
+    from .sweep import _slug
+
     t = cfg.task
-    safe = "".join(c if c.isalnum() else "_" for c in t.op).strip("_") or "op"
-    return Path("checkpoints") / f"{safe}_p{t.p}_f{t.frac:g}_s{cfg.train.seed}"
+    return Path("checkpoints") / f"{_slug(t.op) or 'op'}_p{t.p}_f{t.frac:g}_s{cfg.train.seed}"
 
 
 def disk_estimate(model, n_ckpts: int) -> tuple[int, int]:
@@ -356,6 +360,39 @@ def configure_cpu(threads: int | None = None) -> None:
     if threads:
         torch.set_num_threads(threads)
     _keep_heap()
+
+
+def flush_denormal_enabled() -> bool:
+    """Whether this thread flushes subnormal floats to zero (torch has a setter but no getter): half the
+    smallest normal float32 is subnormal, and comes out 0 when they are flushed."""
+    return float(torch.tensor(torch.finfo(torch.float32).tiny) / 2) == 0.0
+
+
+@contextlib.contextmanager
+def cpu_settings():
+    """Subnormal floats flushed to zero for the duration (as ``configure_cpu``), then as they were: a
+    call from Python (``train``, ``analyze``) leaves the caller's process as it found it. The kept
+    heap (``mallopt``), which cannot be undone, is set only in processes grokscope owns: the
+    ``grokscope`` command and a sweep's worker processes call ``configure_cpu``."""
+    was = flush_denormal_enabled()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if not was:
+            torch.set_flush_denormal(False)
+
+
+def restoring_cpu_settings(fn):
+    """Decorator: run ``fn`` inside ``cpu_settings()``."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with cpu_settings():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 _HEAP_KEPT = False
@@ -447,13 +484,13 @@ class RunWriter:
                 self.ckpt_dir.mkdir(parents=True, exist_ok=True)
                 atomic_save(prep.data.tensors(), self.run_dir / DATA_FILE, {"elements": json.dumps(prep.data.elements)})
                 atomic_write_text(self.run_dir / METRICS_FILE, ",".join(METRIC_COLUMNS) + "\n")
-                atomic_write_text(self.run_dir / CONFIG_FILE, cfg.to_json())
+                atomic_write_text(self.run_dir / CONFIG_FILE, config_json(cfg, prep.data))
             except OSError as e:
                 if created:
                     shutil.rmtree(self.run_dir, ignore_errors=True)
                 raise GrokscopeError(f"cannot write run directory {self.run_dir}: {e.strerror}") from None
         else:
-            atomic_write_text(self.run_dir / CONFIG_FILE, cfg.to_json())  # a new --steps budget
+            atomic_write_text(self.run_dir / CONFIG_FILE, config_json(cfg, prep.data))  # a new --steps budget
             kept = read_metrics(self.run_dir / METRICS_FILE)
             kept = kept[kept["step"] <= prep.start] if prep.start > 0 else kept.iloc[0:0]
             atomic_write_text(self.run_dir / METRICS_FILE, kept[METRIC_COLUMNS].to_csv(index=False) if len(kept)
@@ -595,19 +632,19 @@ def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str =
 
 
 # --- the public entry point ----------------------------------------------------------------------
+@restoring_cpu_settings
 def train(config: RunConfig | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
           steps: int | None = None, progress: bool = True, log=print) -> Run:
     """Train a run (or continue one with ``resume=DIR``) and return it.
 
     ``out`` defaults to ``checkpoints/<op>_p<p>_f<frac>_s<seed>``. With ``resume``, the run's own
     config is used; ``steps`` may extend its budget. Ctrl-C saves a checkpoint and the resume state,
-    then returns the run with ``run.interrupted = True``.
+    then raises ``TrainingInterrupted`` (a KeyboardInterrupt; its ``run`` is the run), whose message
+    says how to continue. The caller's process is left as it was (see ``cpu_settings``).
     """
     prep = prepare(config, out, resume=resume, steps=steps)
     cfg, data = prep.cfg, prep.data
     device = pick_device(cfg.train.device)
-    if device.type == "cpu":
-        configure_cpu()
     trainer = Trainer(cfg, data, device)
     if prep.state is not None:
         trainer.load_state_tensors(prep.state, prep.start, f"resume state {prep.run_dir / STATE_FILE}")
@@ -617,6 +654,7 @@ def train(config: RunConfig | None = None, out: str | Path | None = None, *, res
         trainer.compile_now()
         log(f"grokscope: compiled in {time.perf_counter() - t0:.1f} s")
     writer = RunWriter(prep)
+    record_session(prep.run_dir, cfg, device, prep.start)  # provenance.json: versions, machine, precision
     per, total_bytes = disk_estimate(trainer.model, writer.remaining_ckpts())
     state_bytes = sum(v.numel() * v.element_size() for v in trainer.state_tensors().values())
     log(f"grokscope: {prep.run_dir}: {cfg.task.op} p={cfg.task.p} frac={cfg.task.frac} on {device}; "
@@ -626,6 +664,8 @@ def train(config: RunConfig | None = None, out: str | Path | None = None, *, res
         f"(+ {_fmt_bytes(state_bytes)} resume state); free: {_fmt_bytes(shutil.disk_usage(prep.run_dir).free)}")
     run = Run(prep.run_dir)
     run.interrupted = fit(trainer, [writer], progress=progress, log=log)
+    if run.interrupted:
+        raise TrainingInterrupted([run], int(read_metadata(prep.run_dir / STATE_FILE).get("step", "0")))
     return run
 
 

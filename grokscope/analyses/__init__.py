@@ -9,10 +9,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import REGISTRY, Analysis, get_analysis, register
+from .base import REGISTRY, Analysis, compute, get_analysis, register
 
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _module.name != "base" and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["REGISTRY", "Analysis", "register", "get_analysis"]
+__all__ = ["REGISTRY", "Analysis", "register", "get_analysis", "compute"]

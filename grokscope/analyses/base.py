@@ -64,3 +64,22 @@ def get_analysis(name: str) -> Analysis:
         close = difflib.get_close_matches(name, REGISTRY, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else "."
         raise GrokscopeError(f"unknown analysis {name!r}{hint} Known: {', '.join(REGISTRY)}") from None
+
+
+def compute(name: str, *args, **params):
+    """One registered analysis, from a notebook, as a DataFrame (an analysis whose function returns a
+    dict gives one row): checkpoint analyses take ``(model, data)``, run analyses ``(run, results)``;
+    the registered default params apply, overridden by ``params``.
+
+        from grokscope.analyses import compute
+        compute("fourier", run.model_at(1000), run.data, n_key=3)
+    """
+    import pandas as pd
+
+    a = get_analysis(name)
+    out = a.fn(*args, **{**a.params, **params})
+    if isinstance(out, pd.DataFrame):
+        return out
+    if isinstance(out, dict):
+        return pd.DataFrame([out])
+    raise TypeError(f"analysis {name!r} returned {type(out).__name__}; expected a DataFrame or a dict")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from .common import FIGURES, PHASE_COLOURS, PHASE_LABELS, STEP0, FigureSpec, RunTables, phase_spans
 from .compare import COMPARISONS, fig_compare_accuracy, fig_compare_series, first_step_at
+from .export import export_report_figures, notebook_mode, save_figure
 from .curves import fig_accuracy, fig_flatness, fig_restricted_loss, fig_sparsity, fig_weight_norms
 from .fourier import fig_fourier_neurons, fig_fourier_spectrum, fig_key_frequencies
 from .neurons import fig_neuron_heatmap, fig_neuron_traces

@@ -1,0 +1,65 @@
+"""examples/tour.ipynb runs top to bottom (nbclient), and its figures survive an export."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+if os.environ.get("CI") == "true":  # the dev extra installs them: CI runs these tests, never skips them
+    import nbclient
+    import nbformat
+else:
+    nbclient = pytest.importorskip("nbclient")
+    nbformat = pytest.importorskip("nbformat")
+
+ROOT = Path(__file__).resolve().parents[1]
+PLOTLY_JSON = "application/vnd.plotly.v1+json"
+
+
+def test_tour_notebook_runs_and_embeds_plotly_js_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel inherits it: one torch thread, as the other tests
+    nb = nbformat.read(ROOT / "examples" / "tour.ipynb", as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()  # a cell that fails raises CellExecutionError, with its traceback
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"], "progress bars or warnings"
+    figures = [o for o in outputs if PLOTLY_JSON in o.get("data", {})]
+    assert len(figures) == 2
+    for o in figures:  # JupyterLab's renderer and, for an exported page, HTML that draws with plotly.js
+        assert "Plotly.newPlot" in o["data"]["text/html"]
+    library = [o for o in outputs if len(o.get("data", {}).get("text/html", "")) > 1_000_000]
+    assert len(library) == 1, "plotly.js is embedded exactly once"
+    assert (tmp_path / "checkpoints" / "tour" / "config.json").is_file()
+    assert (tmp_path / "analyses" / "tour" / "phases.csv").is_file()
+    text = "".join(o.get("data", {}).get("text/plain", "") + o.get("text", "") for o in outputs)
+    assert "blocks.0.mlp.hook_post" not in text and "torch.Size([6, 4, 128])" in text
+
+
+def test_progress_bars_in_a_notebook_are_one_output_each(tmp_path, monkeypatch):
+    """Without ipywidgets, tqdm's text bar would leave a stderr chunk every half second in the saved
+    notebook; grokscope's bar is one output, updated in place (and no tqdm warning)."""
+    try:
+        import ipywidgets  # noqa: F401
+        pytest.skip("ipywidgets is installed: tqdm draws its widget")
+    except ImportError:
+        pass
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import grokscope\n"
+        "cfg = grokscope.RunConfig().update({'task': {'op': 'x+y', 'p': 13}, 'model': {'n_layers': 1, 'd_model': 16,"
+        " 'n_heads': 2, 'd_mlp': 16}, 'train': {'steps': 400}, 'schedule': {'ckpt_every': 100}})\n"
+        "import time\n"
+        "from grokscope.train import Trainer\n"
+        "step = Trainer.step\n"
+        "Trainer.step = lambda self: (time.sleep(0.005), step(self))  # a run long enough for many refreshes\n"
+        "run = grokscope.train(cfg, out='r')\n"
+        "tables = grokscope.analyze(run, only='weight_norms')")]
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = nb.cells[0].outputs
+    assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"]
+    bars = [o["data"]["text/plain"] for o in outputs if o.output_type == "display_data"]
+    assert len(bars) == 2 and "400/400" in bars[0] and "ckpt" in bars[1]
