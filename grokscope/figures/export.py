@@ -60,6 +60,25 @@ def _kaleido_ready() -> None:
     os.environ.setdefault("BROWSER_PATH", browser)  # where kaleido's choreographer looks first
 
 
+KALEIDO_TRIES = 3
+
+
+def _kaleido(write) -> None:
+    """Run a kaleido write, again when the browser tab was not ready: on a loaded machine kaleido can
+    run its script before its page has defined it ("kaleido_scopes is not defined", a JavascriptError).
+    A failure that lasts is one error line."""
+    for attempt in range(KALEIDO_TRIES):
+        try:
+            write()
+            return
+        except Exception as e:  # kaleido's own error classes live in private modules
+            transient = "kaleido_scopes is not defined" in str(e) or type(e).__name__ == "JavascriptError"
+            if transient and attempt + 1 < KALEIDO_TRIES:
+                continue
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise GrokscopeError(f"static figure export failed ({type(e).__name__}: {first})") from None
+
+
 def save_figure(fig: go.Figure, path: str | Path, *, width: int | None = None, height: int | None = None,
                 scale: float = 2.0) -> Path:
     """Write ``fig`` to ``path``; the suffix picks the format: .html (self-contained, plotly.js inlined,
@@ -74,7 +93,7 @@ def save_figure(fig: go.Figure, path: str | Path, *, width: int | None = None, h
         fig.write_html(path, include_plotlyjs=True, full_html=True)
         return path
     _kaleido_ready()
-    fig.write_image(path, format=fmt, width=width, height=height, scale=scale)
+    _kaleido(lambda: fig.write_image(path, format=fmt, width=width, height=height, scale=scale))
     return path
 
 
@@ -105,8 +124,8 @@ def export_report_figures(source, folder: str | Path, formats: Iterable[str] = (
     if static:  # one browser for all of them (kaleido starts one per write_image call)
         import plotly.io as pio
 
-        pio.write_images([f for f, _, _ in static], [p for _, p, _ in static], format=[f for _, _, f in static],
-                         scale=2.0)
+        _kaleido(lambda: pio.write_images([f for f, _, _ in static], [p for _, p, _ in static],
+                                          format=[f for _, _, f in static], scale=2.0))
     return paths
 
 

@@ -59,8 +59,10 @@ def key_frequency_points(fourier: pd.DataFrame) -> pd.DataFrame:
 
 
 @figure("key_frequencies", section="fourier", title="Key frequencies and Fourier sparsity",
-        caption="Top: the Gini coefficient of the frequency norms rises as the embedding concentrates on a "
-                "few frequencies; bottom: the key frequencies stop changing once the circuit has formed.",
+        caption="Top: the Gini coefficient of the frequency norms rises as the embedding and unembedding "
+                "concentrate on a few frequencies, and the share of their norm on the key frequencies grows; "
+                "bottom: the key frequencies, fixed for every checkpoint (by default the last checkpoint's, "
+                "counted by the gap in its unembedding's spectrum, as Nanda et al. fixed the final model's).",
         needs=("fourier",), inputs=lambda t: dict(fourier=t.results["fourier"], phases=t.phases))
 def fig_key_frequencies(fourier: pd.DataFrame, phases: pd.DataFrame | None = None, log_x: bool = True) -> go.Figure:
     """Gini of the embedding and unembedding spectra and the key-frequency share (top); the key
@@ -68,10 +70,11 @@ def fig_key_frequencies(fourier: pd.DataFrame, phases: pd.DataFrame | None = Non
     if fourier is None or not len(fourier):
         return empty("no Fourier table")
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
-                        subplot_titles=["Fourier sparsity", "key frequencies (largest norms of the embedding)"])
+                        subplot_titles=["Fourier sparsity", "key frequencies (as the fourier analysis fixed them)"])
     for column, name, colour in (("embed_gini", "Gini, embedding", "#e4572e"),
                                  ("unembed_gini", "Gini, unembedding", "#8e5cc9"),
-                                 ("embed_key_frac", "embedding norm² on key freqs", "#2e9e6f")):
+                                 ("embed_key_frac", "embedding norm² on key freqs", "#2e9e6f"),
+                                 ("unembed_key_frac", "unembedding norm² on key freqs", "#17a2b8")):
         s = by_step(fourier, column)
         if len(s):
             fig.add_trace(curve(s.index, s.values, name, colour, log_x=log_x), row=1, col=1)
