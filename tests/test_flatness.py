@@ -326,3 +326,18 @@ def test_registered():
         assert a.expensive and a.default_steps == "few"
     p = get_analysis("sharpness").params
     assert p["eps"] == [1e-3, 5e-4] and p["subspace"] == 0 and p["budget"] == 20
+
+
+def test_the_report_says_when_the_ascent_was_still_climbing():
+    import pandas as pd
+
+    from grokscope.figures.curves import climbing_note, fig_flatness
+
+    rows = pd.DataFrame({"step": [10, 20, 30], "train_loss": 0.1, "sharpness_0.001": [5.0, 3.0, 1.0],
+                         "loss_max_0.001": 0.2, "evals_0.001": 20, "climbing_0.001": [True, False, True]})
+    note = climbing_note(rows)
+    assert "ε = 0.001 at 2 of 3 checkpoints" in note and "lower bound" in note
+    assert any("still rising" in a.text for a in fig_flatness(rows).layout.annotations)
+    rows["climbing_0.001"] = False
+    assert climbing_note(rows) == "" and not any("still rising" in (a.text or "")
+                                                  for a in fig_flatness(rows).layout.annotations)
