@@ -55,7 +55,10 @@ def test_box_maximum_of_a_diagonal_quadratic_with_interior_maxima(direction):
     assert res["fmax"] == pytest.approx(fmax, rel=1e-9, abs=1e-9)
     assert res["sharpness"] == pytest.approx(100 * (fmax - f0) / (1 + f0), rel=1e-7)
     assert np.all(np.abs(res["y"]) <= r * (1 + 1e-12))
-    assert res["nfev"] <= 80 and not res["climbing"]
+    assert res["nfev"] <= 80
+    # sign steps end (alpha below min_step); scaled steps still creep towards the interior maxima when the
+    # budget runs out (polish then finishes the job): the row says so
+    assert res["climbing"] == (direction == "scaled")
     plain = fl.eps_sharpness(f, x, eps, budget=60, direction=direction)  # no polish: close, never above
     assert fmax - 1e-3 * (fmax - f0) <= plain["fmax"] <= fmax + 1e-12
 

@@ -31,8 +31,9 @@ the budget grows. ``polish`` > 0: that many more evaluations of scipy's L-BFGS-B
 point, on the loss rescaled to the unit box and to the rise found (its absolute tolerances then mean
 something). Every point evaluated lies in the box: the largest f seen is a lower bound of the maximum
 and phi reports it. ``climbing``: the budget ran out while the climb holding the best value had not
-ended and its last accepted step raised f by at least ``CLIMB_TOL`` of the rise so far (a larger
-budget would likely give a larger phi).
+ended (it was neither at a KKT corner nor out of step sizes), so a larger budget may give a larger phi.
+A climb can creep along a plateau for many evaluations and then rise again, so the last gains do not
+tell whether it has finished; only an ended climb has.
 
 We MAXIMISE. The public code of Power et al. (openai/grok, ``grok/measure.py``, ``get_sharpness``)
 passes f itself to ``fmin_l_bfgs_b`` and negates f(x) and the result afterwards, so it MINIMISES f over
@@ -63,7 +64,6 @@ from .base import register
 
 CHUNK = 8192
 STARTS = ("sign", "random", "zero", "antisign")
-CLIMB_TOL = 1e-3  # "still climbing": the last accepted step raised f by >= this share of the rise found
 
 Loss = Callable[[np.ndarray], "tuple[float, np.ndarray]"]
 
@@ -75,7 +75,6 @@ class _Climb:
     def __init__(self, name: str, z: np.ndarray, f: float, g: np.ndarray, alpha: float):
         self.name, self.z, self.f, self.g, self.alpha = name, z, f, g, alpha
         self.ended = ""  # "", "corner" (a KKT corner) or "step" (no rise at any step size)
-        self.last_gain = float("inf")
 
 
 class _Budget(Exception):
@@ -141,7 +140,6 @@ def box_maximise(f: Loss, x0: np.ndarray, r: np.ndarray, basis: np.ndarray | Non
             return
         value, grad = evaluate(z, c.name)
         if value > c.f:
-            c.last_gain = value - c.f
             c.z, c.f, c.g = z, value, grad
             c.alpha = min(2.0 * c.alpha, 2.0)
         else:
@@ -177,8 +175,7 @@ def box_maximise(f: Loss, x0: np.ndarray, r: np.ndarray, basis: np.ndarray | Non
         out_of_budget = True
     top = max(climbs, key=lambda c: c.f) if climbs else None
     rise = best["f"] - f0
-    climbing = bool(out_of_budget and top is not None and not top.ended and rise > 0
-                    and top.last_gain >= CLIMB_TOL * rise)
+    climbing = bool(out_of_budget and top is not None and not top.ended)
     if polish:
         st["limit"] = st["n"] + polish
         scale = rise if rise > 0 else max(abs(f0), 1e-30)
