@@ -1,6 +1,10 @@
 """Seconds per checkpoint of eps-sharpness on the default model (x/y mod 97, 50 %, 2 layers, d_model 128, d_mlp 512).
 
     python benchmarks/flatness_speed.py [--threads 1] [--train-steps 0] [--budget 20] [--old] [--hvp]
+    python benchmarks/flatness_speed.py --run RUN_DIR --steps 1000,8000 [--budget 20]
+
+The second form compares, at a run's checkpoints, phi from the previous measure and from the ascent
+(budget and 4 x budget), for eps 1e-3 and 5e-4: where L-BFGS-B stopped at once, it says so.
 
 Prints, measured side by side in one run: one loss+gradient over the training set (the unit of work),
 then the ``sharpness`` analysis for ONE eps (1e-3) with the given budget: wall seconds, this process's CPU
@@ -28,9 +32,9 @@ def timed(fn):
     return out, time.perf_counter() - w, time.process_time() - c
 
 
-def old_lbfgsb(loss, x0, eps=1e-3):
+def old_lbfgsb(loss, x0, eps=1e-3, f0g0=None, message=False):
     """The measure this replaces: L-BFGS-B on -f from the gradient-sign corner, 10 iterations; the largest f seen."""
-    f0, g0 = loss.value_and_grad(x0)
+    f0, g0 = f0g0 if f0g0 is not None else loss.value_and_grad(x0)
     r = eps * (np.abs(x0) + 1)
     seen = []
 
@@ -39,10 +43,30 @@ def old_lbfgsb(loss, x0, eps=1e-3):
         seen.append(v)
         return -v, -g
 
-    minimize(neg, r * np.sign(g0), jac=True, method="L-BFGS-B", bounds=Bounds(-r, r),
-             options={"maxiter": 10, "maxfun": 25})
+    out = minimize(neg, r * np.sign(g0), jac=True, method="L-BFGS-B", bounds=Bounds(-r, r),
+                   options={"maxiter": 10, "maxfun": 25})
     loss.set(loss.x0)
-    return 100 * (max(seen) - f0) / (1 + f0), len(seen) + 1
+    phi = 100 * (max(seen) - f0) / (1 + f0)
+    return (phi, len(seen), out.message) if message else (phi, len(seen) + 1)
+
+
+def compare_on_run(path: str, steps: list[int], budget: int) -> None:
+    from grokscope.run import load_run
+
+    run = load_run(path)
+    for step in steps:
+        loss = fl.TrainLoss(run.model_at(step), run.data.train_x, run.data.train_y)
+        x0 = loss.x0.double().cpu().numpy()
+        f0, g0 = loss.value_and_grad(x0)
+        print(f"step {step}: f(x) {f0:.3g}, largest |gradient| {np.abs(g0).max():.2g}")
+        for eps in (1e-3, 5e-4):
+            phi, n, why = old_lbfgsb(loss, x0, eps, (f0, g0), message=True)
+            line = f"  eps {eps:g}: previous {phi:.4g} ({n} evaluations: {why})"
+            for b in (budget, 4 * budget):
+                res = fl.eps_sharpness(loss.value_and_grad, x0, eps, budget=b, f0g0=(f0, g0))
+                line += f"; ascent, budget {b}: {res['sharpness']:.4g}{' (climbing)' if res['climbing'] else ''}"
+            loss.set(loss.x0)
+            print(line, flush=True)
 
 
 def main():
@@ -52,9 +76,16 @@ def main():
     ap.add_argument("--budget", type=int, default=20)
     ap.add_argument("--old", action="store_true")
     ap.add_argument("--hvp", action="store_true")
+    ap.add_argument("--run", help="compare the previous measure and the ascent at this run's checkpoints")
+    ap.add_argument("--steps", default="", help="with --run: checkpoint steps, comma-separated (default: the last)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    if args.run:
+        from grokscope.run import load_run
+
+        steps = [int(s) for s in args.steps.split(",") if s] or [load_run(args.run).steps[-1]]
+        return compare_on_run(args.run, steps, args.budget)
     data = make_dataset("x/y", 97, 0.5)
     model = build_model(ModelConfig(), data.d_vocab, data.n_elements)
     if args.train_steps:
