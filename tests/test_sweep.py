@@ -344,7 +344,7 @@ def test_ray_bad_address_is_one_line(tmp_path):
 def test_sweep_analyses_fill_the_sharpness_column(tmp_path):
     """Figure 7's path: the sweep computes sharpness at each run's last checkpoint; the table reads it."""
     spec = SweepSpec.make(fixed={**TINY, "steps": 20}, grid={"seed": "0,1"},
-                          analyses={"sharpness": {"eps": [1e-3], "maxiter": 2}})
+                          analyses={"sharpness": {"eps": [1e-3], "budget": 2}})
     sweep = run_sweep(spec, tmp_path / "sw", workers=1, progress=False, log=quiet)
     t = sweep.table
     assert set(t.status) == {"done"} and t.sharpness.notna().all() and (t.sharpness >= 0).all()

@@ -1,25 +1,46 @@
 """Flatness of the training loss at a checkpoint: Keskar et al. (2017) eps-sharpness, top Hessian eigenvalue.
 
 f is the training loss: the mean cross-entropy of the answer token over the WHOLE training set (its
-training labels, outliers included), computed with ``answer_logits``, as a function of the trainable
-parameters x (those with ``requires_grad``; frozen positions and zero biases stay fixed). The model's
-weights are restored afterwards. ``eps_sharpness`` and ``top_eigenvalue`` are generic over a loss
-closure; the tests check them on quadratics whose box maximum and eigenvalues are known exactly.
+training labels, outliers included) as a function of the trainable parameters x (those with
+``requires_grad``; frozen positions and zero biases stay fixed). The forward pass runs in the model's
+dtype; the logits are cast to float64 before the cross-entropy, so a loss of 1e-7 and its changes are
+not rounded away (a float32 log-softmax rounds the answer's log-probability to 0 below about 6e-8).
+The model's weights are restored afterwards. ``eps_sharpness``, ``box_maximise`` and ``top_eigenvalue``
+are generic over a loss closure; the tests check them on functions whose answers are known exactly.
 
-eps-sharpness (Keskar et al. 2017, full space, A = I), as used in Power et al. (2022), appendix A.5:
-    C_eps = {y : |y_i| <= eps (|x_i| + 1)},   phi = 100 (max_{y in C_eps} f(x + y) - f(x)) / (1 + f(x)).
-The maximum is approximated with scipy's L-BFGS-B on -f(x + y), the box as bounds, ``maxiter``
-iterations (Keskar: 10; at most 2 * maxiter + 5 evaluations), float64 on scipy's side, torch
-gradients. Start (``start``): "sign" (default), the gradient-sign corner y0 = sign(grad f(x)) *
-eps (|x| + 1), the exact maximiser of the linearised loss over the box, so L-BFGS-B refines the
-first-order answer (coordinates whose gradient is exactly 0 get a seeded random sign); "zero", y = 0
-(Keskar's description; at an exact stationary point L-BFGS-B stops at once and phi = 0); "random", a
-seeded uniform point of the box scaled by 0.01. Every point evaluated lies in the box, so the largest
-f seen is a lower bound of the true maximum: phi reports it. We MAXIMISE. The public code of Power et
-al. (openai/grok, ``grok/measure.py``, ``get_sharpness``) passes f itself to ``fmin_l_bfgs_b`` and
-negates f(x) and the result afterwards, so it MINIMISES f over the box (how far the loss can fall,
-not how sharp the minimum is; its denominator becomes 1 - f(x)); its default also searches a random
-10-dimensional subspace (Keskar's matrix A), not the full space.
+eps-sharpness (Keskar et al. 2017, eq. 3-4), as used in Power et al. (2022), appendix A.5:
+    full space:  C_eps = {y : |y_i| <= eps (|x_i| + 1)},        phi = 100 (max_{y in C_eps} f(x + y) - f(x)) / (1 + f(x));
+    subspace:    C_eps = {z : |z_i| <= eps (|(A+ x)_i| + 1)},   phi = 100 (max_{z in C_eps} f(x + A z) - f(x)) / (1 + f(x)),
+with A (n x m) a seeded random matrix of unit-norm Gaussian columns and A+ its pseudo-inverse: Keskar's
+definition of the box in a subspace (the box bounds z, its half-widths come from the coordinates of x
+in the subspace). Power et al.'s code used m = 10; ``subspace=0`` (default) is the full space (A = I).
+
+The maximum is searched by projected gradient ascent in the box (``box_maximise``), in units of the box:
+a step moves coordinate i by ``alpha * r_i * d_i`` and clips to the box, where r is the half-widths and
+d = sign(gradient) (``direction="sign"``) or the gradient scaled by r and divided by its largest entry
+(``"scaled"``). alpha starts at ``step`` (1: half the box's width), doubles after a step that raised f
+(up to 2: the opposite corner) and halves after one that did not (the step is then not taken). A climb
+ends when its step is null after clipping (a corner where every gradient sign points out of the box: a
+KKT point) or alpha falls below ``min_step``. Restarts (``starts``): "sign", the corner
+r * sign(grad f(x)) (the exact maximiser of the linearised loss; zero gradients get a seeded random
+sign); "random", a seeded random corner; "zero", the centre with a quarter-size first step (along sign0 when the gradient is exactly 0);
+"antisign", the corner opposite "sign". Each start gets ``probe`` evaluations in turn, then the climb
+holding the highest f continues (the next one when it ends) until ``budget`` loss+gradient evaluations
+are spent. The evaluation sequence does not depend on the budget, so the value never decreases when
+the budget grows. ``polish`` > 0: that many more evaluations of scipy's L-BFGS-B, started at the best
+point, on the loss rescaled to the unit box and to the rise found (its absolute tolerances then mean
+something). Every point evaluated lies in the box: the largest f seen is a lower bound of the maximum
+and phi reports it. ``climbing``: the budget ran out while the climb holding the best value had not
+ended (it was neither at a KKT corner nor out of step sizes), so a larger budget may give a larger phi.
+A climb can creep along a plateau for many evaluations and then rise again, so the last gains do not
+tell whether it has finished; only an ended climb has.
+
+We MAXIMISE. The public code of Power et al. (openai/grok, ``grok/measure.py``, ``get_sharpness``)
+passes f itself to ``fmin_l_bfgs_b`` and negates f(x) and the result afterwards, so it MINIMISES f over
+the box (its denominator becomes 1 - f(x)). scipy's L-BFGS-B alone does not reach the maximum either:
+near a well-fitted minimum (loss ~1e-7, gradient ~1e-6) its absolute tolerances stop it after one
+evaluation, and on a non-concave objective its curvature pairs are skipped and its steps stay far
+smaller than the box.
 
 Top Hessian eigenvalue: power iteration with Hessian-vector products (double backward through the
 training loss), from a seeded Gaussian vector, until the Rayleigh quotient changes by less than
@@ -42,44 +63,167 @@ from ..model import answer_logits
 from .base import register
 
 CHUNK = 8192
+STARTS = ("sign", "random", "zero", "antisign")
+
+Loss = Callable[[np.ndarray], "tuple[float, np.ndarray]"]
 
 
-# --- generic: a loss closure ---------------------------------------------------------------------------
-def eps_sharpness(f: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray, eps: float = 1e-3,
-                  maxiter: int = 10, start: str = "sign", seed: int = 0,
-                  f0g0: tuple[float, np.ndarray] | None = None) -> dict:
-    """Keskar eps-sharpness of ``f`` (theta -> (value, gradient), float64) at ``x0``.
+# --- generic: maximise a loss closure over a box ---------------------------------------------------------------
+class _Climb:
+    """One projected ascent: its point z, f and gradient there, step size (in box units) and state."""
 
-    Returns phi (``sharpness``), f(x0) (``f0``), the largest f found in the box (``fmax``), the point
-    (``y``: the perturbation) and the number of evaluations (``nfev``, the one at x0 included).
-    ``f0g0``: f(x0) and its gradient when already known (several eps share them).
+    def __init__(self, name: str, z: np.ndarray, f: float, g: np.ndarray, alpha: float):
+        self.name, self.z, self.f, self.g, self.alpha = name, z, f, g, alpha
+        self.ended = ""  # "", "corner" (a KKT corner) or "step" (no rise at any step size)
+
+
+class _Budget(Exception):
+    pass
+
+
+def box_maximise(f: Loss, x0: np.ndarray, r: np.ndarray, basis: np.ndarray | None = None, budget: int = 20,
+                 starts=("sign", "random", "zero"), probe: int = 3, direction: str = "sign", step: float = 1.0,
+                 min_step: float = 1 / 64, polish: int = 0, seed: int = 0,
+                 f0g0: tuple[float, np.ndarray] | None = None) -> dict:
+    """Maximise ``f(x0 + basis @ z)`` (``basis`` None: ``f(x0 + z)``) over the box |z_i| <= r_i.
+
+    ``f``: theta -> (value, gradient), float64 numpy. ``budget``: loss+gradient evaluations of the
+    ascent; ``polish``: more of them for L-BFGS-B; ``f0g0``: f(x0) and its gradient when known (not
+    counted). Returns ``f0``, ``fmax`` (the largest f seen), ``z`` and ``y`` (the perturbation in
+    parameter space) where it was seen, ``nfev`` (evaluations used), ``climbing``, ``best_start``,
+    ``history`` (the best f after each evaluation) and ``ended`` (start -> how its climb ended).
     """
     x0 = np.asarray(x0, dtype=np.float64)
-    f0, g0 = f0g0 if f0g0 is not None else f(x0)
-    nfev = 0 if f0g0 is not None else 1
-    r = eps * (np.abs(x0) + 1)  # (n,) half-widths of the box
+    r = np.asarray(r, dtype=np.float64)
+    bad = [s for s in starts if s not in STARTS]
+    if bad or not starts:
+        raise GrokscopeError(f"starts must be a non-empty list of {', '.join(STARTS)}; got {list(starts)!r}")
+    if direction not in ("sign", "scaled"):
+        raise GrokscopeError(f"direction must be 'sign' or 'scaled', got {direction!r}")
+    if budget < 0 or polish < 0 or probe < 1 or not step > 0 or not 0 < min_step <= step:
+        raise GrokscopeError("budget and polish must be >= 0, probe >= 1 and 0 < min_step <= step")
+    if np.any(r < 0):
+        raise GrokscopeError("the box's half-widths must be >= 0")
     rng = np.random.default_rng(seed)
-    if start == "sign":  # coordinates with a zero gradient (e.g. at an exact minimum) get a random sign
-        y0 = r * np.where(g0 != 0, np.sign(g0), rng.choice([-1.0, 1.0], size=x0.shape))
-    elif start == "zero":
-        y0 = np.zeros_like(x0)
-    elif start == "random":
-        y0 = 0.01 * r * rng.uniform(-1, 1, size=x0.shape)
-    else:
-        raise GrokscopeError(f"start must be 'sign', 'zero' or 'random', got {start!r}")
-    best = {"f": float(f0), "y": np.zeros_like(x0), "n": 0}
+    to_y = (lambda z: z) if basis is None else (lambda z: basis @ z)  # (m,) -> (n,)
+    to_z = (lambda g: g) if basis is None else (lambda g: basis.T @ g)  # gradient in z
+    st = {"n": 0, "limit": budget}
+    f0, g0 = f0g0 if f0g0 is not None else f(x0)
+    f0 = float(f0)
+    g0z = to_z(np.asarray(g0, dtype=np.float64))
+    best = {"f": f0, "z": np.zeros_like(r), "start": ""}
+    history: list[float] = []
 
-    def neg(y):
-        value, grad = f(x0 + y)
-        best["n"] += 1
+    def evaluate(z, who):
+        if st["n"] >= st["limit"]:
+            raise _Budget
+        value, grad = f(x0 + to_y(z))
+        value = float(value)
+        st["n"] += 1
         if value > best["f"]:
-            best["f"], best["y"] = float(value), y.copy()
-        return -value, -grad
+            best.update(f=value, z=z.copy(), start=who)
+        history.append(best["f"])
+        return value, to_z(np.asarray(grad, dtype=np.float64))
 
-    minimize(neg, y0, jac=True, method="L-BFGS-B", bounds=Bounds(-r, r),
-             options={"maxiter": maxiter, "maxfun": 2 * maxiter + 5})
-    phi = 100.0 * (best["f"] - f0) / (1.0 + f0)
-    return {"sharpness": phi, "f0": float(f0), "fmax": best["f"], "y": best["y"], "nfev": nfev + best["n"]}
+    def direction_of(g):
+        if direction == "sign":
+            return np.sign(g)
+        s = r * g
+        top = np.abs(s).max()
+        return s / top if top > 0 else s
+
+    def advance(c: _Climb) -> None:
+        """One evaluation of climb ``c`` (none when its step is null: it ends at a corner)."""
+        z = np.clip(c.z + c.alpha * r * direction_of(c.g), -r, r)
+        if np.array_equal(z, c.z):
+            c.ended = "corner"
+            return
+        value, grad = evaluate(z, c.name)
+        if value > c.f:
+            c.z, c.f, c.g = z, value, grad
+            c.alpha = min(2.0 * c.alpha, 2.0)
+        else:
+            c.alpha /= 2
+            if c.alpha < min_step:
+                c.ended = "step"
+
+    def corner(signs, name):
+        z = r * signs
+        value, grad = evaluate(z, name)
+        return _Climb(name, z, value, grad, step)
+
+    sign0 = np.where(g0z != 0, np.sign(g0z), rng.choice([-1.0, 1.0], size=r.shape))
+    random_signs = rng.choice([-1.0, 1.0], size=r.shape)
+    climbs: list[_Climb] = []
+    out_of_budget = False
+    try:
+        for name in starts:  # phase 1: each start in turn, `probe` evaluations
+            n_before = st["n"]
+            if name == "zero":
+                c = _Climb(name, np.zeros_like(r), f0, g0z if np.any(g0z) else sign0, step / 4)  # exact minimum: sign0
+            else:
+                c = corner({"sign": sign0, "antisign": -sign0, "random": random_signs}[name], name)
+            climbs.append(c)
+            while not c.ended and st["n"] - n_before < probe:
+                advance(c)
+        while True:  # phase 2: the climb with the highest f goes on
+            live = [c for c in climbs if not c.ended]
+            if not live:
+                break
+            advance(max(live, key=lambda c: c.f))
+    except _Budget:
+        out_of_budget = True
+    top = max(climbs, key=lambda c: c.f) if climbs else None
+    rise = best["f"] - f0
+    climbing = bool(out_of_budget and top is not None and not top.ended)
+    if polish:
+        st["limit"] = st["n"] + polish
+        scale = rise if rise > 0 else max(abs(f0), 1e-30)
+        safe = np.where(r > 0, r, 1.0)
+
+        def neg(u):  # u = z / r in [-1, 1]: the box and the loss both of order 1
+            value, grad = evaluate(u * r, "polish")
+            return -(value - f0) / scale, -(grad * r) / scale
+
+        try:
+            minimize(neg, best["z"] / safe, jac=True, method="L-BFGS-B", bounds=Bounds(-1.0, 1.0),
+                     options={"maxiter": polish, "maxfun": polish, "ftol": 0.0, "gtol": 0.0})
+        except _Budget:
+            pass
+    return {"f0": f0, "fmax": best["f"], "z": best["z"], "y": to_y(best["z"]), "nfev": st["n"],
+            "climbing": climbing, "best_start": best["start"], "history": history,
+            "ended": {c.name: c.ended or ("budget" if out_of_budget else "") for c in climbs}}
+
+
+def random_subspace(n: int, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Keskar's A (n x m): seeded Gaussian columns of unit norm, and its pseudo-inverse A+ (m x n)."""
+    if not 1 <= m <= n:
+        raise GrokscopeError(f"the subspace dimension must be between 1 and the number of parameters ({n}), got {m}")
+    A = np.random.default_rng([seed, 1]).standard_normal((n, m))
+    A /= np.linalg.norm(A, axis=0)
+    return A, np.linalg.solve(A.T @ A, A.T)
+
+
+def eps_sharpness(f: Loss, x0: np.ndarray, eps: float = 1e-3, subspace: int = 0, seed: int = 0,
+                  f0g0: tuple[float, np.ndarray] | None = None, **search) -> dict:
+    """Keskar eps-sharpness of ``f`` (theta -> (value, gradient), float64) at ``x0``.
+
+    ``subspace``: 0 for the full space, m for a seeded random m-dimensional subspace (Keskar's A).
+    ``search``: the keyword arguments of ``box_maximise`` (budget, starts, probe, direction, step,
+    min_step, polish). Returns ``box_maximise``'s dict plus ``sharpness`` (phi) and ``r`` (the box).
+    """
+    if not eps > 0:
+        raise GrokscopeError(f"eps must be > 0, got {eps!r}")
+    x0 = np.asarray(x0, dtype=np.float64)
+    if subspace:
+        A, A_plus = random_subspace(len(x0), int(subspace), seed)
+        r = eps * (np.abs(A_plus @ x0) + 1)  # (m,)
+    else:
+        A, r = None, eps * (np.abs(x0) + 1)  # (n,)
+    res = box_maximise(f, x0, r, A, seed=seed, f0g0=f0g0, **search)
+    res["sharpness"] = 100.0 * (res["fmax"] - res["f0"]) / (1.0 + res["f0"])
+    res["r"] = r
+    return res
 
 
 def _power(op: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor, iters: int, tol: float):
@@ -113,7 +257,8 @@ def top_eigenvalue(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor
 
 # --- the model's training loss as a closure -------------------------------------------------------------
 class TrainLoss:
-    """Mean training cross-entropy of ``model`` as a function of its flat trainable parameters."""
+    """Mean training cross-entropy of ``model`` (float64 from the logits on) as a function of its flat
+    trainable parameters."""
 
     def __init__(self, model, x: torch.Tensor, y: torch.Tensor):
         self.model = model
@@ -123,6 +268,7 @@ class TrainLoss:
         dev = self.params[0].device
         self.x, self.y = x.to(dev), y.to(dev)
         self.x0 = torch.cat([p.detach().flatten() for p in self.params]).clone()  # (n,)
+        self.evals = 0
 
     def set(self, theta: torch.Tensor) -> None:
         with torch.no_grad():
@@ -141,14 +287,18 @@ class TrainLoss:
     def _chunks(self):
         N = len(self.y)
         for i in range(0, N, CHUNK):
-            logits = answer_logits(self.model, self.x[i:i + CHUNK])  # (chunk, d_vocab_out)
-            if logits.dtype in (torch.float16, torch.bfloat16):
-                logits = logits.float()
+            logits = answer_logits(self.model, self.x[i:i + CHUNK]).double()  # (chunk, d_vocab_out)
             yield F.cross_entropy(logits, self.y[i:i + CHUNK], reduction="sum") / N
 
+    def value(self) -> float:
+        """f at the current parameters."""
+        with torch.no_grad():
+            return sum(t.item() for t in self._chunks())
+
     def value_and_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """f and its gradient at ``theta`` (float64 numpy in and out, the model's dtype inside)."""
+        """f and its gradient at ``theta`` (float64 numpy in and out)."""
         self.set(torch.as_tensor(theta, dtype=self.x0.dtype, device=self.x0.device))
+        self.evals += 1
         total, grad = 0.0, None
         with torch.enable_grad():
             for loss in self._chunks():
@@ -171,27 +321,37 @@ class TrainLoss:
 
 
 # --- the registered analyses ------------------------------------------------------------------------------
-@register("sharpness", summary="Keskar et al. eps-sharpness of the training loss (full space, L-BFGS-B)",
-          version=1, default_steps="few", expensive=True,
-          params={"eps": [1e-3, 5e-4], "maxiter": 10, "start": "sign", "seed": 0})
-def sharpness(model, data, eps=(1e-3, 5e-4), maxiter: int = 10, start: str = "sign", seed: int = 0) -> dict:
-    """One row: ``train_loss``, ``sharpness_{eps:g}`` per eps (e.g. sharpness_0.001), ``sharpness_evals``."""
+SHARPNESS_PARAMS = {"eps": [1e-3, 5e-4], "subspace": 0, "budget": 20, "starts": ["sign", "random", "zero"],
+                    "probe": 3, "direction": "sign", "step": 1.0, "polish": 0, "seed": 0}
+
+
+@register("sharpness", summary="Keskar et al. eps-sharpness of the training loss (a maximum: projected ascent in the box)",
+          version=2, default_steps="few", expensive=True, params=SHARPNESS_PARAMS)
+def sharpness(model, data, eps=(1e-3, 5e-4), subspace: int = 0, budget: int = 20, starts=("sign", "random", "zero"),
+              probe: int = 3, direction: str = "sign", step: float = 1.0, polish: int = 0, seed: int = 0) -> dict:
+    """One row: ``train_loss`` (f at x) and, per eps (e.g. ``0.001``): ``sharpness_0.001`` (phi),
+    ``loss_max_0.001`` (the largest f found in the box), ``evals_0.001`` (loss+gradient evaluations,
+    the shared one at x not counted) and ``climbing_0.001`` (the ascent was still rising when its budget
+    ran out: phi is then clearly below the maximum)."""
     loss = TrainLoss(model, data.train_x, data.train_y)
-    out, evals = {}, 1
+    out = {}
     with loss.restoring():
         x0 = loss.x0.double().cpu().numpy()
         f0g0 = loss.value_and_grad(x0)
         out["train_loss"] = f0g0[0]
         for e in ([eps] if np.isscalar(eps) else eps):
-            res = eps_sharpness(loss.value_and_grad, x0, float(e), maxiter, start, seed, f0g0)
-            out[f"sharpness_{float(e):g}"] = res["sharpness"]
-            evals += res["nfev"]
-    out["sharpness_evals"] = evals
+            res = eps_sharpness(loss.value_and_grad, x0, float(e), subspace, seed, f0g0, budget=budget,
+                                starts=tuple(starts), probe=probe, direction=direction, step=step, polish=polish)
+            key = f"{float(e):g}"
+            out[f"sharpness_{key}"] = res["sharpness"]
+            out[f"loss_max_{key}"] = res["fmax"]
+            out[f"evals_{key}"] = res["nfev"]
+            out[f"climbing_{key}"] = res["climbing"]
     return out
 
 
 @register("hessian", summary="top eigenvalue of the training-loss Hessian (power iteration on HVPs)",
-          version=1, default_steps="few", expensive=True, params={"iters": 30, "tol": 1e-3, "seed": 0})
+          version=2, default_steps="few", expensive=True, params={"iters": 30, "tol": 1e-3, "seed": 0})
 def hessian(model, data, iters: int = 30, tol: float = 1e-3, seed: int = 0) -> dict:
     """One row: ``train_loss``, ``hessian_top``, ``hessian_iters``, ``hessian_converged``."""
     loss = TrainLoss(model, data.train_x, data.train_y)
@@ -199,7 +359,6 @@ def hessian(model, data, iters: int = 30, tol: float = 1e-3, seed: int = 0) -> d
     v0 = torch.randn(len(loss.x0), generator=g, dtype=torch.float64).to(loss.x0)
     with loss.restoring():
         res = top_eigenvalue(loss.hvp, v0, iters, tol)
-        with torch.no_grad():
-            f0 = sum(t.item() for t in loss._chunks())
+        f0 = loss.value()
     return {"train_loss": f0, "hessian_top": res["value"], "hessian_iters": res["iters"],
             "hessian_converged": bool(res["converged"])}

@@ -163,4 +163,22 @@ def fig_flatness(sharpness: pd.DataFrame | None = None, hessian: pd.DataFrame | 
                                 log_x=log_x), row=i, col=1)
         fig.update_yaxes(title_text=ytitle, type="log", row=i, col=1)
     add_phase_bands(fig, phases, _last(sharpness, hessian), log_x, n_rows=len(rows))
+    note = climbing_note(sharpness)
+    if note:
+        fig.add_annotation(text=esc(note), showarrow=False, xref="paper", yref="paper", x=0, y=1.0, yshift=24,
+                           xanchor="left", yanchor="bottom", font=dict(size=11, color="#b45309"))
     return finish(time_axes(fig, log_x, len(rows)), len(rows))
+
+
+def climbing_note(sharpness: pd.DataFrame | None) -> str:
+    """A line saying at how many checkpoints the sharpness ascent was still rising when its budget ran out
+    (columns ``climbing_<eps>``), or ''."""
+    if sharpness is None or not len(sharpness):
+        return ""
+    cols = [c for c in sharpness.columns if c.startswith("climbing_")]
+    hits = [f"ε = {c[len('climbing_'):]} at {int(n)} of {len(sharpness)} checkpoints"
+            for c in cols if (n := sharpness[c].astype(str).str.lower().eq("true").sum())]
+    if not hits:
+        return ""
+    return ("φ was still rising when the ascent's budget ran out (" + "; ".join(hits)
+            + "): a lower bound of the maximum; a larger `budget` gives more")
