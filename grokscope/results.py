@@ -2,14 +2,15 @@
 
     analyses/<run>/<name>.csv    long format: a ``step`` column, then the analysis' own columns
     analyses/<run>/<name>.json   {"analysis", "kind", "version", "params", "steps", "run", "run_id",
-                                  "checkpoints", "columns", "updated"}
+                                  "checkpoints", "columns", "sha256", "updated"}
 
 Where: a run's results folder is found from the run itself, not from the current folder:
 ``<run>/../../analyses/<run name>`` when the run sits in a ``checkpoints/`` or ``runs/`` folder (so
 ``checkpoints/quick`` -> ``analyses/quick``, and a sweep's ``runs/<cell>`` -> its ``analyses/<cell>``),
 else ``<run>/../analyses/<run name>``.
 
-Trust: the sidecar names the run (``run_id``, ``run``: its absolute path) and, for every step done,
+Trust: the sidecar names the run (``run_id``, ``run``: its absolute path), holds the table's columns
+and sha256 (a table changed since it was written is refused, or recomputed by analyze) and, for every step done,
 the fingerprint (size and mtime) of the checkpoint file its rows came from. Cached rows are reused
 only when the run, the analysis ``version``, its ``params`` and the checkpoint file are all the same;
 anything else is computed again. A results folder that holds the results of another run that still
@@ -18,6 +19,7 @@ place, so a file under its final name is always complete.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -132,7 +134,9 @@ class ResultStore:
         meta = self.meta(name) or {}
         want = meta.get("columns")
         problem = None
-        if "step" not in table.columns:
+        if isinstance(meta.get("sha256"), str) and hashlib.sha256(text.encode("utf-8")).hexdigest() != meta["sha256"]:
+            problem = "it changed since it was written (its sidecar's sha256 differs)"
+        elif "step" not in table.columns:
             problem = "it has no step column"
         elif isinstance(want, list) and list(table.columns) != want:
             missing = [c for c in want if c not in table.columns]
@@ -172,9 +176,11 @@ class ResultStore:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise GrokscopeError(f"cannot write results to {self.folder}: {e.strerror}") from None
+        text = table.to_csv(index=False)
         meta = {**meta, "params": canonical(meta.get("params", {})), "columns": [str(c) for c in table.columns],
+                "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        atomic_write_text(self.table_path(name), table.to_csv(index=False))
+        atomic_write_text(self.table_path(name), text)
         atomic_write_text(self.sidecar_path(name), json.dumps(meta, indent=1, default=_json_default) + "\n")
 
     def load_all(self, run_id: str | None = None, strict: bool = True) -> dict[str, pd.DataFrame]:
@@ -182,7 +188,11 @@ class ResultStore:
         with ``run_id``, only the tables computed for that run."""
         out = {}
         for name in self.names():
-            if run_id is not None and (self.meta(name) or {}).get("run_id") != run_id:
+            meta = self.meta(name)
+            if meta is None and strict:
+                raise GrokscopeError(f"results sidecar {self.sidecar_path(name)} is damaged (not a JSON object); "
+                                     f"run `grokscope analyze` again")
+            if run_id is not None and (meta or {}).get("run_id") != run_id:
                 continue
             table = self.table(name, strict=strict)
             if table is not None:
