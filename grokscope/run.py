@@ -51,8 +51,18 @@ def _unlink_quietly(path: Path) -> None:
         pass
 
 
+FSYNC = os.environ.get("GROKSCOPE_FSYNC", "1") != "0"  # GROKSCOPE_FSYNC=0: skip fsync (faster, not crash-safe)
+
+
+def _fsync(fd: int) -> None:
+    if FSYNC:
+        os.fsync(fd)
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    if not FSYNC:
+        return
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
@@ -79,7 +89,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            _fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         _unlink_quietly(tmp)
@@ -97,11 +107,12 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
     tmp = _tmp(path)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if FSYNC:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except (OSError, SafetensorError) as e:
         _unlink_quietly(tmp)

@@ -237,7 +237,7 @@ class Sweep:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         f = self.path / SWEEP_FILE
-        if not f.is_file():
+        if not os.path.isfile(f):  # os.path: a name too long is "not there", not a traceback
             raise GrokscopeError(f"{self.path} is not a sweep folder (no {SWEEP_FILE})")
         from .guard import read_text
 
@@ -512,7 +512,7 @@ def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = 
     from .guard import FolderLock
 
     path = Path(out)
-    if path.exists() and not path.is_dir():
+    if os.path.exists(path) and not os.path.isdir(path):
         raise GrokscopeError(f"{path} exists and is not a folder; pick another --out")
     if spec is None:
         Sweep(path)  # a sweep to continue must be there (and readable) before anything is locked
@@ -635,7 +635,7 @@ def spec_from_args(args) -> SweepSpec | None:
 
 def cmd_sweep(args) -> int:
     spec = spec_from_args(args)
-    if spec is None and not (Path(args.out) / SWEEP_FILE).exists():
+    if spec is None and not os.path.exists(Path(args.out) / SWEEP_FILE):
         raise GrokscopeError(f"{args.out} holds no sweep yet: give a grid (--ops, --fracs, --seeds, ...), "
                              f"--preset or --grid")
     if args.dry_run:

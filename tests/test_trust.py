@@ -574,3 +574,14 @@ def test_steps_are_read_once_per_run(run, monkeypatch):
     assert len(scans) == 1
     (r.ckpt_dir / ckpt_name(20)).rename(r.ckpt_dir / ckpt_name(25))
     assert 25 not in r.steps and 25 in r.refresh().steps and len(scans) == 2
+
+
+def test_a_300_character_out_is_one_line_for_every_command(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    for argv in (["analyze", "--ckpt-dir", run.path, "--only", "weight_norms", "--out", "x" * 300, "--no-progress"],
+                 ["sweep", "--out", "y" * 300, "--op", "x+y", "--p", "5", "--steps", "2"],
+                 ["train", "--resume", "z" * 300]):
+        rc, err = cli(argv, capsys)
+        assert one_error_line(rc, err), (argv[0], err)
+    assert snapshot(tmp_path) == before
