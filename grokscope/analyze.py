@@ -39,7 +39,7 @@ def open_run(run_or_path: Run | str | Path) -> Run:
     if isinstance(run_or_path, Run):
         return run_or_path
     path = Path(run_or_path)
-    if path.is_dir() and not is_run_dir(path):
+    if os.path.isdir(path) and not is_run_dir(path):
         inside = sorted(p.name for p in path.iterdir() if is_run_dir(p))
         if inside:
             more = f" (and {len(inside) - 3} more)" if len(inside) > 3 else ""

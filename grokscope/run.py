@@ -238,7 +238,7 @@ class Run:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if not self.path.is_dir():
+        if not os.path.isdir(self.path):  # os.path: a name too long is "not there", not a traceback
             raise GrokscopeError(f"{self.path} is not a run directory (it does not exist)")
         if not is_run_dir(self.path):
             raise GrokscopeError(f"{self.path} is not a run directory (no {CONFIG_FILE})")

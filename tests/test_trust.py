@@ -581,7 +581,7 @@ def test_a_300_character_out_is_one_line_for_every_command(run, tmp_path, capsys
     before = snapshot(tmp_path)
     for argv in (["analyze", "--ckpt-dir", run.path, "--only", "weight_norms", "--out", "x" * 300, "--no-progress"],
                  ["sweep", "--out", "y" * 300, "--op", "x+y", "--p", "5", "--steps", "2"],
-                 ["train", "--resume", "z" * 300]):
+                 ["train", "--resume", "z" * 300], ["report", "r" * 300], ["analyze", "--ckpt-dir", "a" * 300]):
         rc, err = cli(argv, capsys)
         assert one_error_line(rc, err), (argv[0], err)
     assert snapshot(tmp_path) == before
