@@ -90,7 +90,9 @@ def load_report_run(source: Run | str | Path, results: str | Path | None = None)
 
     run_path, folder = locate(source, results)
     run = Run(run_path) if run_path is not None else None
-    tables = ResultStore(folder).load_all(run_id=run.run_id if run is not None else None)  # this run's only
+    store = ResultStore(folder)
+    tables = store.load_all(run_id=run.run_id if run is not None else None)  # this run's only
+    others = [n for n in store.names() if n not in tables]
     notes, not_applicable, kind, config = [], {}, "custom", None
     metrics = run.metrics if run is not None else pd.DataFrame()
     if run is not None:
@@ -103,6 +105,10 @@ def load_report_run(source: Run | str | Path, results: str | Path | None = None)
             notes.append(f"the run's dataset could not be read ({e})")
     else:
         notes.append(f"the run directory of {folder} was not found: no metrics, config or accuracy curves")
+    if run is not None and others:
+        notes.append(f"{len(others)} table{'s' if len(others) > 1 else ''} in {folder} ({', '.join(others[:4])}) "
+                     f"{'were' if len(others) > 1 else 'was'} computed for another run (or before runs had an "
+                     f"identity) and {'are' if len(others) > 1 else 'is'} not shown; `grokscope analyze` recomputes them")
     name = (config.name or run_path.name) if run is not None else folder.name
     phases = tables.pop("phases", None)
     if phases is None and len(metrics):

@@ -135,6 +135,11 @@ def test_two_runs_with_the_same_folder_name_never_share_results(run, tmp_path, c
                    "--no-progress"], capsys)
     assert one_error_line(rc, err) and "another run" in err[0]
     assert snapshot(results) == before
+    # a report of a run never shows another run's tables, and says so
+    from grokscope.report import load_report_run
+    shutil.copytree(results, tmp_path / "elsewhere")
+    r = load_report_run(other.path, results=tmp_path / "elsewhere")
+    assert not r.tables.results and any("computed for another run" in n for n in r.notes)
     # load_results of a run never returns another run's tables
     with pytest.raises(GrokscopeError, match="another run"):
         shutil.copytree(results, default_out_dir(other.path))
