@@ -11,6 +11,7 @@ keeps what it did. Also the ``grokscope analyze`` and ``grokscope analyses`` sub
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,8 @@ import pandas as pd
 from .analyses import REGISTRY, Analysis, get_analysis
 from .errors import GrokscopeError
 from .results import ResultStore, default_out_dir, load_results
-from .run import Run, is_run_dir
+from .guard import FolderLock
+from .run import Run, fingerprint, is_run_dir
 from .provenance import provenance
 from .train import restoring_cpu_settings
 
@@ -39,7 +41,7 @@ def open_run(run_or_path: Run | str | Path) -> Run:
     if isinstance(run_or_path, Run):
         return run_or_path
     path = Path(run_or_path)
-    if path.is_dir() and not is_run_dir(path):
+    if os.path.isdir(path) and not is_run_dir(path):
         inside = sorted(p.name for p in path.iterdir() if is_run_dir(p))
         if inside:
             more = f" (and {len(inside) - 3} more)" if len(inside) > 3 else ""
@@ -133,12 +135,18 @@ def few_steps(available: list[int], boundaries: Iterable[int] = (), n_log: int =
     return sorted(picked)
 
 
-def _inputs(store: ResultStore, a: Analysis, tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """The tables a run analysis reads: its ``needs`` (all tables when it names none)."""
+def _inputs(store: ResultStore, a: Analysis, tables: dict[str, pd.DataFrame], run_id: str | None = None
+            ) -> dict[str, pd.DataFrame]:
+    """The tables a run analysis reads: its ``needs`` (all tables when it names none), of this run only."""
     names = a.needs or tuple(store.names())
     out = {}
     for name in names:
-        table = tables[name] if name in tables else store.table(name)
+        if name in tables:
+            table = tables[name]
+        elif run_id is None or (store.meta(name) or {}).get("run_id") == run_id:
+            table = store.table(name)
+        else:
+            table = None
         if table is not None:
             out[name] = table
     return out
@@ -147,7 +155,8 @@ def _inputs(store: ResultStore, a: Analysis, tables: dict[str, pd.DataFrame]) ->
 def _boundaries(run: Run, store: ResultStore) -> list[int]:
     from .analyses.phases import boundary_steps, find_phases, run_facts
 
-    return boundary_steps(find_phases(run.metrics, _inputs(store, get_analysis("phases"), {}), **run_facts(run)))
+    return boundary_steps(find_phases(run.metrics, _inputs(store, get_analysis("phases"), {}, run.run_id),
+                                      **run_facts(run)))
 
 
 # --- the work -------------------------------------------------------------------------------------
@@ -162,21 +171,26 @@ def _as_table(out, name: str) -> pd.DataFrame:
 class _Pending:
     """One checkpoint analysis in progress: cached rows, new rows, steps done."""
 
-    def __init__(self, a: Analysis, params: dict[str, Any], store: ResultStore, run: Run):
+    def __init__(self, a: Analysis, params: dict[str, Any], store: ResultStore, run: Run,
+                 fingerprints: dict[int, str | None]):
         self.a, self.params, self.store, self.run = a, params, store, run
-        cached, self.done = store.cached(a.name, a.version, params)
+        cached, self.done = store.cached(a.name, a.version, params, run.run_id, fingerprints)
+        self.prints = {s: fingerprints[s] for s in self.done}  # step -> the checkpoint file its rows came from
         self.parts = [cached] if cached is not None else []
-        self.dirty = cached is None and store.meta(a.name) is not None  # stale cache: rewrite
+        meta = store.meta(a.name)
+        # stale cache (another version, params, run, or changed checkpoint files): rewrite
+        self.dirty = meta is not None and (cached is None or len(self.done) != len(meta.get("steps", [])))
         self.todo: set[int] = set()
         self.provenance: dict | None = None  # the record written in the sidecar (set by analyze)
 
-    def add(self, step: int, out) -> None:
+    def add(self, step: int, out, print_: str | None) -> None:
         table = _as_table(out, self.a.name).copy()
         if "step" in table.columns:
             table = table.drop(columns="step")
         table.insert(0, "step", step)
         self.parts.append(table)
         self.done.add(step)
+        self.prints[step] = print_
         self.dirty = True
 
     def table(self) -> pd.DataFrame:
@@ -192,7 +206,8 @@ class _Pending:
         if self.dirty:
             self.store.write(self.a.name, self.table(), {
                 "analysis": self.a.name, "kind": self.a.kind, "version": self.a.version, "params": self.params,
-                "steps": sorted(self.done), "run": str(self.run.path), "provenance": self.provenance})
+                "steps": sorted(self.done), "run": str(self.run.path.resolve()), "run_id": self.run.run_id,
+                "checkpoints": {str(s): self.prints.get(s) for s in sorted(self.done)}, "provenance": self.provenance})
             self.dirty = False
 
 
@@ -207,13 +222,15 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
     reads. ``steps``: these checkpoints only; ``every``: checkpoints whose step is a multiple of it,
     plus the last; default all of them. Analyses registered with ``default_steps="few"`` get a
     handful (log-spaced plus the phase boundaries) unless ``steps`` is given. ``out``: the results
-    folder (default ``analyses/<run dir name>``). ``params``: {analysis: {keyword: value}} over the
+    folder (default ``results.default_out_dir``: ``analyses/<run dir name>`` beside the run's
+    ``checkpoints/`` folder, found from the run, not from the current folder). ``params``: {analysis: {keyword: value}} over the
     registered defaults. Results are cached per checkpoint: what was done with the same version and
-    params is not computed again.
+    params is not computed again, for this run and the same checkpoint files (see ``results``). The
+    results folder is locked while it is written: a second ``analyze`` on it is refused.
     """
     from .progress import tqdm
 
-    run = open_run(run_or_path)
+    run = open_run(run_or_path).refresh()  # the checkpoints there are now (a run may be growing)
     data = run.data
     chosen = select(only, data)
     all_params = resolve_params(chosen, params)
@@ -221,11 +238,29 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
         if a.resolve is not None:
             all_params[a.name] = a.resolve(run, all_params[a.name])
     store = ResultStore(Path(out) if out is not None else default_out_dir(run.path))
+    if os.path.exists(store.folder) and not os.path.isdir(store.folder):
+        raise GrokscopeError(f"the results folder {store.folder} exists and is not a folder; pick another --out")
+    with FolderLock(store.folder, "analyze") as lock:
+        try:
+            return _analyze(run, data, chosen, all_params, store, steps, every, progress)
+        except BaseException:
+            if not store.names():
+                lock.discard()  # nothing was written: leave no empty results folder behind
+            raise
+
+
+def _analyze(run: Run, data, chosen: list[Analysis], all_params: dict, store: ResultStore,
+             steps: Iterable[int] | None, every: int | None, progress: bool) -> dict[str, pd.DataFrame]:
+    from tqdm.auto import tqdm
+
+    if store.check_owner(run):
+        warn(f"{store.folder} held the results of an earlier run that no longer exists; they are replaced")
     available = run.steps
     if not available and steps is not None:
         raise GrokscopeError(f"run {run.path} has no checkpoints yet")
     asked = choose_steps(available, steps, every) if available else []
-    pending = [_Pending(a, all_params[a.name], store, run) for a in chosen if a.kind == "checkpoint"]
+    prints = run.fingerprints(available)
+    pending = [_Pending(a, all_params[a.name], store, run, prints) for a in chosen if a.kind == "checkpoint"]
     record = provenance("cpu")  # versions and machine, in each sidecar this call writes
     for p in pending:
         p.provenance = record
@@ -239,18 +274,24 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
         p.todo = {s for s in want if s not in p.done}
     todo = sorted({s for p in pending for s in p.todo})
     last_flush = time.monotonic()
+    skipped: list[str] = []
+    ok = 0
     try:
         bar = tqdm(todo, disable=not progress or not todo, desc=f"analyze {run.path.name}", unit="ckpt",
                    dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
         for step in bar:
+            print_ = fingerprint(run.checkpoint_path(step))
             try:
                 model = run.model_at(step)
             except GrokscopeError as e:
-                warn(f"skipping step {step}: {e}")
+                skipped.append(str(e))
+                if len(skipped) < len(todo):
+                    warn(f"skipping step {step}: {e}")
                 continue
+            ok += 1
             for p in pending:
                 if step in p.todo:
-                    p.add(step, p.a.fn(model, data, **p.params))
+                    p.add(step, p.a.fn(model, data, **p.params), print_)
                     model.reset_hooks()
             del model
             if time.monotonic() - last_flush > FLUSH_S:
@@ -258,17 +299,21 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
                     p.flush()
                 last_flush = time.monotonic()
     finally:
+        if todo and not ok:  # nothing could be read: write nothing, say why
+            pending = []
         for p in pending:
             p.flush()
+    if todo and not ok:
+        raise GrokscopeError(f"none of the {len(todo)} checkpoints to analyse could be read; the last: {skipped[-1]}")
     tables = {p.a.name: p.table() for p in pending}
     for a in chosen:
         if a.kind == "run":
-            results = _inputs(store, a, tables)
+            results = _inputs(store, a, tables, run.run_id)
             table = _as_table(a.fn(run, results, **all_params[a.name]), a.name)
             store.write(a.name, table, {"analysis": a.name, "kind": a.kind, "version": a.version,
                                         "params": all_params[a.name], "inputs": sorted(results),
                                         "steps": [int(s) for s in table["step"].dropna()] if "step" in table else [],
-                                        "run": str(run.path), "provenance": record})
+                                        "run": str(run.path.resolve()), "run_id": run.run_id, "provenance": record})
             tables[a.name] = store.table(a.name)
     return tables
 
@@ -311,7 +356,7 @@ def add_parsers(sub) -> None:
                    + " (default: all but the expensive ones)")
     p.add_argument("--every", type=int, metavar="N", help="only checkpoints whose step is a multiple of N (and the last)")
     p.add_argument("--steps", metavar="S1,S2", help="only these checkpoint steps")
-    p.add_argument("--out", metavar="DIR", help="results folder (default analyses/<run dir name>)")
+    p.add_argument("--out", metavar="DIR", help="results folder (default: analyses/<run dir name>, beside the run's checkpoints/ folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_analyze)
 

@@ -333,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # an environment error the checks did not turn into a GrokscopeError: still one line
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"grokscope: error: {e.strerror or e}{where}"[:400], file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

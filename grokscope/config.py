@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     name: str = ""
+    run_id: str = ""  # given to a run when it is created (see guard.py); results name the run they came from
 
     # --- JSON -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -105,11 +107,10 @@ class RunConfig:
     def load(cls, path: str | Path, stored: bool = False) -> "RunConfig":
         """Read a config file; ``stored``: a run's own config.json (fields it lacks take their
         ``LEGACY_DEFAULTS`` value: what the run was trained with)."""
+        from .guard import read_text
+
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise GrokscopeError(f"cannot read config {path}: {e.strerror}") from None
+        text = read_text(path, "config")
         try:
             cfg = cls.from_json(text)
         except GrokscopeError as e:
@@ -124,13 +125,15 @@ class RunConfig:
     def update(self, d: dict[str, Any]) -> "RunConfig":
         """Set fields from a (possibly partial) nested dict; unknown keys are an error."""
         for section, values in d.items():
-            if section == "name":
-                self.name = str(values)
+            if section in ("name", "run_id"):
+                if not isinstance(values, (str, int, float)) or isinstance(values, bool):
+                    raise GrokscopeError(f"config field {section} must be a string, got {values!r}")
+                setattr(self, section, str(values))
                 continue
             if section in DERIVED:  # written beside the config in a run's config.json, recomputed from it
                 continue
             if section not in SECTIONS:
-                raise GrokscopeError(f"unknown config section {section!r}{_hint(section, [*SECTIONS, 'name'])}")
+                raise GrokscopeError(f"unknown config section {section!r}{_hint(section, [*SECTIONS, 'name', 'run_id'])}")
             if not isinstance(values, dict):
                 raise GrokscopeError(f"config section {section!r} must be an object")
             sub = getattr(self, section)
@@ -143,6 +146,22 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         t, m, tr, s = self.task, self.model, self.train, self.schedule
+        for section in SECTIONS:  # inf and NaN nowhere; integers within what torch and the schedules take
+            for f in dataclasses.fields(getattr(self, section)):
+                value = getattr(getattr(self, section), f.name)
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise GrokscopeError(f"{f.name} must be a finite number, got {value}")
+                if isinstance(value, int) and not isinstance(value, bool) and not (-MAX_INT <= value <= MAX_INT):
+                    raise GrokscopeError(f"{f.name} is out of range: {value} (at most {MAX_INT})")
+        for key, value in (("seed", tr.seed), ("split seed (task.seed)", t.seed)):
+            if not (0 <= value <= MAX_SEED):
+                raise GrokscopeError(f"{key} must be in 0..{MAX_SEED} (2**63 - 2), got {value}")
+        if t.p < 2:
+            raise GrokscopeError(f"p must be at least 2, got {t.p}")
+        if t.outliers < 0:
+            raise GrokscopeError(f"outliers must not be negative, got {t.outliers}")
+        if len(self.name) > 255 or len(self.run_id) > 100:
+            raise GrokscopeError("the run's name (at most 255 characters) or run_id (at most 100) is too long")
         if not (0.0 < t.frac < 1.0):
             raise GrokscopeError(f"training fraction must be in (0, 1), got {t.frac}")
         for key, value in (("n_layers", m.n_layers), ("d_model", m.d_model), ("n_heads", m.n_heads), ("d_mlp", m.d_mlp)):
@@ -178,9 +197,14 @@ class RunConfig:
         for name in ("eval_log_points", "ckpt_log_points"):
             if getattr(s, name) < 0:
                 raise GrokscopeError(f"{name} must not be negative, got {getattr(s, name)}")
+            if getattr(s, name) > MAX_LOG_POINTS:
+                raise GrokscopeError(f"{name} must be at most {MAX_LOG_POINTS}, got {getattr(s, name)}")
         return self
 
 
+MAX_INT = 2**63 - 1
+MAX_SEED = 2**63 - 2  # training seeds the generator with seed + 1
+MAX_LOG_POINTS = 1_000_000  # more log-spaced steps than that only repeat steps
 SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig, "schedule": ScheduleConfig}
 DERIVED = ("hooked_config",)  # keys of a run's config.json that follow from the config (see run.config_json)
 ACT_FNS = ("relu", "gelu", "gelu_new", "silu")
@@ -217,7 +241,7 @@ def set_field(obj: Any, key: str, value: Any, where: str = "") -> None:
             value = float(value)
         elif isinstance(current, str):
             value = str(value)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):
         raise GrokscopeError(f"config field {where + '.' if where else ''}{key}: bad value {value!r}") from None
     setattr(obj, key, value)
 

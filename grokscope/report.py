@@ -31,6 +31,7 @@ from .figures.page import Page
 from .figures.summary import key_steps, model_text, pct, reached_text, recipe_text, steps_text, task_text, verdict
 from .figures.sweep import with_results
 from .results import ResultStore, default_out_dir
+from .run import atomic_write_text
 from .run import Run, is_run_dir
 
 REPORT_FILE = "report.html"
@@ -56,7 +57,8 @@ def _find_run(folder: Path, store: ResultStore) -> Path | None:
         run = (store.meta(name) or {}).get("run")
         if run:
             candidates += [Path(run), folder.parent.parent / run]
-    candidates.append(folder.parent.parent / "checkpoints" / folder.name)
+    candidates += [folder.parent.parent / "checkpoints" / folder.name, folder.parent.parent / "runs" / folder.name,
+                   folder.parent.parent / folder.name]  # where results.default_out_dir puts a run's results
     return next((c for c in candidates if is_run_dir(c)), None)
 
 
@@ -87,8 +89,10 @@ def load_report_run(source: Run | str | Path, results: str | Path | None = None)
     from .analyses.phases import find_phases, run_facts
 
     run_path, folder = locate(source, results)
-    tables = ResultStore(folder).load_all()
     run = Run(run_path) if run_path is not None else None
+    store = ResultStore(folder)
+    tables = store.load_all(run_id=run.run_id if run is not None else None)  # this run's only
+    others = [n for n in store.names() if n not in tables]
     notes, not_applicable, kind, config = [], {}, "custom", None
     metrics = run.metrics if run is not None else pd.DataFrame()
     if run is not None:
@@ -101,6 +105,10 @@ def load_report_run(source: Run | str | Path, results: str | Path | None = None)
             notes.append(f"the run's dataset could not be read ({e})")
     else:
         notes.append(f"the run directory of {folder} was not found: no metrics, config or accuracy curves")
+    if run is not None and others:
+        notes.append(f"{len(others)} table{'s' if len(others) > 1 else ''} in {folder} ({', '.join(others[:4])}) "
+                     f"{'were' if len(others) > 1 else 'was'} computed for another run (or before runs had an "
+                     f"identity) and {'are' if len(others) > 1 else 'is'} not shown; `grokscope analyze` recomputes them")
     name = (config.name or run_path.name) if run is not None else folder.name
     phases = tables.pop("phases", None)
     if phases is None and len(metrics):
@@ -243,9 +251,7 @@ def build_report(source: Run | str | Path, out: str | Path | None = None, result
 def _write(page: Page, path: Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(page.html(), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, page.html())  # no temporary file left behind on a full disk
     except OSError as e:
         raise GrokscopeError(f"cannot write the report {path}: {e.strerror}") from None
     return path

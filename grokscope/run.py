@@ -12,6 +12,7 @@ its final name is always complete. Weights are only ever read with safetensors.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -36,6 +37,7 @@ CKPT_DIR = "ckpt"
 CKPT_PATTERN = re.compile(r"^step_(\d+)\.safetensors$")
 METRIC_COLUMNS = ["step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "weight_norm", "elapsed_s",
                   "collapse"]
+LEGACY_METRIC_COLUMNS = METRIC_COLUMNS[:-1]  # runs written before the softmax-collapse column (read with it NaN)
 
 
 def ckpt_name(step: int) -> str:
@@ -43,28 +45,106 @@ def ckpt_name(step: int) -> str:
 
 
 def _tmp(path: Path) -> Path:
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    return path.with_name(f"{path.name[:200]}.tmp-{os.getpid()}")
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+FSYNC = os.environ.get("GROKSCOPE_FSYNC", "1") != "0"  # GROKSCOPE_FSYNC=0: skip fsync (faster, not crash-safe)
+
+
+def _fsync(fd: int) -> None:
+    if FSYNC:
+        os.fsync(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    if not FSYNC:
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_error(path: Path, e: BaseException) -> GrokscopeError:
+    reason = getattr(e, "strerror", None) or " ".join(str(e).split())[:200] or type(e).__name__
+    return GrokscopeError(f"cannot write {path}: {reason}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file, fsync it, rename it into place and fsync the folder. On any
+    error the temporary file is removed and the file under ``path`` is as it was."""
+    path = Path(path)
+    tmp = _tmp(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            _fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        _unlink_quietly(tmp)
+        raise _write_error(path, e) from None
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = _tmp(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """``safetensors`` save with the guarantees of ``atomic_write_bytes``."""
+    path = Path(path)
     tmp = _tmp(path)
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        if FSYNC:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:
+        _unlink_quietly(tmp)
+        raise _write_error(path, e) from None
+    fsync_dir(path.parent)
+
+
+def read_safetensors_meta(path: Path, what: str = "file") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file, or one clear error (never unpickles)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.is_dir():
+        raise GrokscopeError(f"{what} {path} is a folder")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except FileNotFoundError:
+        raise GrokscopeError(f"{what} {path} does not exist") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
+        first = " ".join(str(e).split())[:200]
+        raise GrokscopeError(f"{what} {path} is unreadable (truncated or not safetensors): {first}") from None
+    return tensors, meta
 
 
 def read_safetensors(path: Path, what: str = "file") -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise GrokscopeError(f"{what} {path} does not exist") from None
-    except (SafetensorError, OSError, ValueError) as e:
-        raise GrokscopeError(f"{what} {path} is unreadable (truncated or not safetensors): {e}") from None
+    return read_safetensors_meta(path, what)[0]
 
 
 def read_metadata(path: Path) -> dict[str, str]:
@@ -73,27 +153,51 @@ def read_metadata(path: Path) -> dict[str, str]:
     try:
         with safe_open(str(path), "pt") as f:
             return f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise GrokscopeError(f"{path} is unreadable (truncated or not safetensors): {e}") from None
+    except FileNotFoundError:
+        raise GrokscopeError(f"{path} does not exist") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise GrokscopeError(f"{path} is unreadable (truncated or not safetensors): {' '.join(str(e).split())[:200]}") from None
+
+
+def read_state_step(path: Path) -> int:
+    """The step a resume state says it was saved at (its own metadata), or one clear error."""
+    text = read_metadata(path).get("step")
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise GrokscopeError(f"resume state {path} has no valid step in its metadata (got {text!r})") from None
 
 
 def read_metrics(path: Path) -> pd.DataFrame:
-    """The metrics CSV; a half-written last line (a run killed mid-write) is dropped."""
+    """The metrics CSV, checked: its columns, numbers, steps increasing. A half-written last line (a
+    run killed mid-write) is dropped; anything else damaged is one clear error."""
+    from io import StringIO
+
+    from .guard import read_text
+
     if not path.exists():
         return pd.DataFrame(columns=METRIC_COLUMNS)
-    text = path.read_text()
+    text = read_text(path, "metrics file", limit=None)
     lines = text.splitlines()
     if lines and not text.endswith("\n"):
         lines = lines[:-1]
     if not lines:
         return pd.DataFrame(columns=METRIC_COLUMNS)
-    from io import StringIO
-
-    df = pd.read_csv(StringIO("\n".join(lines) + "\n"))
-    for column in METRIC_COLUMNS:  # runs written before a column existed
-        if column not in df.columns:
-            df[column] = float("nan")
-    return df.dropna(subset=["step"]).astype({"step": int}).reset_index(drop=True)
+    header = lines[0].split(",")
+    legacy = header == LEGACY_METRIC_COLUMNS  # written before the collapse column existed
+    if header != METRIC_COLUMNS and not legacy:
+        raise GrokscopeError(f"metrics file {path} is damaged: its header is not {','.join(METRIC_COLUMNS)}")
+    try:
+        df = pd.read_csv(StringIO("\n".join(lines) + "\n"), dtype=float)
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise GrokscopeError(f"metrics file {path} is damaged: {' '.join(str(e).split())[:150]}") from None
+    step = df["step"]
+    if len(df) and (step.isna().any() or not step.apply(float.is_integer).all() or (step < 0).any()
+                    or not step.is_monotonic_increasing or not step.is_unique):
+        raise GrokscopeError(f"metrics file {path} is damaged: its steps are not increasing whole numbers")
+    if legacy:
+        df["collapse"] = float("nan")
+    return df.astype({"step": "int64"}).reset_index(drop=True)
 
 
 def stop_step(reached: int, margin: float) -> int:
@@ -119,20 +223,63 @@ def config_json(cfg: RunConfig, data: Dataset) -> str:
 
 
 def is_run_dir(path: str | Path) -> bool:
-    return (Path(path) / CONFIG_FILE).is_file()
+    try:
+        return (Path(path) / CONFIG_FILE).is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        return False
+
+
+def legacy_run_id(path: Path) -> str:
+    """The identity of a run made before runs had one: a hash of its config.json and data file."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in (CONFIG_FILE, DATA_FILE):
+        try:
+            h.update((path / name).read_bytes())
+        except OSError:
+            h.update(b"-")
+    return "legacy-" + h.hexdigest()[:16]
+
+
+def new_run_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def fingerprint(path: Path) -> str | None:
+    """A cheap fingerprint of a checkpoint file: its size and modification time (ns)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def model_meta(cfg: RunConfig) -> str:
+    return json.dumps(dataclasses.asdict(cfg.model), sort_keys=True)
 
 
 class Run:
-    """A run directory on disk (possibly still being trained)."""
+    """A run directory on disk (possibly still being trained).
+
+    ``steps`` is read from disk once (``refresh()`` reads it again, e.g. while the run grows)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if not self.path.is_dir():
+        if not os.path.isdir(self.path):  # os.path: a name too long is "not there", not a traceback
             raise GrokscopeError(f"{self.path} is not a run directory (it does not exist)")
         if not is_run_dir(self.path):
             raise GrokscopeError(f"{self.path} is not a run directory (no {CONFIG_FILE})")
         self.config = RunConfig.load(self.path / CONFIG_FILE, stored=True)
+        try:
+            self.config.validate()
+        except GrokscopeError as e:
+            raise GrokscopeError(f"{self.path / CONFIG_FILE}: {e}") from None
         self.interrupted = False  # set by train() when Ctrl-C stopped it
+        self._steps: list[int] | None = None
+        self._step_set: set[int] = set()
 
     def __repr__(self) -> str:
         t = self.config.task
@@ -142,24 +289,44 @@ class Run:
     def name(self) -> str:
         return self.config.name or self.path.name
 
+    @cached_property
+    def run_id(self) -> str:
+        """The run's identity: given when it was created (config.json), or derived for older runs."""
+        return self.config.run_id or legacy_run_id(self.path)
+
     @property
     def ckpt_dir(self) -> Path:
         return self.path / CKPT_DIR
 
+    def refresh(self) -> "Run":
+        """Read the checkpoint folder again at the next ``steps`` (a run may be growing)."""
+        self._steps = None
+        return self
+
     @property
     def steps(self) -> list[int]:
-        """Sorted steps that have a checkpoint (re-read from disk each time: a run may be growing)."""
-        if not self.ckpt_dir.is_dir():
-            return []
-        steps = []
-        for entry in os.scandir(self.ckpt_dir):
-            m = CKPT_PATTERN.match(entry.name)
-            if m:
-                steps.append(int(m.group(1)))
-        return sorted(steps)
+        """Sorted steps that have a checkpoint (read once; ``refresh()`` to read again)."""
+        if self._steps is None:
+            steps = []
+            if self.ckpt_dir.is_dir():
+                for entry in os.scandir(self.ckpt_dir):
+                    m = CKPT_PATTERN.match(entry.name)
+                    if m:
+                        steps.append(int(m.group(1)))
+            self._steps = sorted(steps)
+            self._step_set = set(self._steps)
+        return list(self._steps)
+
+    def has_step(self, step: int) -> bool:
+        if self._steps is None:
+            self.steps
+        return step in self._step_set
 
     def checkpoint_path(self, step: int) -> Path:
         return self.ckpt_dir / ckpt_name(step)
+
+    def fingerprints(self, steps) -> dict[int, str | None]:
+        return {int(s): fingerprint(self.checkpoint_path(s)) for s in steps}
 
     @property
     def metrics(self) -> pd.DataFrame:
@@ -167,11 +334,27 @@ class Run:
 
     @cached_property
     def data(self) -> Dataset:
+        from .guard import check_dataset
+
         path = self.path / DATA_FILE
-        tensors = read_safetensors(path, "dataset file")
-        meta = read_metadata(path)
+        tensors, meta = read_safetensors_meta(path, "dataset file")
+        missing = [k for k in DATA_KEYS if k not in tensors]
+        if missing:
+            raise GrokscopeError(f"dataset file {path} is damaged: no {missing[0]}")
+        bad = [k for k in DATA_KEYS if tensors[k].is_floating_point() or tensors[k].dtype == torch.bool
+               or tensors[k].is_complex()]
+        if bad:
+            raise GrokscopeError(f"dataset file {path} is damaged: {bad[0]} is not an integer tensor")
+        try:
+            elements = json.loads(meta.get("elements", "[]"))
+        except ValueError:
+            elements = None
+        if not isinstance(elements, list):
+            raise GrokscopeError(f"dataset file {path} is damaged: its element list does not parse")
         t = self.config.task
-        return Dataset.from_tensors(t.op, t.p, json.loads(meta.get("elements", "[]")), tensors)
+        data = Dataset.from_tensors(t.op, t.p, [str(e) for e in elements], tensors)
+        check_dataset(data, self.config, meta, f"dataset file {path}")
+        return data
 
     @property
     def hooked_config(self):
@@ -205,11 +388,27 @@ class Run:
         return self.data.decode(tokens)
 
     def state_dict_at(self, step: int) -> dict[str, torch.Tensor]:
-        if step not in self.steps:
+        if not self.has_step(step):
             near = self.steps
             hint = f"; it has {len(near)} checkpoints from {near[0]} to {near[-1]}" if near else "; it has none"
             raise GrokscopeError(f"run {self.path} has no checkpoint at step {step}{hint}")
-        return read_safetensors(self.checkpoint_path(step), "checkpoint")
+        path = self.checkpoint_path(step)
+        state, meta = read_safetensors_meta(path, "checkpoint")
+        if meta.get("step") != str(step):
+            raise GrokscopeError(f"checkpoint {path} holds step {meta.get('step')!r} by its own metadata, not {step}")
+        if meta.get("run_id") not in (None, self.run_id):
+            raise GrokscopeError(f"checkpoint {path} belongs to another run (id {meta['run_id']}, this run's is "
+                                 f"{self.run_id})")
+        if "model" in meta and meta["model"] != model_meta(self.config):
+            try:
+                theirs = json.loads(meta["model"])
+                diff = [f"{k} {theirs.get(k)!r} vs {v!r}" for k, v in dataclasses.asdict(self.config.model).items()
+                        if theirs.get(k) != v]
+            except (ValueError, AttributeError):
+                diff = ["unreadable"]
+            raise GrokscopeError(f"checkpoint {path} does not match the run's config: it was trained with other "
+                                 f"model settings ({'; '.join(diff[:3])}: checkpoint vs config.json)")
+        return state
 
     def model_at(self, step: int, device: str | torch.device = "cpu"):
         """A HookedTransformer with the weights of ``step``, in eval mode."""
@@ -222,21 +421,14 @@ class Run:
         return model.to(device, print_details=False).eval()
 
 
+DATA_KEYS = ("all_x", "all_y", "train_idx", "val_idx", "train_y", "outlier_pos")
+
+
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    bad = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or bad:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:3])}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:3])}")
-        if bad:
-            k = bad[0]
-            parts.append(f"{k} has shape {tuple(state[k].shape)}, config gives {tuple(expected[k].shape)}")
-        raise GrokscopeError(f"{what} does not match the run's config: {'; '.join(parts)}")
+    """Load ``state`` into ``model`` after checking keys, shapes, dtypes, finite values and buffers."""
+    from .guard import check_weights
+
+    check_weights(state, model, what)
     model.load_state_dict(state, strict=True)
 
 

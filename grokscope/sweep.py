@@ -172,11 +172,10 @@ class Cell:
 
 def read_grid_file(path: str | Path) -> dict[str, Any]:
     """A grid file (JSON, or YAML when PyYAML is installed): {preset, scale, base, fixed, grid, analyses}."""
+    from .guard import read_text
+
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise GrokscopeError(f"cannot read grid file {path}: {e.strerror}") from None
+    text = read_text(path, "grid file")
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -194,7 +193,28 @@ def read_grid_file(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise GrokscopeError(f"grid file {path}: unknown key {sorted(unknown)[0]!r} "
                              f"(keys: preset, scale, base, fixed, grid, analyses)")
+    check_spec_types(d, f"grid file {path}")
     return d
+
+
+def check_spec_types(d: dict[str, Any], where: str) -> None:
+    """The shapes of a grid: mappings where mappings go, scalars or lists of scalars as values."""
+    scalar = (str, int, float, bool)
+    for key in ("preset", "scale"):
+        if d.get(key) is not None and not isinstance(d[key], str):
+            raise GrokscopeError(f"{where}: {key} must be a name, got {d[key]!r}")
+    for key in ("base", "fixed", "grid", "analyses"):
+        if d.get(key) is not None and not isinstance(d[key], dict):
+            raise GrokscopeError(f"{where}: {key} must be a mapping, got {type(d[key]).__name__}")
+    for k, v in (d.get("fixed") or {}).items():
+        if not isinstance(v, scalar):
+            raise GrokscopeError(f"{where}: fixed value {k} must be a number or a name, got {v!r}")
+    for k, v in (d.get("grid") or {}).items():
+        if not isinstance(v, scalar) and not (isinstance(v, list) and all(isinstance(x, scalar) for x in v)):
+            raise GrokscopeError(f"{where}: grid axis {k} must be a list of numbers or names, got {v!r}")
+    for k, v in (d.get("analyses") or {}).items():
+        if not isinstance(v, dict):
+            raise GrokscopeError(f"{where}: analyses.{k} must be a mapping of parameters, got {v!r}")
 
 
 # --- presets: the paper's figures ------------------------------------------------------------------------
@@ -218,14 +238,25 @@ class Sweep:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         f = self.path / SWEEP_FILE
-        if not f.is_file():
+        if not os.path.isfile(f):  # os.path: a name too long is "not there", not a traceback
             raise GrokscopeError(f"{self.path} is not a sweep folder (no {SWEEP_FILE})")
+        from .guard import read_text
+
+        text = read_text(f, "sweep file")
         try:
-            d = json.loads(f.read_text())
-            self.spec = SweepSpec.from_dict(d["spec"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise GrokscopeError(f"{f} is damaged: {e}") from None
-        self.cells = self.spec.cells()
+            d = json.loads(text)
+            if not isinstance(d, dict) or not isinstance(d.get("spec"), dict):
+                raise ValueError("no spec")
+            check_spec_types(d["spec"], str(f))
+            raw = SweepSpec.from_dict(d["spec"])
+            # the grid is checked again as when it was made: axes, values, every cell a valid config
+            self.spec = SweepSpec.make(raw.base, raw.fixed, raw.grid, preset=raw.preset, scale=raw.scale,
+                                       analyses=raw.analyses)
+            self.cells = self.spec.cells()
+        except GrokscopeError as e:
+            raise GrokscopeError(f"{f}: {e}") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise GrokscopeError(f"{f} is damaged: {' '.join(str(e).split())[:200]}") from None
 
     def __repr__(self) -> str:
         return f"Sweep({str(self.path)!r}, runs={len(self.cells)}, axes={self.axes})"
@@ -377,13 +408,21 @@ def run_job(sweep_path: str, names: list[str], threads: int | None = None, progr
     from .batched import train_batched
     from .train import configure_cpu, prepare, train
 
+    import contextlib
+
+    from .guard import FolderLock
+
     if threads is not None:  # a worker process of the sweep's own (in the caller's process: see train.cpu_settings)
         configure_cpu(threads)
     sweep = Sweep(sweep_path)
     cells = [c for c in sweep.cells if c.name in set(names)]
     quiet = (lambda *a, **k: None) if not progress else print
     out: dict[str, str] = {}
+    locks = contextlib.ExitStack()
     try:
+        for c in cells:  # one writer per run, even against a `grokscope train --resume` on it
+            lock = locks.enter_context(FolderLock(sweep.run_dir(c), "sweep worker"))
+            locks.callback(lambda lk=lock, d=sweep.run_dir(c): None if is_run_dir(d) else lk.discard())
         preps = []
         for c in cells:
             d = sweep.run_dir(c)
@@ -406,14 +445,19 @@ def run_job(sweep_path: str, names: list[str], threads: int | None = None, progr
         out = {c.name: f"error: {e}" for c in cells}
     except KeyboardInterrupt:
         out = {c.name: "interrupted" for c in cells}
+    finally:
+        locks.close()
     return out
 
 
-def _pool_init(threads: int) -> None:
+def _pool_init(threads: int, parent: int | None = None) -> None:
     import signal
 
     import torch
 
+    from .guard import die_with_parent
+
+    die_with_parent(parent)  # a killed sweep leaves no worker training behind it
     torch.set_num_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool; runs keep their last state
 
@@ -435,7 +479,9 @@ def write_spec(path: Path, spec: SweepSpec) -> Sweep:
             raise GrokscopeError(f"{path} holds another sweep (its grid differs); continue it with "
                                  f"`grokscope sweep --out {path}` and no grid, or pick another --out")
         return old
-    if path.exists() and any(path.iterdir()):
+    from .guard import LOCK_FILE
+
+    if path.exists() and any(p.name != LOCK_FILE for p in path.iterdir()):
         raise GrokscopeError(f"{path} exists and is not a sweep folder; pick another --out")
     try:
         (path / RUNS_DIR).mkdir(parents=True, exist_ok=True)
@@ -466,8 +512,24 @@ def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = 
     for name, value in (("workers", workers), ("batch", batch)):
         if value is not None and value < 1:  # before anything is written
             raise GrokscopeError(f"--{name} must be at least 1, got {value}")
+    from .guard import FolderLock
+
     path = Path(out)
-    sweep = write_spec(path, spec) if spec is not None else Sweep(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise GrokscopeError(f"{path} exists and is not a folder; pick another --out")
+    if spec is None:
+        Sweep(path)  # a sweep to continue must be there (and readable) before anything is locked
+    with FolderLock(path, "sweep") as lock:
+        try:
+            sweep = write_spec(path, spec) if spec is not None else Sweep(path)
+        except BaseException:
+            if not (path / SWEEP_FILE).exists():
+                lock.discard()
+            raise
+        return _run_sweep(sweep, path, workers, batch, ray_address, progress, log, status_every)
+
+
+def _run_sweep(sweep: Sweep, path: Path, workers, batch, ray_address, progress, log, status_every) -> Sweep:
     import torch
 
     gpu = torch.cuda.is_available()
@@ -509,7 +571,7 @@ def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = 
 
         threads = 1 if not gpu else None
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                    initializer=_pool_init, initargs=(threads or torch.get_num_threads(),)) as pool:
+                                    initializer=_pool_init, initargs=(threads or torch.get_num_threads(), os.getpid())) as pool:
             futures = {pool.submit(run_job, spath, [c.name for c in j], threads): [c.name for c in j] for j in jobs}
             todo = [c for j in jobs for c in j]
             try:
@@ -576,7 +638,7 @@ def spec_from_args(args) -> SweepSpec | None:
 
 def cmd_sweep(args) -> int:
     spec = spec_from_args(args)
-    if spec is None and not (Path(args.out) / SWEEP_FILE).exists():
+    if spec is None and not os.path.exists(Path(args.out) / SWEEP_FILE):
         raise GrokscopeError(f"{args.out} holds no sweep yet: give a grid (--ops, --fracs, --seeds, ...), "
                              f"--preset or --grid")
     if args.dry_run:

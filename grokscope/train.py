@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from .config import RunConfig
 from .errors import GrokscopeError, TrainingInterrupted
 from .model import answer_logits, build_model
+from .guard import FolderLock, check_fits, check_resume_state
 from .run import (CKPT_DIR, CONFIG_FILE, DATA_FILE, METRIC_COLUMNS, METRICS_FILE, STATE_FILE, Run,
                   atomic_save, atomic_write_text, ckpt_name, config_json, first_reached, is_run_dir, load_weights,
-                  read_metadata, read_metrics, read_safetensors, stop_step)
+                  model_meta, new_run_id, read_metrics, read_safetensors_meta, read_state_step, stop_step)
 from .progress import tqdm
 from .provenance import record_session
 from .tasks import Dataset, make_dataset
@@ -430,39 +431,62 @@ class Prepared:
     start: int = 0
     state: dict[str, torch.Tensor] | None = None  # the resume state, when there is one
     new: bool = True
+    metrics: "object | None" = None  # on resume: the metrics rows kept (checked when read)
 
 
 def prepare(config: RunConfig | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
             steps: int | None = None) -> Prepared:
-    """Check everything about a new run (or a resumed one) before anything is written."""
+    """Check everything about a new run (or a resumed one) before anything is written.
+
+    On resume: the config, data, metrics and resume state are read and checked (the state's step
+    within the run, its shapes, dtypes and values against the model); ``steps`` may only extend the
+    run's budget. A new run gets its identity (``run_id``) here; sizes that cannot fit are refused."""
     if resume is not None:
         run_dir = Path(resume)
         if not is_run_dir(run_dir):
             raise GrokscopeError(f"cannot resume {run_dir}: not a run directory (no {CONFIG_FILE})")
         run = Run(run_dir)
         cfg = run.config
+        old_steps = cfg.train.steps
         if steps is not None and steps != cfg.train.steps:
-            if steps < 1:
-                raise GrokscopeError(f"steps must be positive, got {steps}")
+            if steps < cfg.train.steps:
+                raise GrokscopeError(f"--steps can only extend a run's budget: {run_dir} has {cfg.train.steps} "
+                                     f"steps, got {steps}")
             cfg.train.steps = steps
+            cfg.validate()
+        cfg.run_id = run.run_id  # a run made before runs had an identity keeps the one derived for it
         prep = Prepared(run_dir, cfg, run.data, new=False)
+        metrics = read_metrics(run_dir / METRICS_FILE)
         state_path = run_dir / STATE_FILE
         if state_path.exists():  # else: killed before the first resume state: start over, same result
-            prep.start = int(read_metadata(state_path).get("step", "0"))
-            prep.state = read_safetensors(state_path, "resume state")
+            prep.start = read_state_step(state_path)
+            what = f"resume state {state_path}"
+            prep.state, _ = read_safetensors_meta(state_path, "resume state")
+            from .model import build_model
+
+            ref = build_model(cfg.model, prep.data.d_vocab, prep.data.n_elements, device="cpu")
+            names = [n for n, p in ref.named_parameters() if p.requires_grad]
+            check_resume_state(prep.state, prep.start, old_steps, ref, names, what)
+        prep.metrics = metrics[metrics["step"] <= prep.start] if prep.start > 0 else metrics.iloc[0:0]
+        if cfg.train.steps > old_steps:
+            check_fits(cfg, run_dir, prep.start)
         return prep
     cfg = (config or RunConfig()).copy()
     if steps is not None:
         cfg.train.steps = steps
     cfg.validate()
     run_dir = Path(out) if out is not None else default_run_dir(cfg)
+    if len(run_dir.name.encode()) > 200 or len(str(run_dir).encode()) > 3000:
+        raise GrokscopeError(f"the run folder's name is too long ({len(run_dir.name.encode())} bytes; at most 200)")
     if is_run_dir(run_dir):
         raise GrokscopeError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
     if run_dir.exists() and not run_dir.is_dir():
         raise GrokscopeError(f"{run_dir} exists and is not a folder")
+    check_fits(cfg, run_dir)
     data = make_dataset(cfg.task.op, cfg.task.p, cfg.task.frac, cfg.task.seed, cfg.task.outliers)
     if not cfg.name:
         cfg.name = run_dir.name
+    cfg.run_id = new_run_id()
     return Prepared(run_dir, cfg, data)
 
 
@@ -470,7 +494,8 @@ class RunWriter:
     """The files of one run while it trains: the metrics rows, the checkpoints and the resume state.
 
     Creating it writes a new run's folder (``config.json`` last: its presence marks a run) or, on
-    resume, drops the metrics rows past the resume point (they are recomputed identically)."""
+    resume, drops the metrics rows past the resume point (they are recomputed identically). Whoever
+    creates it holds the run folder's lock (``guard.FolderLock``)."""
 
     def __init__(self, prep: Prepared):
         self.prep, self.run_dir, cfg = prep, prep.run_dir, prep.cfg
@@ -478,24 +503,34 @@ class RunWriter:
         s = cfg.schedule
         self.eval_steps = set(schedule(cfg.train.steps, s.eval_every, s.eval_log_points))
         self.ckpt_steps = schedule(cfg.train.steps, s.ckpt_every, s.ckpt_log_points)
+        self.ckpt_meta = {"run_id": cfg.run_id, "model": model_meta(cfg)}
+        kept = None
         if prep.new:
-            created = not self.run_dir.exists()
             try:
                 self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-                atomic_save(prep.data.tensors(), self.run_dir / DATA_FILE, {"elements": json.dumps(prep.data.elements)})
+                atomic_save(prep.data.tensors(), self.run_dir / DATA_FILE,
+                            {"elements": json.dumps(prep.data.elements), "op": cfg.task.op, "p": str(cfg.task.p),
+                             "run_id": cfg.run_id})
                 atomic_write_text(self.run_dir / METRICS_FILE, ",".join(METRIC_COLUMNS) + "\n")
                 atomic_write_text(self.run_dir / CONFIG_FILE, config_json(cfg, prep.data))
-            except OSError as e:
-                if created:
-                    shutil.rmtree(self.run_dir, ignore_errors=True)
+            except (OSError, GrokscopeError) as e:
+                for name in (DATA_FILE, METRICS_FILE):  # nothing marks a run: config.json comes last
+                    with contextlib.suppress(OSError):
+                        (self.run_dir / name).unlink()
+                with contextlib.suppress(OSError):
+                    self.ckpt_dir.rmdir()
+                if isinstance(e, GrokscopeError):
+                    raise
                 raise GrokscopeError(f"cannot write run directory {self.run_dir}: {e.strerror}") from None
         else:
-            atomic_write_text(self.run_dir / CONFIG_FILE, config_json(cfg, prep.data))  # a new --steps budget
-            kept = read_metrics(self.run_dir / METRICS_FILE)
-            kept = kept[kept["step"] <= prep.start] if prep.start > 0 else kept.iloc[0:0]
+            kept = prep.metrics if prep.metrics is not None else read_metrics(self.run_dir / METRICS_FILE).iloc[0:0]
+            atomic_write_text(self.run_dir / CONFIG_FILE, config_json(cfg, prep.data))  # a new --steps budget, the run's id
             atomic_write_text(self.run_dir / METRICS_FILE, kept[METRIC_COLUMNS].to_csv(index=False) if len(kept)
                               else ",".join(METRIC_COLUMNS) + "\n")
-        self.metrics_f = open(self.run_dir / METRICS_FILE, "a", buffering=1)
+        try:
+            self.metrics_f = open(self.run_dir / METRICS_FILE, "a", buffering=1)
+        except OSError as e:
+            raise GrokscopeError(f"cannot write {self.run_dir / METRICS_FILE}: {e.strerror}") from None
         self.last_state = prep.start
         # early stop: training ends at the first evaluation (after step 0) with val_acc >= stop_at, or
         # stop_margin later (see stop_step)
@@ -519,10 +554,13 @@ class RunWriter:
 
     def record(self, step: int, row: tuple) -> None:
         """row: train_loss, train_acc, val_loss, val_acc, lr, weight_norm, elapsed_s, collapse."""
-        self.metrics_f.write(f"{step}," + ",".join(repr(float(v)) for v in row) + "\n")
+        try:
+            self.metrics_f.write(f"{step}," + ",".join(repr(float(v)) for v in row) + "\n")
+        except OSError as e:
+            raise GrokscopeError(f"cannot write {self.run_dir / METRICS_FILE}: {e.strerror}") from None
 
     def save_ckpt(self, step: int, state_dict: dict[str, torch.Tensor]) -> None:
-        atomic_save(state_dict, self.ckpt_dir / ckpt_name(step), {"step": str(step)})
+        atomic_save(state_dict, self.ckpt_dir / ckpt_name(step), {"step": str(step), **self.ckpt_meta})
 
     def save_state(self, step: int, tensors: dict[str, torch.Tensor]) -> None:
         atomic_save(tensors, self.run_dir / STATE_FILE, {"step": str(step)})
@@ -532,7 +570,10 @@ class RunWriter:
         return step - self.last_state >= self.prep.cfg.schedule.state_every or step == self.prep.cfg.train.steps
 
     def close(self) -> None:
-        self.metrics_f.close()
+        try:
+            self.metrics_f.close()
+        except OSError:
+            pass
 
 
 def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str = "", log=print) -> bool:
@@ -642,7 +683,29 @@ def train(config: RunConfig | None = None, out: str | Path | None = None, *, res
     then raises ``TrainingInterrupted`` (a KeyboardInterrupt; its ``run`` is the run), whose message
     says how to continue. The caller's process is left as it was (see ``cpu_settings``).
     """
-    prep = prepare(config, out, resume=resume, steps=steps)
+    if resume is not None:
+        run_dir = Path(resume)
+        if not is_run_dir(run_dir):
+            raise GrokscopeError(f"cannot resume {run_dir}: not a run directory (no {CONFIG_FILE})")
+        with FolderLock(run_dir, "train --resume"):  # read and checked under the lock: no writer moves it
+            return _train(prepare(resume=run_dir, steps=steps), progress, log)
+    prep = prepare(config, out, steps=steps)
+    lock = FolderLock(prep.run_dir, "train")
+    lock.acquire()
+    try:
+        if is_run_dir(prep.run_dir):  # made by another process since prepare() looked
+            raise GrokscopeError(f"{prep.run_dir} already holds a run; continue it with --resume {prep.run_dir} "
+                                 f"or pick another --out")
+        return _train(prep, progress, log)
+    except BaseException:
+        if not is_run_dir(prep.run_dir):
+            lock.discard()  # a run that never started leaves no folder behind (when the lock made it)
+        raise
+    finally:
+        lock.release()
+
+
+def _train(prep: Prepared, progress: bool, log) -> Run:
     cfg, data = prep.cfg, prep.data
     device = pick_device(cfg.train.device)
     trainer = Trainer(cfg, data, device)
@@ -665,7 +728,7 @@ def train(config: RunConfig | None = None, out: str | Path | None = None, *, res
     run = Run(prep.run_dir)
     run.interrupted = fit(trainer, [writer], progress=progress, log=log)
     if run.interrupted:
-        raise TrainingInterrupted([run], int(read_metadata(prep.run_dir / STATE_FILE).get("step", "0")))
+        raise TrainingInterrupted([run], read_state_step(prep.run_dir / STATE_FILE))
     return run
 
 
