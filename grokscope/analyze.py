@@ -25,6 +25,7 @@ from .run import Run, is_run_dir
 
 FLUSH_S = 60.0  # write the tables at least this often during a long analysis
 FEW_LOG_STEPS = 5  # log-spaced checkpoints for default_steps="few", besides the phase boundaries
+SLIDER_LOG_STEPS = 20  # for default_steps="slider" (the maps of Figure 3): log-spaced, besides the boundaries
 
 
 def warn(message: str) -> None:
@@ -202,7 +203,8 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
     applies to the task (see ``grokscope analyses``); a run analysis named here brings the tables it
     reads. ``steps``: these checkpoints only; ``every``: checkpoints whose step is a multiple of it,
     plus the last; default all of them. Analyses registered with ``default_steps="few"`` get a
-    handful (log-spaced plus the phase boundaries) unless ``steps`` is given. ``out``: the results
+    handful (log-spaced plus the phase boundaries) unless ``steps`` is given; ``"slider"`` ones (the
+    maps of Figure 3) ``SLIDER_LOG_STEPS`` log-spaced plus the boundaries. ``out``: the results
     folder (default ``analyses/<run dir name>``). ``params``: {analysis: {keyword: value}} over the
     registered defaults. Results are cached per checkpoint: what was done with the same version and
     params is not computed again.
@@ -225,11 +227,15 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
         raise GrokscopeError(f"run {run.path} has no checkpoints yet")
     asked = choose_steps(available, steps, every) if available else []
     pending = [_Pending(a, all_params[a.name], store, run) for a in chosen if a.kind == "checkpoint"]
-    few = None
+    few: dict[int, list[int]] = {}
     for p in pending:
-        if p.a.default_steps == "few" and steps is None:
-            few = few if few is not None else few_steps(available, _boundaries(run, store))
-            want = few
+        if p.a.default_steps in ("few", "slider") and steps is None:
+            n_log = SLIDER_LOG_STEPS if p.a.default_steps == "slider" else FEW_LOG_STEPS
+            if not few:
+                few[-1] = _boundaries(run, store)
+            if n_log not in few:
+                few[n_log] = few_steps(available, few[-1], n_log)
+            want = few[n_log]
         else:
             want = asked
         p.todo = {s for s in want if s not in p.done}
@@ -302,6 +308,7 @@ def cmd_analyses(args) -> int:
     width = max((len(n) for n in REGISTRY), default=0)
     for name, a in REGISTRY.items():
         tags = [t for t, on in (("run", a.kind == "run"), ("few checkpoints", a.default_steps == "few"),
+                                                 (f"{SLIDER_LOG_STEPS} checkpoints", a.default_steps == "slider"),
                                 ("expensive: only with --only", a.expensive)) if on]
         print(f"{name:<{width}}  {a.summary}{' [' + '; '.join(tags) + ']' if tags else ''}")
     return 0

@@ -87,7 +87,10 @@ def load_report_run(source: Run | str | Path, results: str | Path | None = None)
     from .analyses.phases import find_phases, run_facts
 
     run_path, folder = locate(source, results)
-    tables = ResultStore(folder).load_all()
+    store = ResultStore(folder)
+    tables = store.load_all()
+    for name, table in tables.items():  # the params a table was computed with (e.g. t-SNE's subgroup), for captions
+        table.attrs["params"] = dict((store.meta(name) or {}).get("params") or {})
     run = Run(run_path) if run_path is not None else None
     notes, not_applicable, kind, config = [], {}, "custom", None
     metrics = run.metrics if run is not None else pd.DataFrame()
