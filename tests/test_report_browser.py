@@ -243,7 +243,8 @@ def test_report_loads_renders_every_figure_and_the_slider_moves_the_map(browser,
 
 def test_key_frequency_circles_one_panel_per_key_frequency_and_their_slider_moves(browser, report, tmp_path):
     browser.events.clear()
-    browser.open(report)
+    page = shutil.copy(report, tmp_path / "circles.html")  # a new address: the open page is surely replaced
+    browser.open(Path(page))
     points = pd.read_csv(report.parent / "circle_points.csv")
     n_keys = points["freq"].nunique()
     steps = sorted(points["step"].unique())
@@ -258,12 +259,14 @@ def test_key_frequency_circles_one_panel_per_key_frequency_and_their_slider_move
     assert sum(t.startswith("embedding, k = ") for t in panels["titles"]) == n_keys
     assert sum(t.startswith("unembedding, k = ") for t in panels["titles"]) == n_keys
     assert set(panels["points"]) == {points["token"].nunique()} and panels["steps"] == len(steps)
+    assert browser.js(f"{fig}.getBoundingClientRect().height") < 900  # the whole figure fits the window
     state = f"""(() => {{const gd = {fig};
         return {{active: gd._fullLayout.sliders[0].active, x: Array.from(gd._fullData[1].x).slice(0, 5),
                  range: gd._fullLayout.xaxis.range, label: gd.querySelector('.slider-group > .slider-label').textContent}}}})()"""
     before = browser.js(state)
     rail = browser.js(f"""(() => {{const gd = {fig};
-        gd.scrollIntoView(); const r = gd.querySelector('.slider-rail-rect').getBoundingClientRect();
+        gd.querySelector('.slider-rail-rect').scrollIntoView({{block: 'center'}});
+        const r = gd.querySelector('.slider-rail-rect').getBoundingClientRect();
         return {{x: r.left, y: r.top + r.height / 2}}}})()""")
     browser.click(rail["x"] + 2, rail["y"])
     browser.pump(1.0)

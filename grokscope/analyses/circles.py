@@ -31,7 +31,7 @@ Numbers per matrix, key frequency and checkpoint (table ``circles``):
 NaN where frequency k holds no norm at all (no plane).
 
 Points (table ``circle_points``, at the slider's checkpoints only): ``matrix, freq, j, token,
-element, x, y, colour, next``, colour = j mod 8 and next = the token at j + 8 (the "+8" chords of
+element, x, y, colour, next``: the centred rows' coordinates (u, v) in the plane, colour = j mod 8 and next = the token at j + 8 (the "+8" chords of
 Figure 3; j the cyclic index, so for x*y and x/y the chords join g^j to g^(j+8)).
 
 Key frequencies: as ``fourier`` (``key_freqs="final"``: over a run, the last checkpoint's key
@@ -145,7 +145,7 @@ def circles(model, data, key_freqs="own", key_step=None, key_from: str = "unembe
 
 
 @register("circle_points", summary="the embedding and unembedding rows in each key frequency's plane (Figure 3 circles)",
-          version=1, params=dict(PARAMS), applies=not_cyclic, resolve=resolve_key_freqs, default_steps="slider")
+          version=2, params=dict(PARAMS), applies=not_cyclic, resolve=resolve_key_freqs, default_steps="slider")
 def circle_points(model, data, key_freqs="own", key_step=None, key_from: str = "unembed",
                   n_key: int | None = None) -> pd.DataFrame:
     """Long table ``matrix, freq, j, token, element, x, y, colour, next``: each element's point in each
@@ -163,7 +163,7 @@ def circle_points(model, data, key_freqs="own", key_step=None, key_from: str = "
             W = W.detach().double().cpu()
             for k in keys:
                 axes, _ = plane(W, k, n)
-                xy = W.numpy() @ axes if axes is not None else np.zeros((n, 2))
+                xy = (W - W.mean(0)).numpy() @ axes if axes is not None else np.zeros((n, 2))  # centred on 0
                 frames.append(pd.DataFrame({"matrix": name, "freq": k, "j": j, "token": tok, "element": elements,
                                             "x": xy[:, 0], "y": xy[:, 1], "colour": j % STEP,
                                             "next": tok[(j + STEP) % n]}))

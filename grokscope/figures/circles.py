@@ -44,7 +44,7 @@ def fig_circles(points: pd.DataFrame, op_kind: str = "modular") -> go.Figure:
     titles = [f"{NAMES[m]}, k = {k}" for m in matrices for k in freqs]
     label = "j mod 8" if op_kind == "multiplicative" else "residue mod 8"
     fig = slider_maps(points, panels, titles, cols=len(freqs), label=label, square=True,
-                      axis_titles=("cos axis", "sin axis"), height_per_row=max(200, 1000 // max(len(freqs), 1) + 40))
+                      axis_titles=("cos axis", "sin axis"), height_per_row=min(330, max(200, 1000 // max(len(freqs), 1) + 40)))
     lines = "g^j joined to g^(j+8)" if op_kind == "multiplicative" else "x joined to x + 8"
     fig.update_layout(title=dict(subtitle=dict(text=f"colour: {label}; {lines}; each panel its own scale")))
     return fig
