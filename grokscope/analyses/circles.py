@@ -24,8 +24,8 @@ Numbers per matrix, key frequency and checkpoint (table ``circles``):
   at 0: the plane is fitted to frequency k, so random rows already have a fair r2 (the first
   checkpoint of a run shows its level); the change over training is the signal.
 - ``angle_err``: the mean absolute angle (degrees) between each point (about the points' centre)
-  and theta_j + phi, phi the circular mean offset: 0 on a circle traced in order, about 90 for
-  points at random angles.
+  and theta_j + phi, phi the circular mean offset: 0 on a circle traced in order, 90 for points at
+  uniformly random angles (random rows score lower, as the plane is fitted to the frequency).
 - ``aspect``: the smaller over the larger singular value of A (1: a circle, 0: a line).
 - ``radius``: the rms distance of the points from their centre.
 NaN where frequency k holds no norm at all (no plane).
