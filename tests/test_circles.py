@@ -200,3 +200,34 @@ def test_figures_one_panel_per_matrix_and_key_frequency():
     curves = fig_circularity(table)
     assert len(curves.data) == 8  # (R², share) x (embed, unembed) x 2 frequencies
     assert np.allclose(curves.data[0].y, [1.0, 1.0, 1.0])
+
+
+def test_circularity_joins_the_progress_measures():
+    import pandas as pd
+
+    from grokscope.analyses.phases import BY_KEY, Measures
+
+    steps = [0, 10, 100, 1000, 2000, 4000]
+    table = pd.DataFrame([(s, m, k, 0.1, r2) for s in steps for m in ("embed", "unembed") for k, r2 in
+                          ((3, 0.5 + 0.08 * i if m == "unembed" else 0.5), (7, 0.6))
+                          for i in [steps.index(s)]], columns=["step", "matrix", "freq", "share", "r2"])
+    metrics = pd.DataFrame({"step": steps, "train_loss": 1.0, "val_loss": 2.0, "train_acc": 1.0, "val_acc": 0.5})
+    ms = Measures(metrics, {"circles": table})
+    assert ms.has("unembed_circle_r2") and ms.has("embed_circle_r2")
+    assert ms.raw["unembed_circle_r2"].tolist() == pytest.approx([(0.5 + 0.08 * i + 0.6) / 2 for i in range(6)])
+    assert ms.raw["embed_circle_r2"].tolist() == pytest.approx([0.55] * 6)  # the mean over the key frequencies
+    assert BY_KEY["unembed_circle_r2"].direction == +1
+
+
+def test_report_inputs_name_the_s5_subgroup():
+    import pandas as pd
+
+    from grokscope.figures import FIGURES, RunTables
+
+    data = make_dataset("s5", 0, 0.3)
+    table = ts.tsne(tiny(data), data, subgroup="A5", coset="right").assign(step=3)
+    table.attrs["params"] = {"subgroup": "A5", "coset": "right", "subspace": "keys", "key_freqs": "final"}
+    t = RunTables("s5", pd.DataFrame(), {"tsne": table}, None, "group")
+    fig = FIGURES["tsne"].build(t)
+    assert "right cosets Hg of H = the even permutations (A5) (order 60, 2 cosets)" in fig.layout.title.subtitle.text
+    assert len(fig.data) == 4
