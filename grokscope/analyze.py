@@ -29,6 +29,7 @@ from .train import restoring_cpu_settings
 
 FLUSH_S = 60.0  # write the tables at least this often during a long analysis
 FEW_LOG_STEPS = 5  # log-spaced checkpoints for default_steps="few", besides the phase boundaries
+SLIDER_LOG_STEPS = 20  # for default_steps="slider" (the maps of Figure 3): log-spaced, besides the boundaries
 
 
 def warn(message: str) -> None:
@@ -221,7 +222,8 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
     applies to the task (see ``grokscope analyses``); a run analysis named here brings the tables it
     reads. ``steps``: these checkpoints only; ``every``: checkpoints whose step is a multiple of it,
     plus the last; default all of them. Analyses registered with ``default_steps="few"`` get a
-    handful (log-spaced plus the phase boundaries) unless ``steps`` is given. ``out``: the results
+    handful (log-spaced plus the phase boundaries) unless ``steps`` is given; ``"slider"`` ones (the
+    maps of Figure 3) ``SLIDER_LOG_STEPS`` log-spaced plus the boundaries. ``out``: the results
     folder (default ``results.default_out_dir``: ``analyses/<run dir name>`` beside the run's
     ``checkpoints/`` folder, found from the run, not from the current folder). ``params``: {analysis: {keyword: value}} over the
     registered defaults. Results are cached per checkpoint: what was done with the same version and
@@ -264,11 +266,15 @@ def _analyze(run: Run, data, chosen: list[Analysis], all_params: dict, store: Re
     record = provenance("cpu")  # versions and machine, in each sidecar this call writes
     for p in pending:
         p.provenance = record
-    few = None
+    few: dict[int, list[int]] = {}
     for p in pending:
-        if p.a.default_steps == "few" and steps is None:
-            few = few if few is not None else few_steps(available, _boundaries(run, store))
-            want = few
+        if p.a.default_steps in ("few", "slider") and steps is None:
+            n_log = SLIDER_LOG_STEPS if p.a.default_steps == "slider" else FEW_LOG_STEPS
+            if not few:
+                few[-1] = _boundaries(run, store)
+            if n_log not in few:
+                few[n_log] = few_steps(available, few[-1], n_log)
+            want = few[n_log]
         else:
             want = asked
         p.todo = {s for s in want if s not in p.done}

@@ -214,11 +214,26 @@ def analysis_catalog() -> list[dict]:
 def _static_catalog(folder: Path) -> list[dict]:
     """The analyses' registration calls, read with ``ast``: modules in name order (as the package
     imports them), calls in source order. ValueError when an argument is not a literal."""
-    found = []
+    found, trees, order = [], {}, []
     for path in sorted(folder.glob("*.py"), key=lambda p: p.stem):
-        if path.stem == "base" or path.stem.startswith("_"):
-            continue
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if path.stem != "base" and not path.stem.startswith("_"):
+            trees[path.stem] = ast.parse(path.read_text(encoding="utf-8"))
+
+    seen: set[str] = set()
+
+    def visit(stem: str) -> None:  # as Python imports them: a module's sibling imports register first
+        if stem in seen or stem not in trees:
+            return
+        seen.add(stem)  # (a cycle stops here, as a partial import would)
+        for node in ast.walk(trees[stem]):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                visit(node.module.split(".")[0])
+        order.append(stem)
+
+    for stem in trees:
+        visit(stem)
+    for stem in order:
+        for node in trees[stem].body:
             for deco in getattr(node, "decorator_list", []):
                 func = getattr(deco, "func", None)
                 if getattr(func, "id", getattr(func, "attr", None)) != "register":
@@ -240,6 +255,7 @@ def cmd_analyses(args) -> int:
     width = max((len(a["name"]) for a in catalog), default=0)
     for a in catalog:
         tags = [t for t, on in (("run", a["kind"] == "run"), ("few checkpoints", a["default_steps"] == "few"),
+                                ("20 checkpoints", a["default_steps"] == "slider"),
                                 ("expensive: only with --only", a["expensive"])) if on]
         print(f"{a['name']:<{width}}  {a['summary']}{' [' + '; '.join(tags) + ']' if tags else ''}")
     return 0

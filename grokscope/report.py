@@ -92,6 +92,8 @@ def load_report_run(source: Run | str | Path, results: str | Path | None = None)
     run = Run(run_path) if run_path is not None else None
     store = ResultStore(folder)
     tables = store.load_all(run_id=run.run_id if run is not None else None)  # this run's only
+    for name, table in tables.items():  # the params a table was computed with (e.g. t-SNE's subgroup), for captions
+        table.attrs["params"] = dict((store.meta(name) or {}).get("params") or {})
     others = [n for n in store.names() if n not in tables]
     notes, not_applicable, kind, config = [], {}, "custom", None
     metrics = run.metrics if run is not None else pd.DataFrame()

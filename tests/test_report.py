@@ -64,11 +64,18 @@ def tables(grok: bool = True, element: str = "e") -> RunTables:
     tsne = pd.DataFrame([(s, m, element if t == 0 else str(t), t, rng.normal(), rng.normal(), t % 8, (t + 8) % p)
                          for s in (0, 1000, 2000) for m in ("embed", "unembed") for t in range(p)],
                         columns=["step", "matrix", "element", "token", "x", "y", "colour", "next"])
+    circle_points = pd.DataFrame([(s, m, k, t, t, str(t), np.cos(2 * np.pi * k * t / p), np.sin(2 * np.pi * k * t / p),
+                                   t % 8, (t + 8) % p) for s in (0, 1000, 2000) for m in ("embed", "unembed")
+                                  for k in (3, 1) for t in range(p)],
+                                 columns=["step", "matrix", "freq", "j", "token", "element", "x", "y", "colour", "next"])
+    circles = pd.DataFrame([(s, m, k, r, 0.4, np.tanh(s / 1000), 5.0, 0.9, 1.0) for s in STEPS for m in ("embed", "unembed")
+                            for r, k in enumerate((3, 1))],
+                           columns=["step", "matrix", "freq", "rank", "share", "r2", "angle_err", "aspect", "radius"])
     flat = pd.DataFrame({"step": [0, 1000, 2000], "train_loss": 1.0, "sharpness_0.001": [1.0, 5.0, 0.5],
                          "hessian_top": [2.0, 40.0, 3.0]})
     results = {"neuron_norms": neuron_norms, "fourier_spectrum": spectrum, "fourier": fourier,
                "fourier_neurons": fneurons, "sparsity": sparsity, "weight_norms": weight_norms, "tsne": tsne,
-               "sharpness": flat, "hessian": flat}
+               "sharpness": flat, "hessian": flat, "circle_points": circle_points, "circles": circles}
     m = metrics(grok)
     return RunTables("synthetic", m, results, find_phases(m, results), "modular")
 
@@ -133,7 +140,12 @@ def test_tsne_slider_frames_and_plus_eight_lines():
     slider = fig.layout.sliders[0]
     assert [s.label for s in slider.steps] == ["0", "1000", "2000"] and slider.active == 2
     lines, points = fig.data[0], fig.data[1]
-    assert lines.mode == "lines" and sum(v is None for v in lines.x) == 7  # 7 elements joined to element + 8
+    assert lines.mode == "lines"  # polylines, NaN between them: each element joined to element + 8, once
+    xy = t.results["tsne"].query("step == 2000 and matrix == 'embed'").sort_values("token")[["x", "y"]].to_numpy()
+    pts = np.column_stack([lines.x, lines.y]).astype(np.float64)
+    drawn = sorted((int(np.abs(xy - a).sum(1).argmin()), int(np.abs(xy - b).sum(1).argmin()))
+                   for a, b in zip(pts[:-1], pts[1:]) if np.isfinite(a).all() and np.isfinite(b).all())
+    assert drawn == [(i, (i + 8) % 7) for i in range(7)]
     no_next = t.results["tsne"].assign(next=-1)
     assert len([v for v in fig_tsne(no_next).data[0].x if v is not None]) == 0
     assert points.mode == "markers" and len(points.x) == 7

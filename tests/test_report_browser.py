@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+import pandas as pd
+
 from grokscope.analyze import analyze
 from grokscope.report import build_report, compare_report
 
@@ -208,7 +210,7 @@ def test_report_loads_renders_every_figure_and_the_slider_moves_the_map(browser,
                 title: document.title, header: document.querySelector('header').innerText};
     })()""")
     sections = {s["id"]: s for s in page["sections"]}
-    expected = {"training": 1, "weights": 1, "neurons": 2, "sparsity": 1, "fourier": 3, "circuits": 1, "tsne": 1,
+    expected = {"training": 1, "weights": 1, "neurons": 2, "sparsity": 1, "fourier": 3, "circuits": 1, "tsne": 3,
                 "flatness": 1}
     assert {k: v["figures"] for k, v in sections.items()} == expected
     for sid, s in sections.items():
@@ -236,6 +238,46 @@ def test_report_loads_renders_every_figure_and_the_slider_moves_the_map(browser,
     assert after["x"] != before["x"] and after["label"] != before["label"]
     top = browser.js("document.querySelector('#tsne').getBoundingClientRect().top + window.scrollY")
     save(browser, tmp_path, "report-tsne-first-step.png", {"x": 0, "y": top, "width": 1280, "height": 700})
+    assert browser.problems() == []
+
+
+def test_key_frequency_circles_one_panel_per_key_frequency_and_their_slider_moves(browser, report, tmp_path):
+    browser.events.clear()
+    page = shutil.copy(report, tmp_path / "circles.html")  # a new address: the open page is surely replaced
+    browser.open(Path(page))
+    points = pd.read_csv(report.parent / "circle_points.csv")
+    n_keys = points["freq"].nunique()
+    steps = sorted(points["step"].unique())
+    assert 1 <= n_keys <= 8 and len(steps) >= 10  # about 20 log-spaced checkpoints plus the phase boundaries
+    fig = "[...document.querySelectorAll('#tsne div.figure')][1]"
+    panels = browser.js(f"""(() => {{const gd = {fig};
+        return {{titles: [...gd.querySelectorAll('.annotation-text')].map(a => a.textContent),
+                 points: gd._fullData.filter(t => t.mode === 'markers').map(t => t.x.length),
+                 axes: Object.keys(gd._fullLayout).filter(k => /^xaxis\\d*$/.test(k)).length,
+                 steps: gd._fullLayout.sliders[0].steps.length}}}})()""")
+    assert panels["axes"] == 2 * n_keys and len(panels["points"]) == 2 * n_keys
+    assert sum(t.startswith("embedding, k = ") for t in panels["titles"]) == n_keys
+    assert sum(t.startswith("unembedding, k = ") for t in panels["titles"]) == n_keys
+    assert set(panels["points"]) == {points["token"].nunique()} and panels["steps"] == len(steps)
+    assert browser.js(f"{fig}.getBoundingClientRect().height") < 900  # the whole figure fits the window
+    state = f"""(() => {{const gd = {fig};
+        return {{active: gd._fullLayout.sliders[0].active, x: Array.from(gd._fullData[1].x).slice(0, 5),
+                 range: gd._fullLayout.xaxis.range, label: gd.querySelector('.slider-group > .slider-label').textContent}}}})()"""
+    before = browser.js(state)
+    rail = browser.js(f"""(() => {{const gd = {fig};
+        gd.querySelector('.slider-rail-rect').scrollIntoView({{block: 'center'}});
+        const r = gd.querySelector('.slider-rail-rect').getBoundingClientRect();
+        return {{x: r.left, y: r.top + r.height / 2}}}})()""")
+    browser.click(rail["x"] + 2, rail["y"])
+    browser.pump(1.0)
+    after = browser.js(state)
+    assert before["active"] == len(steps) - 1 and after["active"] == 0, (before, after)
+    assert after["x"] != before["x"] and after["label"] != before["label"]
+    first = points[(points.step == steps[0]) & (points.matrix == "embed")]
+    first = first[first.freq == first.freq.iloc[0]].sort_values("token")
+    assert after["x"] == pytest.approx(first["x"].to_numpy()[:5], rel=1e-4, abs=1e-6)  # the first checkpoint's points
+    top = browser.js(f"{fig}.getBoundingClientRect().top + window.scrollY")
+    save(browser, tmp_path, "report-circles-first-step.png", {"x": 0, "y": top, "width": 1280, "height": 700})
     assert browser.problems() == []
 
 

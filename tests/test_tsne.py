@@ -1,5 +1,6 @@
 """t-SNE: planted clusters stay apart, Figure 3 colours, S5 cosets."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -98,4 +99,54 @@ def test_registered():
     from grokscope.analyses import get_analysis
 
     a = get_analysis("tsne")
-    assert a.default_steps == "few" and a.params["subgroup"] == "paper"
+    assert a.default_steps == "slider" and a.params["subgroup"] == "paper" and a.params["subspace"] == "keys"
+
+
+@pytest.mark.parametrize("nxt", [[(i + 8) % 31 for i in range(31)], [(i + 8) % 16 for i in range(16)],
+                                 [1, 2, -1, 4, -1], [1, 2, 0, -1], [1, 2, 1]])
+def test_chord_polylines_draw_every_chord_once(nxt):
+    from grokscope.figures.tsne import chord_order
+
+    nxt = np.array(nxt)
+    order = chord_order(nxt)
+    drawn = [(a, b) for a, b in zip(order[:-1], order[1:]) if a >= 0 and b >= 0]
+    assert sorted(drawn) == sorted((i, int(n)) for i, n in enumerate(nxt) if n >= 0)  # each once, no other
+    if len(nxt) == 31:
+        assert len(order) == 33  # 8 and 31 coprime: one cycle through every residue
+
+
+def test_figure_has_full_and_key_maps_and_light_frames():
+    from grokscope.figures import fig_tsne
+
+    p = 13
+    data = make_dataset("x+y", p, 0.5)
+    model = tiny(data)
+    parts = []
+    for step in (0, 10, 100):
+        torch.manual_seed(step)
+        with torch.no_grad():
+            model.embed.W_E.normal_()
+        parts.append(ts.tsne(model, data, subspace="keys", key_freqs="2,5").assign(step=step))
+    table = pd.concat(parts, ignore_index=True)
+    fig = fig_tsne(table, "residue mod 8", key_freqs="2,5")
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[:2] == ["embedding rows W_E", "unembedding rows W_U"] and "k = 2, 5" in titles[2]
+    assert len(fig.data) == 8 and [f.name for f in fig.frames] == ["0", "10", "100"]
+    assert fig.layout.sliders[0].active == 2
+    for frame in fig.frames:  # only the coordinates travel with each step; colours and labels once
+        assert len(frame.data) == 8 and all(tr.marker.color is None and tr.text is None for tr in frame.data)
+    emb = table[(table.step == 0) & (table.matrix == "embed")].sort_values("token")
+    assert np.allclose(np.asarray(fig.frames[0].data[1].x), emb.x.to_numpy(np.float32))
+
+
+def test_s5_subtitle_names_the_subgroup_and_cosets():
+    from grokscope.figures import fig_tsne
+    from grokscope.figures.tsne import coset_text
+
+    assert coset_text("paper", "left") == "left cosets gH of H = <(0 3)(1 4), (1 2)(3 4)> (order 10, 12 cosets)"
+    assert coset_text("S4", "right") == "right cosets Hg of H = the stabiliser of 4 (S4) (order 24, 5 cosets)"
+    data = make_dataset("s5", 0, 0.3)
+    table = ts.tsne(tiny(data), data, subgroup="S4").assign(step=5)
+    fig = fig_tsne(table, "coset of the chosen subgroup", subgroup="S4", coset="left")
+    assert "left cosets gH of H = the stabiliser of 4 (S4) (order 24, 5 cosets)" in fig.layout.title.subtitle.text
+    assert len(fig.data) == 4  # S5: the full-space maps only

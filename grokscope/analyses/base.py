@@ -9,8 +9,9 @@ Two kinds:
   the other analyses' results (``results``: name -> DataFrame); e.g. the phases.
 
 ``applies(data) -> str | None`` returns why the analysis does not apply to a task (None: it applies).
-``default_steps``: ``"all"`` checkpoints, or ``"few"`` (a handful, log-spaced plus the phase
-boundaries: t-SNE, flatness).
+``default_steps``: ``"all"`` checkpoints, ``"few"`` (a handful, log-spaced plus the phase
+boundaries: flatness), or ``"slider"`` (about 20 log-spaced plus the phase boundaries: the t-SNE
+maps and key-frequency circles, one slider step each).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class Analysis:
     summary: str  # one line, shown by `grokscope analyses`
     version: int = 1
     kind: str = "checkpoint"  # or "run"
-    default_steps: str = "all"  # or "few"
+    default_steps: str = "all"  # or "few", "slider"
     needs: tuple[str, ...] = ()  # analyses whose results a "run" analysis reads
     params: dict[str, Any] = field(default_factory=dict)  # default keyword arguments of fn
     applies: Callable[[Any], str | None] = lambda data: None

@@ -66,7 +66,7 @@ DEFAULTS = {"acc": 0.99, "done": 0.9}
 @dataclass(frozen=True)
 class Measure:
     key: str  # name in the tables of this module
-    table: str  # "metrics", "fourier", "sparsity"
+    table: str  # "metrics", "fourier", "sparsity", "circles"
     column: str
     label: str
     direction: int  # -1: falls, +1: rises in the phases it marks
@@ -95,6 +95,10 @@ MEASURES = [
             ("circuit_formation", "clean_up"), ("scope", "all")),
     Measure("effective_neurons", "sparsity", "effective_n", "effective number of MLP neurons", -1, True,
             math.log(1.25), ("circuit_formation", "clean_up"), ("scope", "all")),
+    Measure("embed_circle_r2", "circles", "r2", "circularity (R²) of the embedding's key-frequency planes", +1, False,
+            0.1, ("circuit_formation", "clean_up"), ("matrix", "embed")),
+    Measure("unembed_circle_r2", "circles", "r2", "circularity (R²) of the unembedding's key-frequency planes", +1,
+            False, 0.1, ("circuit_formation", "clean_up"), ("matrix", "unembed")),
     Measure("collapse", "metrics", "collapse", "softmax-collapse fraction (float32)", +1, False, 0.05, ()),
 ]
 BY_KEY = {m.key: m for m in MEASURES}
@@ -548,14 +552,14 @@ def run_facts(run) -> dict:
     return {"n_answers": int(data.n_elements), "no_fourier": not_cyclic(data)}
 
 
-@register("phases", kind="run", version=2, needs=("weight_norms", "sparsity", "fourier"),
+@register("phases", kind="run", version=2, needs=("weight_norms", "sparsity", "fourier", "circles"),
           summary="memorisation, circuit formation, clean-up, grokked: boundaries from the progress measures",
           params=dict(DEFAULTS))
 def phases(run, results, **params) -> pd.DataFrame:
     return find_phases(run.metrics, results, **run_facts(run), **params)
 
 
-@register("phases_leadlag", kind="run", version=1, needs=("weight_norms", "sparsity", "fourier"),
+@register("phases_leadlag", kind="run", version=1, needs=("weight_norms", "sparsity", "fourier", "circles"),
           summary="when each progress measure makes its main change, and how far it leads validation loss",
           params={"acc": 0.99})
 def phases_leadlag(run, results, acc: float = 0.99) -> pd.DataFrame:

@@ -18,6 +18,16 @@ Colours (column ``colour``; ``next`` is the token the plot joins each element to
   tasks.py product (g*h)(i) = g(h(i)). A left coset gH is also the right coset (gHg^-1)g of a
   conjugate, so the paper's "cosets of the subgroup or one of its conjugates" fits either side.
 - any other task: colour = -1.
+
+Key-frequency subspace (``subspace``; the report's default "keys"). A grokked modular model spreads
+its rows over several key frequencies, each a circle in its own plane, and no 2-D map of the full
+rows shows one circle (see ``circles.py``). With ``subspace="keys"`` two more maps, matrices
+``embed_keys`` and ``unembed_keys``: t-SNE of the rows filtered to the key frequencies (the rows in
+cyclic order, as functions of the element, projected on the cos/sin basis rows of those
+frequencies; residue 0 is left out for x*y and x/y). ``key_freqs`` as in ``fourier`` ("final": over
+a run, the last checkpoint's; "own"; or a list, e.g. "14" for one frequency, whose map is then one
+circle). ``subspace="none"`` (the function's default): the full-space maps only. Operations without
+a Fourier basis (S5, the polynomials' other groups) get the full-space maps only.
 """
 from __future__ import annotations
 
@@ -32,7 +42,8 @@ import torch
 from ..errors import GrokscopeError
 from ..tasks import compose
 from .base import register
-from .fourier import op_kind, primitive_root
+from .fourier import (_parse_keys, cyclic_tokens, fourier_basis, frequency_norms, key_frequencies, not_cyclic,
+                      op_kind, primitive_root, resolve_key_freqs)
 
 PAPER_SUBGROUP = "(0 3)(1 4); (1 2)(3 4)"  # Figure 3, left
 STEP = 8  # Figure 3, right: element -> element + 8, colours mod 8
@@ -133,12 +144,42 @@ def tsne_map(rows: np.ndarray, perplexity: float = 30.0, seed: int = 0) -> np.nd
                 n_jobs=1).fit_transform(rows.astype(np.float64))
 
 
-@register("tsne", summary="t-SNE of the embedding and unembedding rows, coloured as in Figure 3",
-          version=1, default_steps="few",
-          params={"perplexity": 30.0, "subgroup": "paper", "coset": "left", "by": "residue", "seed": 0})
+def key_rows(model, data, key_freqs="own", key_from: str = "unembed") -> tuple[torch.Tensor, dict[str, torch.Tensor], list[int]]:
+    """(tokens in cyclic order, {"embed_keys", "unembed_keys"}: rows (n, d) filtered to the key
+    frequencies, key frequencies)."""
+    tokens = cyclic_tokens(data)
+    n = len(tokens)
+    basis, freqs = fourier_basis(n)
+    with torch.no_grad():
+        mats = {"embed": model.W_E[tokens].double().cpu(), "unembed": model.W_U[:, tokens].T.double().cpu()}
+    if key_freqs is None or key_freqs in ("own", "final"):
+        if key_from not in mats:
+            raise GrokscopeError(f"key_from must be 'embed' or 'unembed', got {key_from!r}")
+        keys = key_frequencies(frequency_norms(mats[key_from], basis, freqs))
+    else:
+        keys = _parse_keys(key_freqs, n // 2)
+    B = basis[torch.isin(freqs, torch.tensor(keys, dtype=freqs.dtype))]  # (2 * len(keys), n)
+    return tokens, {f"{m}_keys": B.T @ (B @ W) for m, W in mats.items()}, keys
+
+
+def _resolve(run, params: dict) -> dict:
+    """The run's final key frequencies for the key-subspace maps (cyclic tasks only)."""
+    if params.get("subspace", "none") == "none" or not_cyclic(run.data) is not None:
+        return params
+    return resolve_key_freqs(run, params)
+
+
+@register("tsne", summary="t-SNE of the embedding and unembedding rows (full and key-frequency space), Figure 3",
+          version=2, default_steps="slider", resolve=_resolve,
+          params={"perplexity": 30.0, "subgroup": "paper", "coset": "left", "by": "residue", "seed": 0,
+                  "subspace": "keys", "key_freqs": "final", "key_step": None, "key_from": "unembed"})
 def tsne(model, data, perplexity: float = 30.0, subgroup: str = "paper", coset: str = "left",
-         by: str = "residue", seed: int = 0) -> pd.DataFrame:
-    """Long table ``matrix, element, token, x, y, colour, next`` (matrix: "embed" or "unembed")."""
+         by: str = "residue", seed: int = 0, subspace: str = "none", key_freqs="own", key_step=None,
+         key_from: str = "unembed") -> pd.DataFrame:
+    """Long table ``matrix, element, token, x, y, colour, next`` (matrix: "embed", "unembed", and with
+    ``subspace="keys"`` on a cyclic task "embed_keys", "unembed_keys"; see the module docstring)."""
+    if subspace not in ("none", "keys"):
+        raise GrokscopeError(f"subspace must be 'none' or 'keys', got {subspace!r}")
     n = data.n_elements
     colour, nxt = colours(data, subgroup, coset, by)
     with torch.no_grad():
@@ -148,4 +189,13 @@ def tsne(model, data, perplexity: float = 30.0, subgroup: str = "paper", coset: 
         xy = tsne_map(W.detach().double().cpu().numpy(), perplexity, seed)  # (n, 2)
         frames.append(pd.DataFrame({"matrix": name, "element": data.elements, "token": np.arange(n),
                                     "x": xy[:, 0], "y": xy[:, 1], "colour": colour, "next": nxt}))
+    if subspace == "keys" and not_cyclic(data) is None:
+        tokens, filtered, _ = key_rows(model, data, key_freqs, key_from)
+        tok = tokens.numpy()
+        inside = np.isin(nxt, tok)
+        for name, W in filtered.items():
+            xy = tsne_map(W.numpy(), perplexity, seed)
+            frames.append(pd.DataFrame({"matrix": name, "element": [data.elements[t] for t in tok], "token": tok,
+                                        "x": xy[:, 0], "y": xy[:, 1], "colour": colour[tok],
+                                        "next": np.where(inside[tok], nxt[tok], -1)}))
     return pd.concat(frames, ignore_index=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .circles import fig_circles, fig_circularity
 from .common import FIGURES, PHASE_COLOURS, PHASE_LABELS, STEP0, FigureSpec, RunTables, phase_spans
 from .compare import COMPARISONS, fig_compare_accuracy, fig_compare_series, first_step_at
 from .export import export_report_figures, notebook_mode, save_figure
@@ -40,7 +41,7 @@ SECTIONS = [
     Section("sparsity", "Sparsity of the neurons", ("sparsity", "neuron_ablation")),
     Section("fourier", "Fourier structure", ("fourier_spectrum", "fourier", "fourier_neurons")),
     Section("circuits", "Restricted and excluded loss", ("fourier",)),
-    Section("tsne", "t-SNE maps", ("tsne",)),
+    Section("tsne", "Figure 3: t-SNE maps and key-frequency circles", ("tsne", "circle_points", "circles")),
     Section("flatness", "Flatness: sharpness and Hessian", ("sharpness", "hessian")),
 ]
 
@@ -53,7 +54,7 @@ __all__ = [
     "FIGURES", "SECTIONS", "COMPARISONS", "FigureSpec", "RunTables", "Section", "figures_in", "phase_spans",
     "PHASE_COLOURS", "PHASE_LABELS", "STEP0", "fig_accuracy", "fig_weight_norms", "fig_neuron_heatmap",
     "fig_neuron_traces", "fig_sparsity", "fig_fourier_spectrum", "fig_key_frequencies", "fig_fourier_neurons",
-    "fig_restricted_loss", "fig_tsne", "fig_flatness", "fig_compare_accuracy", "fig_compare_series",
+    "fig_restricted_loss", "fig_tsne", "fig_circles", "fig_circularity", "fig_flatness", "fig_compare_accuracy", "fig_compare_series",
     "first_step_at", "fig_steps_vs_frac", "fig_best_val_vs_frac", "fig_sweep_heatmap", "fig_sharpness_vs_val",
     "spearman",
 ]
