@@ -253,7 +253,7 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
 
 def _analyze(run: Run, data, chosen: list[Analysis], all_params: dict, store: ResultStore,
              steps: Iterable[int] | None, every: int | None, progress: bool) -> dict[str, pd.DataFrame]:
-    from tqdm.auto import tqdm
+    from .progress import tqdm  # one output per bar in a notebook
 
     if store.check_owner(run):
         warn(f"{store.folder} held the results of an earlier run that no longer exists; they are replaced")

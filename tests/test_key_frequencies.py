@@ -77,3 +77,19 @@ def test_final_key_frequencies_are_fixed_over_the_run(grokked_run, tmp_path):
     assert again["key_freqs"] == fo.fourier(grokked_run.model_at(mid), grokked_run.data)["key_freqs"]
     with pytest.raises(GrokscopeError, match="has no checkpoint"):
         fo.resolve_key_freqs(grokked_run, {"key_freqs": "final", "key_step": 7, "key_from": "unembed", "n_key": None})
+
+
+def test_a_truncated_last_checkpoint_is_skipped(grokked_run, tmp_path):
+    from grokscope.run import Run
+
+    copy = tmp_path / "run"
+    shutil.copytree(grokked_run.path, copy)
+    last, before = grokked_run.steps[-1], grokked_run.steps[-2]
+    path = copy / "ckpt" / f"step_{last:08d}.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    got = fo.resolve_key_freqs(Run(copy), {"key_freqs": "final", "key_step": None, "key_from": "unembed",
+                                           "n_key": None})
+    assert got["key_step"] == before
+    assert got["key_freqs"] == fo.fourier(grokked_run.model_at(before), grokked_run.data)["key_freqs"]
+    with pytest.raises(GrokscopeError, match="cannot read the key frequencies' checkpoint"):
+        fo.resolve_key_freqs(Run(copy), {"key_freqs": "final", "key_step": last, "key_from": "unembed", "n_key": None})

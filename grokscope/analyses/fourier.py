@@ -382,6 +382,19 @@ def fourier_neurons(model, data, layer: int = -1) -> pd.DataFrame:
                          "std": acts.double().cpu().std((0, 1), unbiased=False).numpy()})
 
 
+def _key_matrix(path, tokens: torch.Tensor, key_from: str) -> torch.Tensor:
+    """The embedding rows or unembedding columns of ``tokens`` from a checkpoint file, reading only
+    that matrix (no model is built: cheap enough for every analyze call); one clear error if unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return f.get_tensor("embed.W_E")[tokens] if key_from == "embed" else f.get_tensor("unembed.W_U")[:, tokens].T
+    except Exception as e:  # a truncated or foreign file
+        first = (str(e).strip().splitlines() or [""])[0][:150]
+        raise GrokscopeError(f"fourier: cannot read the key frequencies' checkpoint {path}: {first}") from None
+
+
 def resolve_key_freqs(run, params: dict) -> dict:
     """``key_freqs="final"`` (the default): the key frequencies of the run's last checkpoint (or of
     ``key_step``), fixed for every checkpoint as Nanda et al. did, so that restricted and excluded loss
@@ -393,19 +406,23 @@ def resolve_key_freqs(run, params: dict) -> dict:
     if not steps:
         return params
     step = params.get("key_step")
-    step = steps[-1] if step in (None, "final", -1) else int(step)
-    if step not in steps:
-        raise GrokscopeError(f"fourier: key_step {step} has no checkpoint")
-    # only the two matrices are read (no model is built): cheap enough to do on every analyze call
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(run.checkpoint_path(step)), "pt") as f:
-            tokens = cyclic_tokens(run.data)
-            W = (f.get_tensor("embed.W_E")[tokens] if params.get("key_from", "unembed") == "embed"
-                 else f.get_tensor("unembed.W_U")[:, tokens].T)
-    except Exception as e:  # a truncated or foreign file: one line
-        raise GrokscopeError(f"fourier: cannot read the key frequencies' checkpoint {run.checkpoint_path(step)}: {e}") from None
+    if step in (None, "final", -1):  # the last checkpoint that can be read (a truncated one is skipped,
+        candidates = steps[::-1]    # as analyze skips it)
+    else:
+        if int(step) not in steps:
+            raise GrokscopeError(f"fourier: key_step {step} has no checkpoint")
+        candidates = [int(step)]
+    tokens = cyclic_tokens(run.data)
+    W = None
+    for step in candidates:
+        try:
+            W = _key_matrix(run.checkpoint_path(step), tokens, params.get("key_from", "unembed"))
+            break
+        except GrokscopeError:
+            if len(candidates) == 1:
+                raise
+    if W is None:  # no readable checkpoint: each checkpoint its own keys (analyze says none can be read)
+        return params
     basis, freqs = fourier_basis(len(tokens))
     keys = key_frequencies(frequency_norms(W, basis, freqs), params.get("n_key"))
     return {**params, "key_freqs": ",".join(map(str, keys)), "key_step": step}
