@@ -124,3 +124,26 @@ def test_llc_without_devinterp_is_one_clear_error(monkeypatch):
     assert "pip install 'grokscope[llc]'" in get_analysis("llc").applies(None)
     with pytest.raises(GrokscopeError, match="devinterp"):
         llc.estimate_llc(Linear(torch.zeros(2)), lambda m, r: m(torch.zeros(len(r), 2)), 10, lr=1e-3, localization=1.0)
+
+
+def test_llc_joins_the_lead_lag_table():
+    """A planted run: memorised by step 200, validation loss falls at ~1000; the LLC (estimated at a few
+    checkpoints, as the analysis does) rises, then falls half-way between steps 800 and 1000."""
+    import pandas as pd
+
+    from grokscope.analyses.phases import find_leadlag
+    steps = list(range(0, 2001, 50))
+    metrics = pd.DataFrame({"step": steps,
+                            "train_loss": [3.4 if s < 200 else 1e-4 for s in steps],
+                            "train_acc": [0.1 if s < 200 else 1.0 for s in steps],
+                            "val_loss": [10.0 if s < 1000 else 0.01 for s in steps],
+                            "val_acc": [0.05 if s < 1000 else 1.0 for s in steps],
+                            "weight_norm": [20.0] * len(steps), "collapse": [0.0] * len(steps)})
+    llc_steps, values = [100, 300, 500, 700, 800, 1000, 1200, 1500, 1800, 2000], [30, 60, 61, 60, 59, 12, 10, 9, 9, 9]
+    table = pd.DataFrame([{"step": s, "kind": "estimate", "llc": v} for s, v in zip(llc_steps, values)]
+                         + [{"step": s, "kind": "trace", "llc": float("nan"), "loss": 1.0} for s in llc_steps])
+    ll = find_leadlag(metrics, {"llc": table})
+    row = ll[ll.measure == "llc"].iloc[0]
+    assert 800 <= row.step <= 1000, row.to_dict()
+    assert "local learning coefficient" in row.description and "fell" in row.description
+    assert "llc" not in find_leadlag(metrics, {}).measure.tolist()

@@ -96,6 +96,7 @@ MEASURES = [
     Measure("effective_neurons", "sparsity", "effective_n", "effective number of MLP neurons", -1, True,
             math.log(1.25), ("circuit_formation", "clean_up"), ("scope", "all")),
     Measure("collapse", "metrics", "collapse", "softmax-collapse fraction (float32)", +1, False, 0.05, ()),
+    Measure("llc", "llc", "llc", "local learning coefficient (LLC)", -1, False, 1.0, ("clean_up",), ("kind", "estimate")),
 ]
 BY_KEY = {m.key: m for m in MEASURES}
 
@@ -555,7 +556,7 @@ def phases(run, results, **params) -> pd.DataFrame:
     return find_phases(run.metrics, results, **run_facts(run), **params)
 
 
-@register("phases_leadlag", kind="run", version=1, needs=("weight_norms", "sparsity", "fourier"),
+@register("phases_leadlag", kind="run", version=1, needs=("weight_norms", "sparsity", "fourier", "llc"),
           summary="when each progress measure makes its main change, and how far it leads validation loss",
           params={"acc": 0.99})
 def phases_leadlag(run, results, acc: float = 0.99) -> pd.DataFrame:
