@@ -190,9 +190,9 @@ def transformer_row_loss(data, softmax: str = "softmax") -> Callable:
 
 @register("llc", summary="local learning coefficient (Lau et al. 2023) by SGLD with devinterp; expensive, opt-in",
           version=1, default_steps="few", expensive=True, applies=lambda data: devinterp_missing(),
-          params={"lr": 1e-4, "localization": 100.0, "nbeta": None, "chains": 4, "draws": 200, "burnin": 100,
+          params={"lr": 3e-4, "localization": 100.0, "nbeta": None, "chains": 4, "draws": 200, "burnin": 100,
                   "batch_size": 0, "seed": 0, "rhat_max": 1.1, "softmax": "softmax"})
-def llc(model, data, lr: float = 1e-4, localization: float = 100.0, nbeta: float | None = None, chains: int = 4,
+def llc(model, data, lr: float = 3e-4, localization: float = 100.0, nbeta: float | None = None, chains: int = 4,
         draws: int = 200, burnin: int = 100, batch_size: int = 0, seed: int = 0, rhat_max: float = 1.1,
         softmax: str = "softmax") -> pd.DataFrame:
     """The LLC of the checkpoint's training loss (see the module docstring); ``batch_size`` 0: full batch;
