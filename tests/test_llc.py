@@ -85,6 +85,13 @@ def test_llc_off_a_minimum_warns():
     assert not e.settled and e.rhat > 1.1
 
 
+@needs_devinterp
+def test_llc_with_a_step_far_too_large_says_it_diverged():
+    X, Y, w = regression(4)
+    _, e = estimate(Linear(w), X, Y, lr=10.0, burnin=0, draws=20, chains=2)
+    assert math.isnan(e.llc) and not e.settled and "diverged" in e.warning and e.sgld_lr == 10.0
+
+
 def test_split_rhat_and_drift_on_planted_draws():
     rng = np.random.default_rng(0)
     flat = rng.normal(1.0, 0.3, size=(4, 400))

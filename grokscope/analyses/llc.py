@@ -31,6 +31,8 @@ apply and says how to install it. The model's weights are never changed (devinte
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import math
 import shutil
@@ -91,7 +93,7 @@ def estimate_llc(model: torch.nn.Module, row_loss: Callable[[torch.nn.Module, to
     out_dir = tempfile.mkdtemp(prefix="grokscope-llc-")
     device = str(next(model.parameters()).device)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_chains():
             warnings.simplefilter("ignore")
             samples = sample(model, rows, {}, lr=lr, n_beta=nbeta, param_masks=masks, num_chains=chains,
                              num_draws=draws, batch_size=batch, num_burnin_steps=burnin, num_init_loss_batches=init_batches,
@@ -114,12 +116,13 @@ def estimate_llc(model: torch.nn.Module, row_loss: Callable[[torch.nn.Module, to
     settled = bool(np.isfinite(rhat) and rhat <= rhat_max)
     llc = float(per_chain.mean())
     problems = []
-    if not np.isfinite(trace).all():
-        problems.append("a chain's loss is not finite (lower lr)")
+    finite = bool(np.isfinite(trace).all())
+    if not finite:
+        problems.append("diverged: a chain's loss is not finite (lower lr)")
     if llc < 0:
         problems.append("negative estimate: the chains found lower loss than the checkpoint "
                         "(not a local minimum at this temperature, or lr too large)")
-    if not settled:
+    if not settled and finite:
         problems.append(f"chains not settled (split R-hat {rhat:.3g} > {rhat_max:g}: the halves of the chains sample "
                         f"different losses; more draws or burn-in, or another lr; see the traces)")
     settings = _settings(model, n, nbeta, lr, localization, chains, draws, burnin, batch)
@@ -136,6 +139,23 @@ def estimate_llc(model: torch.nn.Module, row_loss: Callable[[torch.nn.Module, to
         for s, v in enumerate(trace[c]):
             out.append({"kind": "trace", "chain": c, "draw": s - burnin, "loss": float(v)})
     return pd.DataFrame(out)
+
+
+@contextlib.contextmanager
+def _quiet_chains():
+    """devinterp draws a progress bar per chain (``trange`` in its sampler module); silence them for
+    the duration (``grokscope analyze`` has its own progress)."""
+    import devinterp.slt.sampler as sampler
+
+    original = getattr(sampler, "trange", None)
+    if original is None:
+        yield
+        return
+    sampler.trange = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        sampler.trange = original
 
 
 def split_rhat(x: np.ndarray) -> float:
