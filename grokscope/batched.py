@@ -13,8 +13,10 @@ same trajectory as the run trained alone, up to floating-point reassociation.
 What may differ inside one batch: everything in the task (operation, p, fraction, split seed,
 outliers) as long as the number of elements is the same, and the optimiser (lr, weight decay and its
 target, betas, warm-up, batch size, full batch, update noise, Grokfast, seed). What must be shared:
-the model shape and options, the budget, the schedule and the device (``batch_key``). Runs with
-residual dropout or weight noise use hooks on the HookedTransformer forward and train alone.
+the model shape and options, the budget, the schedule, the device, the loss dtype and the softmax
+(softmax or StableMax; ``batch_key``). Runs with residual dropout or weight noise use hooks on the
+HookedTransformer forward and train alone; so do runs with ⊥Grad or Grokfast's MA filter (not written
+for the flat buffer).
 
 Each run writes its own run directory through ``train.RunWriter``, in exactly the format (and resume
 state) of a run trained alone: ``grokscope train --resume`` continues a batched run, and vice versa.
@@ -43,10 +45,13 @@ EVAL_ROWS = 32768  # rows (all runs together) per evaluation chunk
 def batch_key(cfg: RunConfig, n_elements: int) -> tuple | None:
     """Runs with equal keys can train in one batch; None: this run trains alone."""
     tr = cfg.train
-    if tr.resid_dropout > 0 or tr.weight_noise > 0 or tr.compile:
+    if tr.resid_dropout > 0 or tr.weight_noise > 0 or tr.compile or tr.orthograd:
+        return None
+    if tr.grokfast_lambda > 0 and tr.grokfast_filter != "ema":
         return None
     m, s = cfg.model, cfg.schedule
-    return (n_elements, tuple(vars(m).items()), tr.steps, tuple(vars(s).items()), tr.device, tr.loss_dtype)
+    return (n_elements, tuple(vars(m).items()), tr.steps, tuple(vars(s).items()), tr.device, tr.loss_dtype,
+            tr.softmax)
 
 
 # --- the batched forward ------------------------------------------------------------------------------
@@ -161,10 +166,11 @@ class BatchedTrainer:
         keys = {batch_key(c, d.n_elements) for c, d in zip(cfgs, datas)}
         if None in keys or len(keys) != 1:
             raise GrokscopeError("these runs cannot train in one batch (different model, budget, schedule, "
-                                 "number of elements, device or loss dtype, or dropout / weight noise)")
+                                 "number of elements, device, loss dtype or softmax, or dropout / weight noise / ⊥Grad / Grokfast-MA)")
         self.cfgs, self.datas, self.device, K = cfgs, datas, device, len(cfgs)
         self.K = K
         self.loss_dtype = LOSS_DTYPES[cfgs[0].train.loss_dtype]  # one per batch (batch_key)
+        self.softmax = cfgs[0].train.softmax  # one per batch (batch_key)
         models = [build_model(c.model, d.d_vocab, d.n_elements, seed=c.train.seed, device=device)
                   for c, d in zip(cfgs, datas)]
         self.template = models[0]
@@ -256,7 +262,8 @@ class BatchedTrainer:
         x = self.train_tok[self.kidx, self.idx]  # (K, B, 4)
         y = self.train_lab[self.kidx, self.idx]  # (K, B)
         logits = self.logits(x)
-        ce = answer_loss(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), self.loss_dtype, "none").view(K, -1)
+        ce = answer_loss(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), self.loss_dtype, "none",
+                         self.softmax).view(K, -1)
         loss = (ce * self.row_w).sum()
         self.flat.grad = None
         loss.backward()
@@ -300,10 +307,10 @@ class BatchedTrainer:
         for i in range(0, R, chunk):
             tok, lab = self.all_tok[:, i:i + chunk], self.all_lab[:, i:i + chunk]
             logits = self.logits(tok, detach=True).float()
-            ce = answer_loss(logits.reshape(-1, logits.shape[-1]), lab.reshape(-1), self.loss_dtype, "none")
+            ce = answer_loss(logits.reshape(-1, logits.shape[-1]), lab.reshape(-1), self.loss_dtype, "none", self.softmax)
             ce = ce.view(K, -1).double()
             hit = (logits.argmax(-1) == lab).double()
-            gone = collapsed(logits, lab).double()
+            gone = collapsed(logits, lab, self.softmax).double()
             tm, vm = self.train_mask[:, i:i + chunk], self.val_mask[:, i:i + chunk]
             sums[0] += (ce * tm).sum(1)
             sums[1] += (hit * tm).sum(1)

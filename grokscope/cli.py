@@ -21,6 +21,18 @@ from .errors import GrokscopeError, TrainingInterrupted
 DESCRIPTION = ("Train the grokking transformer of Power et al. (2022) as a TransformerLens HookedTransformer, "
                "checkpoint it densely, analyse the checkpoints and report.")
 
+
+def switch(text) -> bool:
+    """A boolean flag's value: ``--orthograd`` alone is true; ``--orthograd false`` (or 0, no, off)."""
+    if isinstance(text, bool):
+        return text
+    value = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
+             "off": False}.get(str(text).lower())
+    if value is None:
+        raise ValueError(text)
+    return value
+
+
 # Flags of `grokscope train` that set a config field: flag -> (section, field, type, help).
 TRAIN_FLAGS = {
     "op": ("task", "op", str, "operation (list them: grokscope ops)"),
@@ -48,7 +60,12 @@ TRAIN_FLAGS = {
     "weight-noise": ("train", "weight_noise", float, "std of Gaussian weight noise in the forward pass"),
     "dropout": ("train", "resid_dropout", float, "residual dropout rate"),
     "grokfast-alpha": ("train", "grokfast_alpha", float, "Grokfast EMA decay (default 0.98)"),
-    "grokfast-lambda": ("train", "grokfast_lambda", float, "Grokfast amplification; 0 = off (Lee et al.: 2)"),
+    "grokfast-lambda": ("train", "grokfast_lambda", float, "Grokfast amplification; 0 = off (Lee et al.: 2 EMA, 5 MA)"),
+    "grokfast-filter": ("train", "grokfast_filter", str, "ema (default) or ma: mean of the last --grokfast-window gradients"),
+    "grokfast-window": ("train", "grokfast_window", int, "Grokfast-MA window (default 100)"),
+    "softmax": ("train", "softmax", str, "softmax (default) or stablemax (Prieto et al. 2025) in the loss"),
+    "orthograd": ("train", "orthograd", switch, "⊥Grad: gradient minus its component along each weight tensor"),
+    "orthograd-rescale": ("train", "orthograd_rescale", switch, "⊥Grad: back to the gradient's norm (default true)"),
     "seed": ("train", "seed", int, "seed of initialisation, batches and noise"),
     "stop-val-acc": ("train", "stop_val_acc", float, "end the run once validation accuracy reaches this (0: off)"),
     "stop-margin": ("train", "stop_margin", float, "with --stop-val-acc reached at step T, train on until T*(1+margin)"),
@@ -79,7 +96,8 @@ def _add_train(sub) -> None:
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the training step: faster steps after a one-time compile (for long runs)")
     for flag, (_, _, typ, help_) in TRAIN_FLAGS.items():
-        p.add_argument(f"--{flag}", type=typ, default=None, help=help_)
+        extra = {"nargs": "?", "const": True, "metavar": "BOOL"} if typ is switch else {}
+        p.add_argument(f"--{flag}", type=typ, default=None, help=help_, **extra)
     p.set_defaults(func=cmd_train)
 
 

@@ -53,7 +53,12 @@ class TrainConfig:
     weight_noise: float = 0.0  # forward/backward at W + s * eps
     resid_dropout: float = 0.0  # dropout on each block's attention and MLP outputs
     grokfast_alpha: float = 0.98
-    grokfast_lambda: float = 0.0  # 0: Grokfast EMA filter off; Lee et al. use 2
+    grokfast_lambda: float = 0.0  # 0: Grokfast off; Lee et al. use 2 (EMA) and 5 (MA)
+    grokfast_filter: str = "ema"  # "ema" (alpha) or "ma": the mean of the last grokfast_window gradients
+    grokfast_window: int = 100  # Grokfast-MA window (Lee et al.'s default 100)
+    softmax: str = "softmax"  # "softmax" or "stablemax" (Prieto et al. 2025) in the loss, training and evaluation
+    orthograd: bool = False  # ⊥Grad: remove from each tensor's gradient its component along the tensor
+    orthograd_rescale: bool = True  # ...then rescale it to the original norm (the authors' optimiser does)
     stop_val_acc: float = 0.0  # > 0: end the run at the first evaluation with val_acc >= this (0: whole budget)
     stop_margin: float = 0.0  # with stop_val_acc reached at step T: train on until step T * (1 + stop_margin)
     loss_dtype: str = "float64"  # log-softmax of the answer logits in float64 (Nanda et al.) or float32
@@ -179,6 +184,11 @@ class RunConfig:
             raise GrokscopeError(f"stop_val_acc must be in [0, 1], got {tr.stop_val_acc}")
         if not tr.stop_margin >= 0:
             raise GrokscopeError(f"stop_margin must not be negative, got {tr.stop_margin}")
+        for key, value, allowed in (("softmax", tr.softmax, SOFTMAXES), ("grokfast_filter", tr.grokfast_filter, GROKFAST_FILTERS)):
+            if value not in allowed:
+                raise GrokscopeError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+        if tr.grokfast_window < 1:
+            raise GrokscopeError(f"grokfast_window must be at least 1, got {tr.grokfast_window}")
         if tr.loss_dtype not in LOSS_DTYPES:
             raise GrokscopeError(f"loss_dtype must be one of {', '.join(LOSS_DTYPES)}, got {tr.loss_dtype!r}")
         if not (0.0 <= tr.resid_dropout < 1.0):
@@ -213,6 +223,8 @@ BIASES = ("trained", "zero")
 NORMS = ("LN", "RMS", "none")
 WD_TARGETS = ("origin", "init")
 LOSS_DTYPES = ("float64", "float32")
+SOFTMAXES = ("softmax", "stablemax")
+GROKFAST_FILTERS = ("ema", "ma")
 # Fields a stored config.json written before the field existed gets instead of today's default, so an
 # old run still means (and resumes as) what it trained with.
 LEGACY_DEFAULTS = {("train", "loss_dtype"): "float32"}

@@ -308,6 +308,21 @@ def check_resume_state(t: dict, step: int, total: int, model, train_names: list[
                 v = t[key]
                 if tuple(v.shape) != tuple(p.shape) or v.dtype != p.dtype or not bool(torch.isfinite(v).all()):
                     raise GrokscopeError(f"{what}: {key} does not match the parameter (shape, dtype) or is not finite")
+        key = f"grokfast_ma.{n}"  # Grokfast-MA's ring of the last gradients: (window, *shape)
+        known.add(key)
+        if key in t:
+            v = t[key]
+            if tuple(v.shape[1:]) != tuple(p.shape) or v.dim() != p.dim() + 1 or v.dtype != p.dtype \
+                    or not bool(torch.isfinite(v).all()):
+                raise GrokscopeError(f"{what}: {key} does not match the parameter (shape, dtype) or is not finite")
+    known.add("grokfast_ma_count")
+    if "grokfast_ma_count" in t:
+        v = t["grokfast_ma_count"]
+        if v.numel() != 1 or v.dtype not in (torch.int64, torch.int32) or int(v.reshape(())) < 0:
+            raise GrokscopeError(f"{what}: grokfast_ma_count is not a count")
+        missing = [n for n in train_names if f"grokfast_ma.{n}" not in t]
+        if missing:
+            raise GrokscopeError(f"{what}: missing grokfast_ma.{missing[0]}")
     extra = sorted(set(t) - known)
     if extra:
         raise GrokscopeError(f"{what}: unexpected tensor {extra[0]}")

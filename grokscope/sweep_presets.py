@@ -33,6 +33,17 @@ def _paper(steps: int, **task) -> dict:
     return {"task": {"p": 97, **task}, "train": {"steps": steps}, "schedule": dict(PAPER_SCHEDULE)}
 
 
+# stability: one task, the loss in float32 (where softmax collapse happens), until 99 % validation
+STABILITY_SMALL = {"task": {"op": "x+y", "p": 31, "frac": 0.4},
+                   "model": {"n_layers": 1, "d_model": 32, "n_heads": 4, "d_mlp": 128, "norm": "none"},
+                   "train": {"steps": 3000, "lr": 5e-3, "full_batch": True, "stop_val_acc": 0.99},
+                   "schedule": {"eval_every": 100, "eval_log_points": 5, "ckpt_every": 1000, "ckpt_log_points": 0,
+                                "state_every": 1000}}
+STABILITY_PAPER = {"task": {"op": "x+y", "p": 113, "frac": 0.3},
+                   "model": {"n_layers": 1, "d_model": 128, "n_heads": 4, "d_mlp": 512, "norm": "none"},
+                   "train": {"steps": 40_000, "full_batch": True, "stop_val_acc": 0.99},
+                   "schedule": {"eval_every": 100, "ckpt_every": 1000, "state_every": 1000}}
+
 SWEEP_PRESETS: dict[str, dict] = {
     "fig1-center": {
         "help": "Figure 1 (center): steps until validation accuracy reaches 99 % vs training fraction, S5 product, "
@@ -85,5 +96,16 @@ SWEEP_PRESETS: dict[str, dict] = {
                   "grid": {"seed": list(range(16))}, "analyses": SHARPNESS},
         "small": {"base": _small(6000), "fixed": {"op": "s4", "frac": 0.7},
                   "grid": {"seed": list(range(16))}, "analyses": SHARPNESS},
+    },
+    "stability": {
+        "help": "Prieto et al. 2025: softmax vs StableMax, with and without their gradient projection (--orthograd) "
+                "and weight decay, float32 loss, on one modular-addition task (Nanda et al.'s x+y mod 113 at 30 %, "
+                "one layer, full batch), budget 4e4; each run ends when validation reaches 99 %",
+        "small_note": "the quick preset's task and model (x+y mod 31 at 40 %, one layer, d_model 32, no LayerNorm, "
+                      "full batch, lr 5e-3, weight decay 0 or 2), budget 3000 steps: 8 runs, a few minutes",
+        "paper": {"base": STABILITY_PAPER, "fixed": {"loss-dtype": "float32"},
+                  "grid": {"weight-decay": [0.0, 1.0], "softmax": ["softmax", "stablemax"], "orthograd": [False, True]}},
+        "small": {"base": STABILITY_SMALL, "fixed": {"loss-dtype": "float32"},
+                  "grid": {"weight-decay": [0.0, 2.0], "softmax": ["softmax", "stablemax"], "orthograd": [False, True]}},
     },
 }

@@ -3,9 +3,10 @@
 One update, top to bottom:
     batch  <- min(512, N/2) training equations without replacement (or all of them: full batch)
     W      <- W + weight_noise * eps                  (forward/backward at the noisy weights)
-    g      <- grad of the answer-token cross-entropy  (residual dropout: hooks on attn_out/mlp_out)
+    g      <- grad of the answer-token cross-entropy  (softmax or StableMax; residual dropout: hooks)
     W      <- the clean weights again
-    g      <- g + lambda * EMA(g)                      (Grokfast, when lambda > 0)
+    g      <- g - (<g,W>/<W,W>) W, per tensor, rescaled    (⊥Grad, with --orthograd)
+    g      <- g + lambda * EMA(g) or lambda * mean(last w g) (Grokfast EMA or MA, when lambda > 0)
     W      <- W - lr * wd * (W - W0)                    (weight decay towards the init, when chosen)
     W      <- AdamW(W, g)                               (weight decay towards the origin inside AdamW)
     W      <- W + lr * update_noise * eps
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .config import RunConfig
+from .config import SOFTMAXES, RunConfig
 from .errors import GrokscopeError, TrainingInterrupted
 from .model import answer_logits, build_model
 from .guard import FolderLock, check_fits, check_resume_state
@@ -82,35 +83,68 @@ def batch_size(cfg: RunConfig, n_train: int) -> int:
 LOSS_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
+def stablemax_s(x: torch.Tensor) -> torch.Tensor:
+    """StableMax's s(x) (Prieto et al. 2025): x + 1 for x >= 0, 1 / (1 - x) for x < 0 (continuous,
+    with slope 1, at 0; positive everywhere). The negative branch sees only x <= 0, so neither branch
+    nor its gradient is ever infinite (torch.where would otherwise pass 0 * inf = nan back at x = 1)."""
+    return torch.where(x >= 0, x + 1, 1 / (1 - x.clamp(max=0)))
+
+
+def log_stablemax(x: torch.Tensor) -> torch.Tensor:
+    """log p_i with p_i = s(x_i) / sum_j s(x_j) over the last axis."""
+    s = stablemax_s(x)
+    return s.log() - s.sum(-1, keepdim=True).log()
+
+
+def answer_logprob(logits: torch.Tensor, y: torch.Tensor, dtype: torch.dtype = torch.float64,
+                   softmax: str = "softmax") -> torch.Tensor:
+    """(N,) log-probability of the answer token under ``softmax`` ("softmax" or "stablemax"), in ``dtype``."""
+    x = logits.to(dtype)
+    lp = torch.log_softmax(x, -1) if softmax == "softmax" else log_stablemax(x)
+    return lp.gather(-1, y[..., None])[..., 0]
+
+
 def answer_loss(logits: torch.Tensor, y: torch.Tensor, dtype: torch.dtype = torch.float64,
-                reduction: str = "mean") -> torch.Tensor:
+                reduction: str = "mean", softmax: str = "softmax") -> torch.Tensor:
     """Cross-entropy of the answer token with the log-softmax computed in ``dtype``.
 
     float64 is the default (Nanda et al. do the same): late in training the float32 log-probability
     of most training answers rounds to exactly 0 ("softmax collapse", Prieto et al. 2025), their
     gradient vanishes, the update follows the few rows left and the loss spikes. The logits come from
-    the float32 model; only the log-softmax and its backward run in ``dtype``."""
-    return F.cross_entropy(logits.to(dtype), y, reduction=reduction)
+    the float32 model; only the log-softmax and its backward run in ``dtype``.
+
+    ``softmax="stablemax"``: -log p_answer with StableMax's p_i = s(x_i) / sum_j s(x_j) (see
+    ``stablemax_s``) instead of softmax's exp, also in ``dtype``. s is increasing, so the argmax, and
+    with it every accuracy, is the same as softmax's; only the loss and its gradient differ."""
+    if softmax == "softmax":
+        return F.cross_entropy(logits.to(dtype), y, reduction=reduction)
+    if softmax != "stablemax":
+        raise GrokscopeError(f"softmax must be one of {', '.join(SOFTMAXES)}, got {softmax!r}")
+    loss = -answer_logprob(logits, y, dtype, softmax)
+    if reduction == "mean":
+        return loss.mean()
+    return loss.sum() if reduction == "sum" else loss
 
 
-def collapsed(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(N,) bool: rows whose float32 log-probability of the answer is exactly 0 (softmax collapse)."""
-    return torch.log_softmax(logits.float(), -1).gather(-1, y[..., None])[..., 0] == 0
+def collapsed(logits: torch.Tensor, y: torch.Tensor, softmax: str = "softmax") -> torch.Tensor:
+    """(N,) bool: rows whose float32 log-probability of the answer is exactly 0 (softmax collapse),
+    under the run's own softmax (StableMax's p_answer rounds to 1 only for enormous logits)."""
+    return answer_logprob(logits, y, torch.float32, softmax) == 0
 
 
 # --- evaluation ---------------------------------------------------------------------------------
 @torch.inference_mode()
 def evaluate(model, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype = torch.float64,
-             with_collapse: bool = False) -> tuple[float, ...]:
-    """Mean cross-entropy (log-softmax in ``dtype``) and accuracy on the whole set; with
-    ``with_collapse`` also the softmax-collapse fraction (share of rows whose float32
-    log-probability of the answer is exactly 0)."""
+             with_collapse: bool = False, softmax: str = "softmax") -> tuple[float, ...]:
+    """Mean cross-entropy (log-softmax, or log-StableMax with ``softmax="stablemax"``, in ``dtype``)
+    and accuracy on the whole set; with ``with_collapse`` also the softmax-collapse fraction (share
+    of rows whose float32 log-probability of the answer is exactly 0)."""
     loss, correct, collapse = 0.0, 0, 0
     for i in range(0, len(y), EVAL_CHUNK):
         logits, yy = answer_logits(model, x[i:i + EVAL_CHUNK]), y[i:i + EVAL_CHUNK]
-        loss += answer_loss(logits, yy, dtype, reduction="sum").item()
+        loss += answer_loss(logits, yy, dtype, reduction="sum", softmax=softmax).item()
         correct += (logits.argmax(-1) == yy).sum().item()
-        collapse += collapsed(logits, yy).sum().item()
+        collapse += collapsed(logits, yy, softmax).sum().item()
     if with_collapse:
         return loss / len(y), correct / len(y), collapse / len(y)
     return loss / len(y), correct / len(y)
@@ -141,6 +175,28 @@ def _compile_failed(e: Exception) -> GrokscopeError:
     return GrokscopeError(f"compile: torch.compile failed ({type(e).__name__}: {first}); train without --compile")
 
 
+# --- gradient transforms ----------------------------------------------------------------------------
+def orthogonalize_(params: list[torch.Tensor], rescale: bool = True, eps: float = 1e-30) -> None:
+    """⊥Grad (Prieto et al. 2025), in place on each ``p.grad``: per parameter tensor,
+    g <- g - (<g, w> / <w, w>) w, which leaves g orthogonal to w (the update no longer scales the
+    weights up along themselves, the "naive loss minimisation" that precedes softmax collapse).
+    ``rescale`` then multiplies the result by ||g|| / ||g_perp||, back to the original gradient's norm,
+    as the authors' released optimiser does (the paper's formula is the projection alone). The dot
+    products run in float64; ``eps`` guards a zero tensor (a zero w leaves g as it is)."""
+    for w in params:
+        g = w.grad
+        if g is None:
+            continue
+        w64, g64 = w.detach().double().reshape(-1), g.double().reshape(-1)
+        ww = torch.dot(w64, w64)
+        if ww <= 0:
+            continue
+        g_perp = g64 - (torch.dot(w64, g64) / ww) * w64
+        if rescale:
+            g_perp = g_perp * (g64.norm() / (g_perp.norm() + eps))
+        g.copy_(g_perp.view_as(g))
+
+
 # --- the trainer -----------------------------------------------------------------------------------
 class Trainer:
     """Holds the model, optimiser and RNG of one run; ``step()`` does one update."""
@@ -160,6 +216,9 @@ class Trainer:
         self.direct_adamw = fused and hasattr(torch, "_fused_adamw_")
         self.gen = torch.Generator(device=device).manual_seed(tr.seed + 1)
         self.ema: list[torch.Tensor] | None = None
+        # Grokfast-MA: a ring of the last ``grokfast_window`` gradients per parameter, and how many came in
+        self.ma: list[torch.Tensor] | None = None
+        self.ma_count = 0
         self.train_x = data.train_x.to(device)
         self.train_y = data.train_y.to(device)
         self.val_x = data.val_x.to(device)
@@ -168,6 +227,7 @@ class Trainer:
         self.hooks = self._dropout_hooks() if tr.resid_dropout > 0 else []
         self.compiled = compiled_answer_logits() if tr.compile and not self.hooks else None
         self.loss_dtype = LOSS_DTYPES[tr.loss_dtype]
+        self.softmax = tr.softmax
         self.step_count = 0
 
     def _dropout_hooks(self):
@@ -208,18 +268,22 @@ class Trainer:
         for p in self.params:  # opt.zero_grad(set_to_none=True), without its per-call bookkeeping
             p.grad = None
         with self.deterministic():
-            answer_loss(self.forward(x), y, self.loss_dtype).backward()
+            answer_loss(self.forward(x), y, self.loss_dtype, softmax=self.softmax).backward()
         with torch.no_grad():
             if clean is not None:
                 for p, c in zip(self.params, clean):
                     p.copy_(c)
-            if tr.grokfast_lambda > 0:
+            if tr.orthograd:
+                orthogonalize_(self.params, rescale=tr.orthograd_rescale)
+            if tr.grokfast_lambda > 0 and tr.grokfast_filter == "ema":
                 grads = [p.grad for p in self.params]
                 if self.ema is None:
                     self.ema = [g.detach().clone() for g in grads]
                 else:
                     torch._foreach_lerp_(self.ema, grads, 1.0 - tr.grokfast_alpha)
                 torch._foreach_add_(grads, self.ema, alpha=tr.grokfast_lambda)
+            elif tr.grokfast_lambda > 0:
+                self._grokfast_ma(tr.grokfast_window, tr.grokfast_lambda)
             if self.init is not None and tr.weight_decay > 0:
                 for p, p0 in zip(self.params, self.init):
                     p.sub_(p - p0, alpha=lr * tr.weight_decay)
@@ -228,6 +292,20 @@ class Trainer:
                 for p in self.params:
                     p.add_(torch.randn(p.shape, generator=self.gen, device=p.device), alpha=lr * tr.update_noise)
         self.step_count += 1
+
+    def _grokfast_ma(self, window: int, lam: float) -> None:
+        """Grokfast-MA (Lee et al. 2024): keep the last ``window`` gradients; once ``window`` have come
+        in, g <- g + lam * (their mean, this one included). Before that the gradient is left as it is
+        (their code's default ``warmup=True``)."""
+        if self.ma is None:
+            self.ma = [torch.zeros((window, *p.shape), dtype=p.dtype, device=p.device) for p in self.params]
+        slot = self.ma_count % window
+        for buf, p in zip(self.ma, self.params):
+            buf[slot].copy_(p.grad)
+        self.ma_count += 1
+        if self.ma_count >= window:
+            for buf, p in zip(self.ma, self.params):
+                p.grad.add_(buf.mean(0), alpha=lam)
 
     @contextlib.contextmanager
     def deterministic(self):
@@ -249,7 +327,8 @@ class Trainer:
         """Run the compiled forward and backward once (on the first training rows; no update, no RNG
         draw), so that compiling happens, or fails, here."""
         with self.deterministic():
-            loss = answer_loss(self.forward(self.train_x[: self.batch]), self.train_y[: self.batch], self.loss_dtype)
+            loss = answer_loss(self.forward(self.train_x[: self.batch]), self.train_y[: self.batch], self.loss_dtype,
+                               softmax=self.softmax)
             try:
                 loss.backward()
             except Exception as e:  # the backward compiles on its first call
@@ -286,8 +365,9 @@ class Trainer:
         self.model.train(not on)
 
     def evaluate(self) -> list[tuple[float, float, float, float, float]]:
-        tl, ta, collapse = evaluate(self.model, self.train_x, self.train_y, self.loss_dtype, with_collapse=True)
-        vl, va = evaluate(self.model, self.val_x, self.val_y, self.loss_dtype)
+        tl, ta, collapse = evaluate(self.model, self.train_x, self.train_y, self.loss_dtype, with_collapse=True,
+                                    softmax=self.softmax)
+        vl, va = evaluate(self.model, self.val_x, self.val_y, self.loss_dtype, softmax=self.softmax)
         return [(tl, ta, vl, va, collapse)]
 
     def lrs(self, step: int) -> list[float]:
@@ -312,6 +392,9 @@ class Trainer:
             out.update({f"grokfast.{n}": e for n, e in zip(self.names, self.ema)})
         if self.init is not None:
             out.update({f"init.{n}": p0 for n, p0 in zip(self.names, self.init)})
+        if self.ma is not None:  # the ring as it lies, and how many gradients came in (where it is)
+            out.update({f"grokfast_ma.{n}": b for n, b in zip(self.names, self.ma)})
+            out["grokfast_ma_count"] = torch.tensor(self.ma_count, dtype=torch.int64)
         out["rng"] = self.gen.get_state()
         return out
 
@@ -328,6 +411,12 @@ class Trainer:
             self.ema = [t[f"grokfast.{n}"].to(self.device) for n in self.names]
         if self.init is not None:
             self.init = [t[f"init.{n}"].to(self.device) for n in self.names]
+        if "grokfast_ma_count" in t:
+            window = self.cfg.train.grokfast_window
+            self.ma = [t[f"grokfast_ma.{n}"].to(self.device).clone() for n in self.names]
+            if any(b.shape[0] != window for b in self.ma):
+                raise GrokscopeError(f"{what}: its Grokfast-MA window is {self.ma[0].shape[0]}, the config's {window}")
+            self.ma_count = int(t["grokfast_ma_count"])
         self.gen.set_state(t["rng"])
         self.step_count = step
 

@@ -71,11 +71,13 @@ def tables(grok: bool = True, element: str = "e") -> RunTables:
     circles = pd.DataFrame([(s, m, k, r, 0.4, np.tanh(s / 1000), 5.0, 0.9, 1.0) for s in STEPS for m in ("embed", "unembed")
                             for r, k in enumerate((3, 1))],
                            columns=["step", "matrix", "freq", "rank", "share", "r2", "angle_err", "aspect", "radius"])
+    llc = pd.DataFrame({"step": [0, 1000, 2000], "kind": "estimate", "llc": [2.0, 90.0, 15.0],
+                        "llc_se": [0.5, 3.0, 1.0], "warning": ["", "chains not settled", ""]})
     flat = pd.DataFrame({"step": [0, 1000, 2000], "train_loss": 1.0, "sharpness_0.001": [1.0, 5.0, 0.5],
                          "hessian_top": [2.0, 40.0, 3.0]})
     results = {"neuron_norms": neuron_norms, "fourier_spectrum": spectrum, "fourier": fourier,
                "fourier_neurons": fneurons, "sparsity": sparsity, "weight_norms": weight_norms, "tsne": tsne,
-               "sharpness": flat, "hessian": flat, "circle_points": circle_points, "circles": circles}
+               "sharpness": flat, "hessian": flat, "circle_points": circle_points, "circles": circles, "llc": llc}
     m = metrics(grok)
     return RunTables("synthetic", m, results, find_phases(m, results), "modular")
 
@@ -263,3 +265,14 @@ def test_custom_operation_name_is_escaped_and_fourier_says_it_does_not_apply(tmp
     text = build_report(run, results=out).read_text()
     assert EVIL not in text and "&lt;script&gt;alert(1)&lt;/script&gt; with p = 5" in text
     assert "does not apply to this task: Fourier analysis needs a cyclic group" in text
+
+
+def test_llc_figure_marks_warned_estimates_and_their_errors():
+    from grokscope.figures import fig_llc
+
+    t = tables()
+    fig = fig_llc(t.results["llc"], t.phases)
+    points = [tr for tr in fig.data if tr.mode == "markers"]
+    assert [list(tr.y) for tr in points] == [[2.0, 15.0], [90.0]]  # clean, then the warned one
+    assert points[1].marker.symbol == "circle-open" and list(points[0].error_y.array) == [0.5, 1.0]
+    assert "no LLC estimates" in fig_llc(t.results["llc"].iloc[0:0]).layout.annotations[0].text

@@ -100,6 +100,7 @@ MEASURES = [
     Measure("unembed_circle_r2", "circles", "r2", "circularity (R²) of the unembedding's key-frequency planes", +1,
             False, 0.1, ("circuit_formation", "clean_up"), ("matrix", "unembed")),
     Measure("collapse", "metrics", "collapse", "softmax-collapse fraction (float32)", +1, False, 0.05, ()),
+    Measure("llc", "llc", "llc", "local learning coefficient (LLC)", -1, False, 1.0, ("clean_up",), ("kind", "estimate")),
 ]
 BY_KEY = {m.key: m for m in MEASURES}
 
@@ -552,14 +553,14 @@ def run_facts(run) -> dict:
     return {"n_answers": int(data.n_elements), "no_fourier": not_cyclic(data)}
 
 
-@register("phases", kind="run", version=2, needs=("weight_norms", "sparsity", "fourier", "circles"),
+@register("phases", kind="run", version=2, needs=("weight_norms", "sparsity", "fourier", "circles", "llc"),
           summary="memorisation, circuit formation, clean-up, grokked: boundaries from the progress measures",
           params=dict(DEFAULTS))
 def phases(run, results, **params) -> pd.DataFrame:
     return find_phases(run.metrics, results, **run_facts(run), **params)
 
 
-@register("phases_leadlag", kind="run", version=1, needs=("weight_norms", "sparsity", "fourier", "circles"),
+@register("phases_leadlag", kind="run", version=1, needs=("weight_norms", "sparsity", "fourier", "circles", "llc"),
           summary="when each progress measure makes its main change, and how far it leads validation loss",
           params={"acc": 0.99})
 def phases_leadlag(run, results, acc: float = 0.99) -> pd.DataFrame:

@@ -20,7 +20,7 @@ from .circles import fig_circles, fig_circularity
 from .common import FIGURES, PHASE_COLOURS, PHASE_LABELS, STEP0, FigureSpec, RunTables, phase_spans
 from .compare import COMPARISONS, fig_compare_accuracy, fig_compare_series, first_step_at
 from .export import export_report_figures, notebook_mode, save_figure
-from .curves import fig_accuracy, fig_flatness, fig_restricted_loss, fig_sparsity, fig_weight_norms
+from .curves import fig_accuracy, fig_flatness, fig_llc, fig_restricted_loss, fig_sparsity, fig_weight_norms
 from .fourier import fig_fourier_neurons, fig_fourier_spectrum, fig_key_frequencies
 from .neurons import fig_neuron_heatmap, fig_neuron_traces
 from .sweep import fig_best_val_vs_frac, fig_sharpness_vs_val, fig_steps_vs_frac, fig_sweep_heatmap, spearman
@@ -43,6 +43,7 @@ SECTIONS = [
     Section("circuits", "Restricted and excluded loss", ("fourier",)),
     Section("tsne", "Figure 3: t-SNE maps and key-frequency circles", ("tsne", "circle_points", "circles")),
     Section("flatness", "Flatness: sharpness and Hessian", ("sharpness", "hessian")),
+    Section("llc", "Local learning coefficient", ("llc",)),
 ]
 
 
@@ -54,7 +55,7 @@ __all__ = [
     "FIGURES", "SECTIONS", "COMPARISONS", "FigureSpec", "RunTables", "Section", "figures_in", "phase_spans",
     "PHASE_COLOURS", "PHASE_LABELS", "STEP0", "fig_accuracy", "fig_weight_norms", "fig_neuron_heatmap",
     "fig_neuron_traces", "fig_sparsity", "fig_fourier_spectrum", "fig_key_frequencies", "fig_fourier_neurons",
-    "fig_restricted_loss", "fig_tsne", "fig_circles", "fig_circularity", "fig_flatness", "fig_compare_accuracy", "fig_compare_series",
+    "fig_restricted_loss", "fig_tsne", "fig_circles", "fig_circularity", "fig_flatness", "fig_llc", "fig_compare_accuracy", "fig_compare_series",
     "first_step_at", "fig_steps_vs_frac", "fig_best_val_vs_frac", "fig_sweep_heatmap", "fig_sharpness_vs_val",
     "spearman",
 ]

@@ -182,3 +182,37 @@ def climbing_note(sharpness: pd.DataFrame | None) -> str:
         return ""
     return ("φ was still rising when the ascent's budget ran out (" + "; ".join(hits)
             + "): a lower bound of the maximum; a larger `budget` gives more")
+
+
+@figure("llc", section="llc", title="Local learning coefficient",
+        caption="The SGLD estimate of the local learning coefficient (devinterp) at the analysed checkpoints, "
+                "with its stated error: it is expected to rise while the network memorises and fall as it "
+                "generalises. Hollow markers: the estimate carries a warning (chains not settled, a negative "
+                "estimate, divergence; see the llc table's warning column). Absolute values depend on the SGLD "
+                "step size and localisation: compare checkpoints of one run, not runs.",
+        needs=("llc",), inputs=lambda t: dict(llc=t.results.get("llc"), phases=t.phases))
+def fig_llc(llc: pd.DataFrame | None, phases: pd.DataFrame | None = None, log_x: bool = True) -> go.Figure:
+    """The ``llc`` table's estimate rows over steps, error bars ``llc_se``, warned estimates hollow."""
+    if llc is None or not len(llc) or "llc" not in llc.columns:
+        return empty("no LLC estimates in this table")
+    est = llc[llc["kind"] == "estimate"] if "kind" in llc.columns else llc
+    est = est.assign(llc=pd.to_numeric(est["llc"], errors="coerce")).dropna(subset=["llc"]).sort_values("step")
+    if not len(est):
+        return empty("no LLC estimates in this table")
+    warned = est["warning"].fillna("").astype(str).str.len() > 0 if "warning" in est.columns else \
+        pd.Series(False, index=est.index)
+    se = pd.to_numeric(est["llc_se"], errors="coerce") if "llc_se" in est.columns else None
+    fig = _rows(1, [""])
+    for mask, name, symbol in ((~warned, "LLC estimate", "circle"), (warned, "LLC estimate (with a warning)",
+                                                                        "circle-open")):
+        part = est[mask]
+        if len(part):
+            fig.add_trace(curve(part["step"], part["llc"], name, "#8e5cc9", mode="markers", log_x=log_x,
+                                marker=dict(symbol=symbol, size=9),
+                                error_y=dict(type="data", array=se[mask].to_numpy(), visible=True)
+                                if se is not None else None))
+    fig.add_trace(curve(est["step"], est["llc"], "LLC", "#8e5cc9", mode="lines", log_x=log_x, showlegend=False,
+                        opacity=0.5))
+    fig.update_yaxes(title_text="λ̂ (LLC)")
+    add_phase_bands(fig, phases, float(est["step"].max()), log_x)
+    return finish(time_axes(fig, log_x), 1, height=380)

@@ -1,0 +1,223 @@
+"""Local learning coefficient (LLC; Lau et al. 2023) at a checkpoint, by SGLD with Timaeus' ``devinterp``.
+
+The estimate (spec section 4), with L_n the training loss (mean answer-token cross-entropy over the n
+training equations), w* the checkpoint's weights and nβ = n / log n (β = 1 / log n) by default:
+
+    λ̂ = nβ · (E_w[L_n(w)] − L_n(w*)),   w ~ exp(−nβ L_n(w) − γ/2 ‖w − w*‖²)   (localised, tempered posterior)
+
+sampled by SGLD (``devinterp.slt.sampling.sample``): per step
+Δw = ε/2 · (−nβ ∇L_m(w) − γ (w − w*)) + N(0, ε), L_m the minibatch loss. E_w is the mean minibatch loss
+over the draws after ``burnin`` steps, every chain; L_n(w*) is devinterp's ``init_loss`` (the mean over
+``init_batches`` minibatches at w*). devinterp's own ``compute_llc`` averages over the burn-in as well;
+its figure is kept as ``llc_all_steps``.
+
+The estimate depends on the step size ε (``lr``), the localisation γ, nβ and the number of draws, and
+means something only when the chains have settled. The table therefore holds, besides the estimate:
+- every setting (``sgld_lr``, ``localization``, ``nbeta``, ``beta``, ``n``, ``chains``, ``draws``,
+  ``burnin``, ``batch_size``, ``n_params``),
+- one row per chain (``kind == "chain"``: its estimate, its mean loss, its drift: the change of its
+  excess loss from the first to the second half of the draws, relative to the mean excess),
+- the loss trace of every chain (``kind == "trace"``: ``chain``, ``draw``, ``loss``),
+- ``warning`` on the estimate row: empty when fine; otherwise why not to trust it (a negative estimate:
+  the chain found lower loss than w*, so w* is not a local minimum at this temperature or ε is too
+  large; chains that have not settled: the split R-hat (``rhat``) of the drawn losses above
+  ``rhat_max``, 1.1 by default; a non-finite loss: ε too large). ``llc_se`` = ``llc_std`` / √chains
+  is the stated error of the estimate (the chains' spread; it does not cover ε's discretisation bias,
+  about +ε·nβ·h/4 relatively for a direction of curvature h, nor γ's pull).
+Calibration guidance is in the README ("Local learning coefficient").
+
+``devinterp`` is an optional extra (``pip install grokscope[llc]``); without it the analysis does not
+apply and says how to install it. The model's weights are never changed (devinterp samples a copy).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import math
+import shutil
+import tempfile
+import warnings
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import GrokscopeError
+from ..model import answer_logits
+from .base import register
+
+INSTALL_HINT = "the LLC needs the devinterp library: pip install 'grokscope[llc]' (or pip install devinterp)"
+
+
+def devinterp_missing() -> str | None:
+    """Why the LLC cannot run here (None: devinterp is importable)."""
+    return None if importlib.util.find_spec("devinterp") is not None else INSTALL_HINT
+
+
+def estimate_llc(model: torch.nn.Module, row_loss: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor], n: int, *,
+                 lr: float, localization: float, nbeta: float | None = None, chains: int = 4, draws: int = 200,
+                 burnin: int = 0, batch_size: int | None = None, init_batches: int = 1, seed: int = 0,
+                 rhat_max: float = 1.1) -> pd.DataFrame:
+    """The LLC of ``model`` at its current weights, for a loss over ``n`` rows.
+
+    ``row_loss(model, rows)`` -> (len(rows),) the loss of each training row (indices ``rows`` into the
+    training set). Generic: the tests use it on planted regression models whose learning coefficient is
+    known. Returns the long table described in the module docstring.
+    """
+    why = devinterp_missing()
+    if why is not None:
+        raise GrokscopeError(why)
+    if n < 2:
+        raise GrokscopeError(f"the LLC needs at least 2 training rows, got {n}")
+    for key, value in (("lr", lr), ("chains", chains), ("draws", draws)):
+        if not value > 0:
+            raise GrokscopeError(f"llc: {key} must be positive, got {value}")
+    if localization < 0 or burnin < 0:
+        raise GrokscopeError("llc: localization and burnin must not be negative")
+    from datasets import Dataset
+    from devinterp.slt.llc import compute_llc
+    from devinterp.slt.sampling import sample
+
+    batch = n if not batch_size else min(int(batch_size), n)
+    nbeta = float(n / math.log(n)) if nbeta is None else float(nbeta)
+    # devinterp samples language models: each "sequence" here is (row index, 0), and the loss of its one
+    # next-token position is the row's own loss, so every reduction devinterp makes is over rows
+    rows = Dataset.from_dict({"input_ids": [[i, 0] for i in range(n)]}).with_format("torch")
+
+    def loss_fn(m, input_ids):
+        return row_loss(m, input_ids[:, 0].long())[:, None]  # (batch, 1)
+
+    masks = {name: None for name, p in model.named_parameters() if p.requires_grad}
+    out_dir = tempfile.mkdtemp(prefix="grokscope-llc-")
+    device = str(next(model.parameters()).device)
+    try:
+        with warnings.catch_warnings(), _quiet_chains():
+            warnings.simplefilter("ignore")
+            samples = sample(model, rows, {}, lr=lr, n_beta=nbeta, param_masks=masks, num_chains=chains,
+                             num_draws=draws, batch_size=batch, num_burnin_steps=burnin, num_init_loss_batches=init_batches,
+                             init_seed=seed, localization=localization, device=device,
+                             output_path=f"{out_dir}/samples.zarr", loss_fn=loss_fn)
+            ds = samples.dataset
+            init_loss = float(ds.init_loss.values.mean())
+            trace = ds.sampling_loss_micro.mean(dim=["batch_sampling", "token_pos"]).values.astype(np.float64)  # (chain, step)
+            devinterp_llc = float(compute_llc(samples)["llc_mean"])
+    except Exception as e:  # devinterp stops a chain whose loss is NaN or infinite
+        if "NaN or Inf" in str(e):
+            return _diverged(model, n, nbeta, lr, localization, chains, draws, burnin, batch, str(e))
+        raise
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    drawn = trace[:, burnin:]  # (chain, draws): the loss at each draw after burn-in
+    per_chain = nbeta * (drawn.mean(1) - init_loss)
+    drifts = [drift(drawn[c] - init_loss) for c in range(drawn.shape[0])]
+    rhat = split_rhat(drawn)
+    settled = bool(np.isfinite(rhat) and rhat <= rhat_max)
+    llc = float(per_chain.mean())
+    problems = []
+    finite = bool(np.isfinite(trace).all())
+    if not finite:
+        problems.append("diverged: a chain's loss is not finite (lower lr)")
+    if llc < 0:
+        problems.append("negative estimate: the chains found lower loss than the checkpoint "
+                        "(not a local minimum at this temperature, or lr too large)")
+    if not settled and finite:
+        problems.append(f"chains not settled (split R-hat {rhat:.3g} > {rhat_max:g}: the halves of the chains sample "
+                        f"different losses; more draws or burn-in, or another lr; see the traces)")
+    settings = _settings(model, n, nbeta, lr, localization, chains, draws, burnin, batch)
+    head = {"kind": "estimate", "chain": -1, "draw": -1, "llc": llc,
+            "llc_std": float(per_chain.std(ddof=1)) if len(per_chain) > 1 else float("nan"),
+            "llc_se": float(per_chain.std(ddof=1) / math.sqrt(len(per_chain))) if len(per_chain) > 1 else float("nan"),
+            "llc_all_steps": devinterp_llc, "init_loss": init_loss, "loss": float(drawn.mean()),
+            "settled": settled, "rhat": rhat, "drift": max(drifts, key=abs), "warning": "; ".join(problems), **settings}
+    out = [head]
+    for c in range(drawn.shape[0]):
+        out.append({"kind": "chain", "chain": c, "draw": -1, "llc": float(per_chain[c]), "init_loss": init_loss,
+                    "loss": float(drawn[c].mean()), "drift": drifts[c]})
+    for c in range(trace.shape[0]):  # every step, burn-in included (draw < 0)
+        for s, v in enumerate(trace[c]):
+            out.append({"kind": "trace", "chain": c, "draw": s - burnin, "loss": float(v)})
+    return pd.DataFrame(out)
+
+
+@contextlib.contextmanager
+def _quiet_chains():
+    """devinterp draws a progress bar per chain (``trange`` in its sampler module); silence them for
+    the duration (``grokscope analyze`` has its own progress)."""
+    import devinterp.slt.sampler as sampler
+
+    original = getattr(sampler, "trange", None)
+    if original is None:
+        yield
+        return
+    sampler.trange = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        sampler.trange = original
+
+
+def split_rhat(x: np.ndarray) -> float:
+    """Split R-hat (Gelman et al., Bayesian Data Analysis, 3rd ed., 11.4) of draws ``x`` (chains, draws):
+    each chain cut in two halves, then sqrt of (pooled variance estimate / mean within-half variance).
+    About 1 when every half samples the same distribution; above 1 when chains disagree or drift."""
+    half = x.shape[1] // 2
+    if half < 2:
+        return float("nan")
+    seqs = np.concatenate([x[:, :half], x[:, x.shape[1] - half:]], 0)  # (2 chains, half)
+    w = seqs.var(1, ddof=1).mean()
+    b = half * seqs.mean(1).var(ddof=1)
+    var = (half - 1) / half * w + b / half
+    return float(math.sqrt(var / w)) if w > 0 else float("nan")
+
+
+def drift(excess: np.ndarray) -> float:
+    """One chain's drift: the change of its mean excess loss from the first to the second half of the
+    draws, relative to the overall mean excess (0: flat)."""
+    h = len(excess) // 2
+    if h < 1:
+        return float("nan")
+    return float((excess[h:].mean() - excess[:h].mean()) / max(abs(float(excess.mean())), 1e-300))
+
+
+def _settings(model, n, nbeta, lr, localization, chains, draws, burnin, batch) -> dict:
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"sgld_lr": float(lr), "localization": float(localization), "nbeta": float(nbeta),
+            "beta": float(nbeta / n), "n": int(n), "chains": int(chains), "draws": int(draws), "burnin": int(burnin),
+            "batch_size": int(batch), "n_params": int(n_params)}
+
+
+def _diverged(model, n, nbeta, lr, localization, chains, draws, burnin, batch, why: str) -> pd.DataFrame:
+    return pd.DataFrame([{"kind": "estimate", "chain": -1, "draw": -1, "llc": float("nan"), "settled": False,
+                          "warning": f"diverged ({why.strip()}); lower lr",
+                          **_settings(model, n, nbeta, lr, localization, chains, draws, burnin, batch)}])
+
+
+def transformer_row_loss(data, softmax: str = "softmax") -> Callable:
+    """Row losses of the run's training set: the answer-token cross-entropy (float64 log-softmax, as
+    training's default loss), of the training labels (outliers included)."""
+    from ..train import answer_loss
+
+    x, y = data.train_x, data.train_y
+
+    def row_loss(model, rows):
+        rows = rows.to(x.device)
+        return answer_loss(answer_logits(model, x[rows]), y[rows], torch.float64, "none", softmax).float()
+
+    return row_loss
+
+
+@register("llc", summary="local learning coefficient (Lau et al. 2023) by SGLD with devinterp; expensive, opt-in",
+          version=1, default_steps="few", expensive=True, applies=lambda data: devinterp_missing(),
+          params={"lr": 3e-4, "localization": 100.0, "nbeta": None, "chains": 4, "draws": 200, "burnin": 100,
+                  "batch_size": 0, "seed": 0, "rhat_max": 1.1, "softmax": "softmax"})
+def llc(model, data, lr: float = 3e-4, localization: float = 100.0, nbeta: float | None = None, chains: int = 4,
+        draws: int = 200, burnin: int = 100, batch_size: int = 0, seed: int = 0, rhat_max: float = 1.1,
+        softmax: str = "softmax") -> pd.DataFrame:
+    """The LLC of the checkpoint's training loss (see the module docstring); ``batch_size`` 0: full batch;
+    ``nbeta`` None: n / log n; ``softmax``: "stablemax" for a StableMax run's own loss."""
+    n = len(data.train_y)
+    return estimate_llc(model, transformer_row_loss(data, softmax), n, lr=lr, localization=localization, nbeta=nbeta,
+                        chains=chains, draws=draws, burnin=burnin, batch_size=batch_size or None, seed=seed,
+                        rhat_max=rhat_max)
