@@ -211,12 +211,13 @@ def test_report_loads_renders_every_figure_and_the_slider_moves_the_map(browser,
     })()""")
     sections = {s["id"]: s for s in page["sections"]}
     expected = {"training": 1, "weights": 1, "neurons": 2, "sparsity": 1, "fourier": 3, "circuits": 1, "tsne": 3,
-                "flatness": 1}
+                "flatness": 1, "llc": 0}
     assert {k: v["figures"] for k, v in sections.items()} == expected
     for sid, s in sections.items():
         assert s["plots"] == s["figures"], f"section {sid}: {s['plots']} of {s['figures']} figures rendered"
         assert all(n > 0 for n in s["traces"]), f"section {sid} has an empty figure"
     assert sections["flatness"]["missing"] == 1  # sharpness was not computed: a line says how
+    assert sections["llc"]["missing"] == 1  # nor the LLC (expensive, opt-in)
     assert "Grokked" in page["header"] and "circuit formation from step" in page["header"]
 
     save(browser, tmp_path, "report-full.png")
