@@ -64,10 +64,11 @@ def test_final_key_frequencies_are_fixed_over_the_run(grokked_run, tmp_path):
     f = tables["fourier"]
     import json
     params = json.loads((out / "fourier.json").read_text())["params"]
-    assert params["key_step"] == grokked_run.steps[-1]
+    assert fo.final_key_freqs(grokked_run, params)[1] == grokked_run.steps[-1]
     # the keys are the last checkpoint's own, by the gap rule, for every row
     last = fo.fourier(grokked_run.model_at(grokked_run.steps[-1]), grokked_run.data)
     assert params["key_freqs"] == last["key_freqs"] and set(f.key_freqs) == {last["key_freqs"]}
+    assert params["key_step"] is None  # not in the cache key: a growing run with the same keys keeps its rows
     assert (f.n_key == last["n_key"]).all() and last["key_gap"] >= fo.CLEAR_GAP
     # an explicit key_step takes that checkpoint's keys; one without a checkpoint is one clear error
     mid = grokked_run.steps[len(grokked_run.steps) // 2]
@@ -75,6 +76,7 @@ def test_final_key_frequencies_are_fixed_over_the_run(grokked_run, tmp_path):
                                                "n_key": None})
     assert again["key_step"] == mid
     assert again["key_freqs"] == fo.fourier(grokked_run.model_at(mid), grokked_run.data)["key_freqs"]
+    assert fo.final_key_freqs(grokked_run, again | {"key_freqs": "final"})[1] == mid
     with pytest.raises(GrokscopeError, match="has no checkpoint"):
         fo.resolve_key_freqs(grokked_run, {"key_freqs": "final", "key_step": 7, "key_from": "unembed", "n_key": None})
 
@@ -87,9 +89,9 @@ def test_a_truncated_last_checkpoint_is_skipped(grokked_run, tmp_path):
     last, before = grokked_run.steps[-1], grokked_run.steps[-2]
     path = copy / "ckpt" / f"step_{last:08d}.safetensors"
     path.write_bytes(path.read_bytes()[:100])
-    got = fo.resolve_key_freqs(Run(copy), {"key_freqs": "final", "key_step": None, "key_from": "unembed",
-                                           "n_key": None})
-    assert got["key_step"] == before
-    assert got["key_freqs"] == fo.fourier(grokked_run.model_at(before), grokked_run.data)["key_freqs"]
+    keys, step = fo.final_key_freqs(Run(copy), {"key_freqs": "final", "key_step": None, "key_from": "unembed",
+                                               "n_key": None})
+    assert step == before
+    assert ",".join(map(str, keys)) == fo.fourier(grokked_run.model_at(before), grokked_run.data)["key_freqs"]
     with pytest.raises(GrokscopeError, match="cannot read the key frequencies' checkpoint"):
         fo.resolve_key_freqs(Run(copy), {"key_freqs": "final", "key_step": last, "key_from": "unembed", "n_key": None})

@@ -395,37 +395,44 @@ def _key_matrix(path, tokens: torch.Tensor, key_from: str) -> torch.Tensor:
         raise GrokscopeError(f"fourier: cannot read the key frequencies' checkpoint {path}: {first}") from None
 
 
-def resolve_key_freqs(run, params: dict) -> dict:
-    """``key_freqs="final"`` (the default): the key frequencies of the run's last checkpoint (or of
-    ``key_step``), fixed for every checkpoint as Nanda et al. did, so that restricted and excluded loss
-    over time measure one set of terms. Returns the params with ``key_freqs`` spelled out ("14,35,41")
-    and ``key_step`` the checkpoint they came from: the cache recomputes when either changes."""
-    if params.get("key_freqs") != "final":
-        return params
+def final_key_freqs(run, params: dict) -> tuple[list[int], int] | None:
+    """(key frequencies, the checkpoint they came from) for ``key_freqs="final"``: those of the run's last
+    readable checkpoint (a truncated one is skipped, as analyze skips it), or of ``key_step``, counted
+    by the gap rule (or ``n_key``) in the ``key_from`` spectrum; None when no checkpoint can be read."""
     steps = run.steps
     if not steps:
-        return params
+        return None
     step = params.get("key_step")
-    if step in (None, "final", -1):  # the last checkpoint that can be read (a truncated one is skipped,
-        candidates = steps[::-1]    # as analyze skips it)
+    if step in (None, "final", -1):
+        candidates = steps[::-1]
     else:
         if int(step) not in steps:
             raise GrokscopeError(f"fourier: key_step {step} has no checkpoint")
         candidates = [int(step)]
     tokens = cyclic_tokens(run.data)
-    W = None
     for step in candidates:
         try:
             W = _key_matrix(run.checkpoint_path(step), tokens, params.get("key_from", "unembed"))
-            break
         except GrokscopeError:
             if len(candidates) == 1:
                 raise
-    if W is None:  # no readable checkpoint: each checkpoint its own keys (analyze says none can be read)
+            continue
+        basis, freqs = fourier_basis(len(tokens))
+        return key_frequencies(frequency_norms(W, basis, freqs), params.get("n_key")), step
+    return None
+
+
+def resolve_key_freqs(run, params: dict) -> dict:
+    """``key_freqs="final"`` (the default): the key frequencies of the run's last checkpoint (or of
+    ``key_step``), fixed for every checkpoint as Nanda et al. did, so that restricted and excluded loss
+    over time measure one set of terms. Returns the params with ``key_freqs`` spelled out ("14,35,41"):
+    the cache recomputes when the keys change, and only then (a growing run whose last checkpoint
+    has the same keys keeps its rows). Without a readable checkpoint the params are returned as they
+    are (each checkpoint then uses its own keys; analyze says none can be read)."""
+    if params.get("key_freqs") != "final":
         return params
-    basis, freqs = fourier_basis(len(tokens))
-    keys = key_frequencies(frequency_norms(W, basis, freqs), params.get("n_key"))
-    return {**params, "key_freqs": ",".join(map(str, keys)), "key_step": step}
+    found = final_key_freqs(run, params)
+    return params if found is None else {**params, "key_freqs": ",".join(map(str, found[0]))}
 
 
 @register("fourier", summary="key frequencies, Fourier Gini, neuron frequencies, restricted/excluded loss",
@@ -442,8 +449,8 @@ def fourier(model, data, n_key: int | None = None, key_freqs="own", key_step=Non
     uses) or "embed", whose spectrum picks the key frequencies.
     ``key_freqs``: fixed key frequencies (list or "3,7,12"); "own": this checkpoint's (as many as the
     gap rule or ``n_key`` says); "final": over a run, ``analyze`` replaces it by the last checkpoint's
-    (``resolve_key_freqs``; called on one model it means "own"). ``key_step``: the checkpoint the
-    fixed keys came from (recorded, not used here). ``layer``: the MLP layer of the neuron measures (the losses use the
+    (``resolve_key_freqs``; called on one model it means "own"). ``key_step``: the checkpoint "final"
+    takes its keys from (default the last; not used here). ``layer``: the MLP layer of the neuron measures (the losses use the
     last layer). ``key_gap``: the factor between the last key frequency's energy and the next one's
     in this checkpoint's own ``key_from`` spectrum (>= 2: clear key frequencies).
     """
