@@ -381,7 +381,7 @@ def find_phases(metrics: pd.DataFrame, results: dict[str, pd.DataFrame] | None =
                                         f"(last {fmt(None, at(vloss, last))} at step {last}; best validation accuracy "
                                         f"{pct(val.max())} at step {best})"))
         rows.append(_absent("grokked", f"validation accuracy never reached {pct(acc)}" if t_grok is None else
-                            f"validation loss is not below chance for good"))
+                            "validation loss is not below chance for good"))
         return _table(rows, COLUMNS)
 
     # clean-up: until the markers have done `done` of their change and validation accuracy >= acc
