@@ -6,7 +6,7 @@ Checkpoint analyses first: each checkpoint that some chosen analysis has not don
 (``run.model_at``) and handed to every analysis that needs it; a checkpoint that is missing, truncated
 or unreadable is skipped with one warning line. Then the run analyses (phases), from the metrics and
 the tables. Tables are written every ``FLUSH_S`` seconds and at the end, so an interrupted analysis
-keeps what it did. Also the ``grokscope analyze`` and ``grokscope analyses`` sub-commands.
+keeps what it did. (The ``grokscope analyze`` sub-command is in cli.py.)
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .analyses import REGISTRY, Analysis, get_analysis
-from .errors import GrokscopeError
+from .errors import GrokscopeError, did_you_mean
 from .results import ResultStore, default_out_dir, load_results
 from .guard import FolderLock
 from .run import Run, fingerprint, is_run_dir
@@ -79,8 +79,6 @@ def select(only: str | Iterable[str] | None, data) -> list[Analysis]:
 
 
 def resolve_params(chosen: list[Analysis], params: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
-    import difflib
-
     given = dict(params or {})
     for name, values in given.items():
         a = get_analysis(name)
@@ -88,9 +86,7 @@ def resolve_params(chosen: list[Analysis], params: dict[str, dict[str, Any]] | N
             raise GrokscopeError(f"params for {name!r} must be a dict of keyword arguments")
         for key in values:
             if key not in a.params:
-                close = difflib.get_close_matches(key, a.params, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise GrokscopeError(f"analysis {name!r} has no parameter {key!r}{hint} "
+                raise GrokscopeError(f"analysis {name!r} has no parameter {key!r}{did_you_mean(key, a.params)} "
                                      f"(it has: {', '.join(a.params) or 'none'})")
     return {a.name: {**a.params, **given.get(a.name, {})} for a in chosen}
 
@@ -253,8 +249,6 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
 
 def _analyze(run: Run, data, chosen: list[Analysis], all_params: dict, store: ResultStore,
              steps: Iterable[int] | None, every: int | None, progress: bool) -> dict[str, pd.DataFrame]:
-    from .progress import tqdm  # one output per bar in a notebook
-
     if store.check_owner(run):
         warn(f"{store.folder} held the results of an earlier run that no longer exists; they are replaced")
     available = run.steps
@@ -266,9 +260,22 @@ def _analyze(run: Run, data, chosen: list[Analysis], all_params: dict, store: Re
     record = provenance("cpu")  # versions and machine, in each sidecar this call writes
     for p in pending:
         p.provenance = record
+    _plan(run, store, pending, available, asked, few_default=steps is None)
+    _checkpoint_analyses(run, data, pending, progress)
+    tables = {p.a.name: p.table() for p in pending}
+    for a in chosen:
+        if a.kind == "run":
+            tables[a.name] = _run_analysis(run, a, all_params[a.name], store, tables, record)
+    return tables
+
+
+def _plan(run: Run, store: ResultStore, pending: list[_Pending], available: list[int], asked: list[int],
+          few_default: bool) -> None:
+    """Each pending analysis's ``todo``: the steps asked for, or (``default_steps`` "few" or "slider",
+    no steps given) a handful around the phase boundaries; less what the cache already holds."""
     few: dict[int, list[int]] = {}
     for p in pending:
-        if p.a.default_steps in ("few", "slider") and steps is None:
+        if p.a.default_steps in ("few", "slider") and few_default:
             n_log = SLIDER_LOG_STEPS if p.a.default_steps == "slider" else FEW_LOG_STEPS
             if not few:
                 few[-1] = _boundaries(run, store)
@@ -278,6 +285,13 @@ def _analyze(run: Run, data, chosen: list[Analysis], all_params: dict, store: Re
         else:
             want = asked
         p.todo = {s for s in want if s not in p.done}
+
+
+def _checkpoint_analyses(run: Run, data, pending: list[_Pending], progress: bool) -> None:
+    """Load each checkpoint some analysis still needs once and hand it to them; tables flushed every
+    ``FLUSH_S`` seconds and at the end (nothing written when no checkpoint could be read)."""
+    from .progress import tqdm  # one output per bar in a notebook
+
     todo = sorted({s for p in pending for s in p.todo})
     last_flush = time.monotonic()
     skipped: list[str] = []
@@ -305,66 +319,22 @@ def _analyze(run: Run, data, chosen: list[Analysis], all_params: dict, store: Re
                     p.flush()
                 last_flush = time.monotonic()
     finally:
-        if todo and not ok:  # nothing could be read: write nothing, say why
-            pending = []
-        for p in pending:
+        for p in pending if ok or not todo else ():  # nothing could be read: write nothing, say why
             p.flush()
     if todo and not ok:
         raise GrokscopeError(f"none of the {len(todo)} checkpoints to analyse could be read; the last: {skipped[-1]}")
-    tables = {p.a.name: p.table() for p in pending}
-    for a in chosen:
-        if a.kind == "run":
-            results = _inputs(store, a, tables, run.run_id)
-            table = _as_table(a.fn(run, results, **all_params[a.name]), a.name)
-            store.write(a.name, table, {"analysis": a.name, "kind": a.kind, "version": a.version,
-                                        "params": all_params[a.name], "inputs": sorted(results),
-                                        "steps": [int(s) for s in table["step"].dropna()] if "step" in table else [],
-                                        "run": str(run.path.resolve()), "run_id": run.run_id, "provenance": record})
-            tables[a.name] = store.table(a.name)
-    return tables
 
 
-# --- the CLI ---------------------------------------------------------------------------------------
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(float(s)) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise GrokscopeError(f"--steps takes step numbers separated by commas, got {text!r}") from None
+def _run_analysis(run: Run, a: Analysis, params: dict, store: ResultStore, tables: dict[str, pd.DataFrame],
+                  record: dict) -> pd.DataFrame:
+    """A run analysis (phases) over the metrics and this run's tables; written, and read back."""
+    results = _inputs(store, a, tables, run.run_id)
+    table = _as_table(a.fn(run, results, **params), a.name)
+    store.write(a.name, table, {"analysis": a.name, "kind": a.kind, "version": a.version, "params": params,
+                                "inputs": sorted(results),
+                                "steps": [int(s) for s in table["step"].dropna()] if "step" in table else [],
+                                "run": str(run.path.resolve()), "run_id": run.run_id, "provenance": record})
+    return store.table(a.name)
 
 
-def cmd_analyze(args) -> int:
-    steps = _int_list(args.steps) if args.steps is not None else None
-    if args.only is not None:
-        for name in (n.strip() for n in args.only.split(",")):
-            if name:
-                get_analysis(name)
-    run = open_run(args.ckpt_dir)
-    out = Path(args.out) if args.out else default_out_dir(run.path)
-    tables = analyze(run, only=args.only, steps=steps, every=args.every, out=out, progress=not args.no_progress)
-    for name, table in tables.items():
-        n = table["step"].nunique() if "step" in table.columns else 0
-        print(f"grokscope: {name}: {len(table)} rows, {n} steps -> {out / (name + '.csv')}")
-    if "phases" in tables:
-        for text in tables["phases"]["description"]:
-            print(f"  {text}")
-    from .report import build_report
-
-    print(f"grokscope: report -> {build_report(run, results=out)}")
-    return 0
-
-
-def add_parsers(sub) -> None:
-    p = sub.add_parser("analyze", help="analyse a run's checkpoints into analyses/<run>/",
-                       description="Run the registered analyses over a run's checkpoints. Results are "
-                                   "cached per checkpoint: run it again as the run grows.")
-    p.add_argument("--ckpt-dir", required=True, metavar="DIR", help="the run directory (checkpoints/<run>)")
-    p.add_argument("--only", metavar="A,B", help="analyses to run, from: " + ", ".join(REGISTRY)
-                   + " (default: all but the expensive ones)")
-    p.add_argument("--every", type=int, metavar="N", help="only checkpoints whose step is a multiple of N (and the last)")
-    p.add_argument("--steps", metavar="S1,S2", help="only these checkpoint steps")
-    p.add_argument("--out", metavar="DIR", help="results folder (default: analyses/<run dir name>, beside the run's checkpoints/ folder)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_analyze)
-
-
-__all__ = ["analyze", "load_results", "add_parsers", "select", "choose_steps", "few_steps"]
+__all__ = ["analyze", "load_results", "select", "choose_steps", "few_steps"]

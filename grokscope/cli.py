@@ -1,87 +1,57 @@
-"""The grokscope command: a thin shell that builds one config and calls the API.
+"""The grokscope command: the only argparse in the package, a thin shell that builds one config (or
+names a run, a results folder, a sweep) and calls the API, one call per sub-command.
 
-Each sub-command's choices come from the registries (operations, variants, presets, analyses).
-A GrokscopeError (bad input) prints one line and exits with code 2.
+The train flags and the sweep axes come from the config schema (``config.flags``: each field's flag,
+help and checks declared once beside its default); the other choices come from the registries
+(operations, variants, presets, analyses, sweep presets). A GrokscopeError (bad input) prints one line
+and exits with code 2.
 
-Fast by construction: listing the operations, variants, presets and analyses and printing --help
-import neither torch nor TransformerLens. The sub-commands defined in other modules (analyze, report,
-sweep, ...) are imported only when one of them is run; ``LAZY_COMMANDS`` names their modules and
-one-line help (a test checks it against the modules).
+Fast by construction: a sub-command's parser is built only when that sub-command is run (the others
+get only their help line), and what it calls is imported only then, so listing the operations,
+variants, presets and analyses and printing --help import neither torch nor TransformerLens.
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 from pathlib import Path
 
-from .config import PRESET_HELP, PRESETS, VARIANT_HELP, VARIANTS, RunConfig, apply_variant, preset
+from .config import (PRESET_HELP, PRESETS, VARIANT_HELP, VARIANTS, Field, RunConfig, axes, flags, parse_values, preset,
+                     set_flags, switch)
 from .errors import GrokscopeError, TrainingInterrupted
 
 DESCRIPTION = ("Train the grokking transformer of Power et al. (2022) as a TransformerLens HookedTransformer, "
                "checkpoint it densely, analyse the checkpoints and report.")
 
-
-def switch(text) -> bool:
-    """A boolean flag's value: ``--orthograd`` alone is true; ``--orthograd false`` (or 0, no, off)."""
-    if isinstance(text, bool):
-        return text
-    value = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
-             "off": False}.get(str(text).lower())
-    if value is None:
-        raise ValueError(text)
-    return value
+# The old view of the schema that sweep.py reads (flag -> (section, field, type, help)), until the sweep
+# package reads ``config.axes`` itself.
+TRAIN_FLAGS = {flag: (f.section, f.name, switch if f.type is bool else f.type, f.help) for flag, f in axes().items()}
 
 
-# Flags of `grokscope train` that set a config field: flag -> (section, field, type, help).
-TRAIN_FLAGS = {
-    "op": ("task", "op", str, "operation (list them: grokscope ops)"),
-    "p": ("task", "p", int, "modulus / prime p (default 97)"),
-    "frac": ("task", "frac", float, "training fraction, in (0, 1)"),
-    "split-seed": ("task", "seed", int, "seed of the split and outliers (default: --seed)"),
-    "outliers": ("task", "outliers", int, "k training equations with a wrong answer (appendix A.4)"),
-    "n-layers": ("model", "n_layers", int, "transformer blocks (default 2)"),
-    "d-model": ("model", "d_model", int, "width (default 128)"),
-    "n-heads": ("model", "n_heads", int, "attention heads (default 4)"),
-    "d-mlp": ("model", "d_mlp", int, "MLP width (default 512)"),
-    "act-fn": ("model", "act_fn", str, "relu, gelu, gelu_new, silu"),
-    "pos-embed": ("model", "pos_embed", str, "learned or sinusoidal (fixed)"),
-    "biases": ("model", "biases", str, "trained or zero (frozen at zero)"),
-    "norm": ("model", "norm", str, "LN, RMS or none"),
-    "steps": ("train", "steps", int, "optimisation budget (default 1e5)"),
-    "lr": ("train", "lr", float, "learning rate (default 1e-3)"),
-    "weight-decay": ("train", "weight_decay", float, "decoupled weight decay (default 1)"),
-    "wd-target": ("train", "wd_target", str, "origin or init"),
-    "beta1": ("train", "beta1", float, "Adam beta1 (default 0.9)"),
-    "beta2": ("train", "beta2", float, "Adam beta2 (default 0.98)"),
-    "warmup": ("train", "warmup", int, "linear warm-up updates (default 10)"),
-    "batch-size": ("train", "batch_size", int, "minibatch (default min(512, half the training set))"),
-    "update-noise": ("train", "update_noise", float, "Gaussian noise on the update, times lr"),
-    "weight-noise": ("train", "weight_noise", float, "std of Gaussian weight noise in the forward pass"),
-    "dropout": ("train", "resid_dropout", float, "residual dropout rate"),
-    "grokfast-alpha": ("train", "grokfast_alpha", float, "Grokfast EMA decay (default 0.98)"),
-    "grokfast-lambda": ("train", "grokfast_lambda", float, "Grokfast amplification; 0 = off (Lee et al.: 2 EMA, 5 MA)"),
-    "grokfast-filter": ("train", "grokfast_filter", str, "ema (default) or ma: mean of the last --grokfast-window gradients"),
-    "grokfast-window": ("train", "grokfast_window", int, "Grokfast-MA window (default 100)"),
-    "softmax": ("train", "softmax", str, "softmax (default) or stablemax (Prieto et al. 2025) in the loss"),
-    "orthograd": ("train", "orthograd", switch, "⊥Grad: gradient minus its component along each weight tensor"),
-    "orthograd-rescale": ("train", "orthograd_rescale", switch, "⊥Grad: back to the gradient's norm (default true)"),
-    "seed": ("train", "seed", int, "seed of initialisation, batches and noise"),
-    "stop-val-acc": ("train", "stop_val_acc", float, "end the run once validation accuracy reaches this (0: off)"),
-    "stop-margin": ("train", "stop_margin", float, "with --stop-val-acc reached at step T, train on until T*(1+margin)"),
-    "loss-dtype": ("train", "loss_dtype", str, "float64 (default; Nanda et al.) or float32 log-softmax of the loss"),
-    "device": ("train", "device", str, "auto (CUDA when present), cpu, cuda"),
-    "eval-every": ("schedule", "eval_every", int, "metrics every N steps (plus log-spaced early steps)"),
-    "eval-log-points": ("schedule", "eval_log_points", int, "log-spaced early evaluations (default 20)"),
-    "ckpt-every": ("schedule", "ckpt_every", int, "checkpoint every N steps (plus log-spaced early steps)"),
-    "ckpt-log-points": ("schedule", "ckpt_log_points", int, "log-spaced early checkpoints (default 30)"),
-    "state-every": ("schedule", "state_every", int, "save the resume state every N steps"),
-}
+def _dest(flag: str) -> str:
+    return flag.replace("-", "_")
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a run (or continue one with --resume)",
-                       description="Train the paper's transformer on a binary-operation table.")
+def _report_line(path: Path) -> str:
+    return f"grokscope: report -> {path} ({path.stat().st_size / 1e6:.1f} MB)"
+
+
+# --- train ------------------------------------------------------------------------------------------------
+def _add_field(p: argparse.ArgumentParser, f: Field) -> None:
+    """A config field's flag, as the schema declares it."""
+    if f.option.switch:
+        p.add_argument(f"--{f.flag}", action="store_true", default=None, help=f.help.replace("%", "%%"))
+    elif f.type is bool:
+        p.add_argument(f"--{f.flag}", type=switch, nargs="?", const=True, metavar="BOOL", default=None,
+                       help=f.help.replace("%", "%%"))
+    else:
+        p.add_argument(f"--{f.flag}", type=f.type, default=None, help=f.help.replace("%", "%%"))
+
+
+def _add_train(sub, help_: str) -> None:
+    p = sub.add_parser("train", help=help_, description="Train the paper's transformer on a binary-operation table.")
     # argparse %-formats help strings: the presets' "50 %" must reach it as "%%"
     p.add_argument("--preset", help="; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()).replace("%", "%%"),
                    metavar="NAME")
@@ -89,38 +59,25 @@ def _add_train(sub) -> None:
     p.add_argument("--variant", metavar="NAME",
                    help=("Figure 2 (left) optimiser variant: " + "; ".join(f"{k} ({v})" for k, v in VARIANT_HELP.items()))
                    .replace("%", "%%"))
-    p.add_argument("--full-batch", action="store_true", default=None, help="exact gradient on the whole training set")
+    fields = flags()
+    _add_field(p, fields["full-batch"])
     p.add_argument("--out", metavar="DIR", help="run directory (default checkpoints/<op>_p<p>_f<frac>_s<seed>, e.g. checkpoints/xdivy_p97_f0.5_s0)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (with --steps: a new budget)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile the training step: faster steps after a one-time compile (for long runs)")
-    for flag, (_, _, typ, help_) in TRAIN_FLAGS.items():
-        extra = {"nargs": "?", "const": True, "metavar": "BOOL"} if typ is switch else {}
-        p.add_argument(f"--{flag}", type=typ, default=None, help=help_, **extra)
+    _add_field(p, fields["compile"])
+    for f in axes().values():
+        _add_field(p, f)
     p.set_defaults(func=cmd_train)
 
 
 def build_config(args) -> RunConfig:
-    """Defaults <- --preset <- --config <- --variant <- the other flags."""
+    """Defaults <- --preset <- --config <- --variant <- the other flags (--seed also sets the split seed,
+    unless --split-seed or --config is given)."""
     cfg = preset(args.preset) if args.preset else RunConfig()
     if args.config:
         cfg.update(RunConfig.load(args.config).to_dict())
-    if args.variant:
-        apply_variant(cfg, args.variant)
-    explicit_split_seed = False
-    for flag, (section, field, _, _) in TRAIN_FLAGS.items():
-        value = getattr(args, flag.replace("-", "_"))
-        if value is not None:
-            cfg.update({section: {field: value}})
-            explicit_split_seed |= flag == "split-seed"
-    if args.seed is not None and not explicit_split_seed and not args.config:
-        cfg.task.seed = args.seed
-    if args.full_batch:
-        cfg.train.full_batch = True
-    if args.compile:
-        cfg.train.compile = True
-    return cfg.validate()
+    values = {"variant": args.variant, **{flag: getattr(args, _dest(flag)) for flag in flags()}}
+    return set_flags(cfg, values, seed_sets_split=not args.config).validate()
 
 
 def cmd_train(args) -> int:
@@ -128,8 +85,8 @@ def cmd_train(args) -> int:
     from .train import train
 
     if args.resume:
-        fixed = [f for f in ("preset", "config", "variant", "out", "compile") if getattr(args, f)]
-        fixed += [f for f in TRAIN_FLAGS if f != "steps" and getattr(args, f.replace("-", "_")) is not None]
+        fixed = [f for f in ("preset", "config", "variant", "out") if getattr(args, f)]
+        fixed += [f for f in flags() if f != "steps" and getattr(args, _dest(f)) is not None]
         if fixed:
             raise GrokscopeError(f"--resume continues a run with its own config; drop --{', --'.join(fixed)}")
     try:
@@ -149,6 +106,7 @@ def cmd_train(args) -> int:
     return 0
 
 
+# --- listings -------------------------------------------------------------------------------------------
 def cmd_ops(args) -> int:
     from .tasks import OPERATIONS
 
@@ -171,6 +129,193 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def cmd_sweeps(args) -> int:
+    from .sweep import SWEEP_PRESETS
+
+    for name, p in SWEEP_PRESETS.items():
+        print(f"{name:<11}  {p['help']}")
+        print(f"{'':<11}  --scale small: {p['small_note']}")
+    return 0
+
+
+def _listing(func):
+    def add(sub, help_: str) -> None:
+        sub.add_parser(func.__name__[4:], help=help_).set_defaults(func=func)
+
+    return add
+
+
+# --- analyze and report ---------------------------------------------------------------------------------
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(float(s)) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise GrokscopeError(f"--steps takes step numbers separated by commas, got {text!r}") from None
+
+
+def _add_analyze(sub, help_: str) -> None:
+    p = sub.add_parser("analyze", help=help_,
+                       description="Run the registered analyses over a run's checkpoints. Results are "
+                                   "cached per checkpoint: run it again as the run grows.")
+    p.add_argument("--ckpt-dir", required=True, metavar="DIR", help="the run directory (checkpoints/<run>)")
+    p.add_argument("--only", metavar="A,B", help="analyses to run, from: " + ", ".join(a["name"] for a in analysis_catalog())
+                   + " (default: all but the expensive ones)")
+    p.add_argument("--every", type=int, metavar="N", help="only checkpoints whose step is a multiple of N (and the last)")
+    p.add_argument("--steps", metavar="S1,S2", help="only these checkpoint steps")
+    p.add_argument("--out", metavar="DIR", help="results folder (default: analyses/<run dir name>, beside the run's checkpoints/ folder)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_analyze)
+
+
+def cmd_analyze(args) -> int:
+    """analyze, then the report of what is stored (the CLI composes the two; analyze knows no report)."""
+    from .analyses import get_analysis
+    from .analyze import analyze, open_run
+    from .report import build_report
+    from .results import default_out_dir
+
+    steps = _int_list(args.steps) if args.steps is not None else None
+    for name in (args.only or "").split(","):  # a misspelt analysis fails before the run is opened
+        if name.strip():
+            get_analysis(name.strip())
+    run = open_run(args.ckpt_dir)
+    out = Path(args.out) if args.out else default_out_dir(run.path)
+    tables = analyze(run, only=args.only, steps=steps, every=args.every, out=out, progress=not args.no_progress)
+    for name, table in tables.items():
+        n = table["step"].nunique() if "step" in table.columns else 0
+        print(f"grokscope: {name}: {len(table)} rows, {n} steps -> {out / (name + '.csv')}")
+    if "phases" in tables:
+        for text in tables["phases"]["description"]:
+            print(f"  {text}")
+    print(f"grokscope: report -> {build_report(run, results=out)}")
+    return 0
+
+
+def _add_report(sub, help_: str) -> None:
+    p = sub.add_parser("report", help=help_,
+                       description="Draw one self-contained HTML page from a run's metrics and stored analysis "
+                                   "tables (nothing is recomputed).")
+    p.add_argument("source", nargs="?", metavar="RUN_OR_RESULTS",
+                   help="a run directory (checkpoints/<run>) or its results folder (analyses/<run>)")
+    p.add_argument("--compare", nargs="+", metavar="RUN", help="overlay the curves of these runs on one page")
+    p.add_argument("--results", metavar="DIR", help="the results folder, when it is not analyses/<run dir name>")
+    p.add_argument("--out", metavar="FILE", help="the HTML file (default <results folder>/report.html; "
+                                                 "with --compare analyses/compare.html)")
+    p.add_argument("--linear", action="store_true", help="linear step axes at first (the page has a switch)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from .report import build_report, compare_report
+
+    if args.compare and args.source:
+        raise GrokscopeError("give one run, or --compare RUN_A RUN_B ..., not both")
+    if args.compare:
+        path = compare_report(args.compare, args.out or Path("analyses") / "compare.html", log_x=not args.linear)
+    elif args.source:
+        path = build_report(args.source, out=args.out, results=args.results, log_x=not args.linear)
+    else:
+        raise GrokscopeError("give a run directory or results folder, or --compare RUN_A RUN_B ...")
+    print(_report_line(path))
+    return 0
+
+
+# --- sweeps ---------------------------------------------------------------------------------------------
+def _add_sweep(sub, help_: str) -> None:
+    from .sweep import ALIASES, SWEEP_PRESETS
+
+    p = sub.add_parser("sweep", help=help_,
+                       description="Train every cell of a grid as an ordinary run under one sweep folder; "
+                                   "started again, skip finished runs and resume the others.")
+    p.add_argument("--out", required=True, metavar="DIR", help="the sweep folder (e.g. sweeps/fig2-right)")
+    p.add_argument("--preset", metavar="NAME", help="a paper figure: " + ", ".join(SWEEP_PRESETS) +
+                   " (see `grokscope sweeps`)")
+    p.add_argument("--scale", choices=["small", "paper"], help="with --preset: small (CPU, ~30 min; default) or paper")
+    p.add_argument("--grid", metavar="FILE", help="a grid file (JSON or YAML): preset, scale, base, fixed, grid, analyses")
+    p.add_argument("--config", metavar="FILE", help="a RunConfig JSON as the base of every run")
+    p.add_argument("--workers", type=int, metavar="N", help="local processes (default: one per CPU core, or per GPU)")
+    p.add_argument("--batch", type=int, metavar="N", help="runs per batched process (default 64 on a GPU; 1, "
+                                                         "no batching, on the CPU, where a batch is not cheaper per run)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run the jobs as tasks on this Ray cluster (pip install grokscope[ray]); "
+                                                    "the --out folder must be shared with its nodes")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and stop")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (with --workers 1)")
+    p.add_argument("--variant", "--variants", dest="variant", metavar="LIST", help="Figure 2 (left) variants")
+    for flag, f in axes().items():
+        names = [f"--{flag}"] + [f"--{k}" for k, v in ALIASES.items() if v == flag]
+        p.add_argument(*names, dest=_dest(flag), metavar="LIST", default=None,
+                       help=f"{f.help}; " + ("a comma list sweeps it" if f.option.sweep else "one value, for every run"))
+    p.set_defaults(func=cmd_sweep)
+
+
+def sweep_spec(args):
+    """The sweep's spec from --preset, --grid, --config and the axis flags (a flag's comma list sweeps
+    that axis, one value fixes it), or None when none is given (continue the sweep in --out)."""
+    from .sweep import SweepSpec, axis_name, preset_spec, read_grid_file
+
+    d = read_grid_file(args.grid) if args.grid else {}
+    name = args.preset or d.get("preset")
+    scale = args.scale or d.get("scale") or ("small" if name else None)
+    if args.scale and not name:
+        raise GrokscopeError("--scale goes with --preset")
+    spec = preset_spec(name, scale) if name else SweepSpec()
+    base = RunConfig.load(args.config).to_dict() if args.config else spec.base
+    base = {**base, **d["base"]} if d.get("base") else base
+    analyses = {**spec.analyses, **(d.get("analyses") or {})}
+    fixed = {**spec.fixed, **{axis_name(k): v for k, v in (d.get("fixed") or {}).items()}}
+    grid = {**spec.grid, **{axis_name(k): v for k, v in (d.get("grid") or {}).items()}}
+    for flag in [*axes(), "variant"]:
+        text = getattr(args, _dest(flag), None)
+        if text is not None:
+            values = parse_values(flag, text)
+            target, other = (grid, fixed) if len(values) > 1 else (fixed, grid)
+            other.pop(flag, None)
+            target[flag] = values if len(values) > 1 else values[0]
+    if not (grid or fixed or name or args.config or d):
+        return None
+    return SweepSpec.make(base, fixed, grid, preset=name, scale=scale if name else None, analyses=analyses)
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import SWEEP_FILE, load_sweep, run_sweep
+
+    spec = sweep_spec(args)
+    if spec is None and not os.path.exists(Path(args.out) / SWEEP_FILE):
+        raise GrokscopeError(f"{args.out} holds no sweep yet: give a grid (--ops, --fracs, --seeds, ...), "
+                             f"--preset or --grid")
+    if args.dry_run:
+        cells = spec.cells() if spec is not None else load_sweep(args.out).cells
+        for c in cells:
+            print(f"{c.name}  " + " ".join(f"{k}={v}" for k, v in c.coords.items()))
+        print(f"grokscope: {len(cells)} runs")
+        return 0
+    try:
+        run_sweep(spec, args.out, workers=args.workers, batch=args.batch, ray_address=args.ray,
+                  progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ngrokscope: interrupted; continue with: grokscope sweep --out {args.out}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _add_sweep_report(sub, help_: str) -> None:
+    p = sub.add_parser("sweep-report", help=help_,
+                       description="Draw one self-contained HTML page from a sweep's results table: steps to 99 % "
+                                   "and best validation accuracy against the training fraction, sharpness against "
+                                   "validation accuracy, and every run (nothing is recomputed).")
+    p.add_argument("sweep", metavar="SWEEP_DIR", help="the sweep folder (made by `grokscope sweep`)")
+    p.add_argument("--out", metavar="FILE", help="the HTML file (default <sweep folder>/report.html)")
+    p.set_defaults(func=cmd_sweep_report)
+
+
+def cmd_sweep_report(args) -> int:
+    from .report import sweep_report
+
+    print(_report_line(sweep_report(args.sweep, out=args.out)))
+    return 0
+
+
+# --- figures and TensorBoard --------------------------------------------------------------------------------
 def cmd_figures(args) -> int:
     from .figures.export import export_report_figures
 
@@ -180,8 +325,8 @@ def cmd_figures(args) -> int:
     return 0
 
 
-def _add_figures(sub) -> None:
-    p = sub.add_parser("figures", help="save the report's figures as files (PNG, SVG, PDF or HTML)",
+def _add_figures(sub, help_: str) -> None:
+    p = sub.add_parser("figures", help=help_,
                        description="Save every figure of a run's report as files, one per figure and format: "
                                    "HTML (interactive, self-contained) or, through kaleido and a Chrome or "
                                    "Chromium on the machine, PNG, SVG, PDF.")
@@ -201,8 +346,8 @@ def cmd_tensorboard(args) -> int:
     return 0
 
 
-def _add_tensorboard(sub) -> None:
-    p = sub.add_parser("tensorboard", help="write a run's curves as TensorBoard scalars (offline)",
+def _add_tensorboard(sub, help_: str) -> None:
+    p = sub.add_parser("tensorboard", help=help_,
                        description="Write a run's metrics and its stored analysis measures as TensorBoard "
                                    "scalars (needs pip install grokscope[tensorboard]); nothing is recomputed.")
     p.add_argument("source", metavar="RUN_OR_RESULTS", help="a run directory or its results folder (analyses/<run>)")
@@ -230,16 +375,23 @@ def analysis_catalog() -> list[dict]:
 
 
 def _static_catalog(folder: Path) -> list[dict]:
-    """The analyses' registration calls, read with ``ast``: modules in name order (as the package
-    imports them), calls in source order. ValueError when an argument is not a literal."""
-    found, trees, order = [], {}, []
-    for path in sorted(folder.glob("*.py"), key=lambda p: p.stem):
-        if path.stem != "base" and not path.stem.startswith("_"):
-            trees[path.stem] = ast.parse(path.read_text(encoding="utf-8"))
+    """The analyses' registration calls, read with ``ast``: modules in the order the package imports
+    them, calls in source order. ValueError when an argument is not a literal."""
+    trees = {path.stem: ast.parse(path.read_text(encoding="utf-8"))
+             for path in sorted(folder.glob("*.py"), key=lambda p: p.stem)
+             if path.stem != "base" and not path.stem.startswith("_")}
+    found = [entry for stem in _import_order(trees) for entry in _registrations(trees[stem])]
+    if not found:
+        raise ValueError("no analyses found")
+    return found
 
+
+def _import_order(trees: dict[str, ast.Module]) -> list[str]:
+    """Modules in name order, as Python imports them: a module's sibling imports register first."""
+    order: list[str] = []
     seen: set[str] = set()
 
-    def visit(stem: str) -> None:  # as Python imports them: a module's sibling imports register first
+    def visit(stem: str) -> None:
         if stem in seen or stem not in trees:
             return
         seen.add(stem)  # (a cycle stops here, as a partial import would)
@@ -250,21 +402,24 @@ def _static_catalog(folder: Path) -> list[dict]:
 
     for stem in trees:
         visit(stem)
-    for stem in order:
-        for node in trees[stem].body:
-            for deco in getattr(node, "decorator_list", []):
-                func = getattr(deco, "func", None)
-                if getattr(func, "id", getattr(func, "attr", None)) != "register":
-                    continue
-                keywords = {k.arg: k.value for k in deco.keywords}
-                entry = {"name": ast.literal_eval(deco.args[0]), "summary": ast.literal_eval(keywords["summary"]),
-                         "kind": "checkpoint", "default_steps": "all", "expensive": False}
-                for key in ("kind", "default_steps", "expensive"):
-                    if key in keywords:
-                        entry[key] = ast.literal_eval(keywords[key])
-                found.append(entry)
-    if not found:
-        raise ValueError("no analyses found")
+    return order
+
+
+def _registrations(tree: ast.Module) -> list[dict]:
+    """The catalog entries of a module's ``@register(name, summary=..., ...)`` decorators."""
+    found = []
+    for node in tree.body:
+        for deco in getattr(node, "decorator_list", []):
+            func = getattr(deco, "func", None)
+            if getattr(func, "id", getattr(func, "attr", None)) != "register":
+                continue
+            keywords = {k.arg: k.value for k in deco.keywords}
+            entry = {"name": ast.literal_eval(deco.args[0]), "summary": ast.literal_eval(keywords["summary"]),
+                     "kind": "checkpoint", "default_steps": "all", "expensive": False}
+            for key in ("kind", "default_steps", "expensive"):
+                if key in keywords:
+                    entry[key] = ast.literal_eval(keywords[key])
+            found.append(entry)
     return found
 
 
@@ -299,15 +454,20 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-# Sub-commands defined in other modules (each has add_parsers(sub), which adds all of that module's
-# commands): command -> (module, the help line shown by grokscope --help). The module is imported only
-# when one of its commands is given.
-LAZY_COMMANDS = {
-    "analyze": ("grokscope.analyze", "analyse a run's checkpoints into analyses/<run>/"),
-    "report": ("grokscope.report", "build the HTML report of a run (or compare runs) from stored results"),
-    "sweep-report": ("grokscope.report", "build the HTML report of a sweep (a grid of runs)"),
-    "sweep": ("grokscope.sweep", "train a grid of runs (the paper's figures: --preset)"),
-    "sweeps": ("grokscope.sweep", "list the sweep presets (the paper's figures)"),
+# Every sub-command, in the order grokscope --help lists them: name -> (its help line, what adds its parser).
+COMMANDS = {
+    "train": ("train a run (or continue one with --resume)", _add_train),
+    "ops": ("list the operations", _listing(cmd_ops)),
+    "variants": ("list the Figure 2 (left) optimiser variants", _listing(cmd_variants)),
+    "presets": ("list the presets", _listing(cmd_presets)),
+    "analyses": ("list the analyses", _listing(cmd_analyses)),
+    "figures": ("save the report's figures as files (PNG, SVG, PDF or HTML)", _add_figures),
+    "tensorboard": ("write a run's curves as TensorBoard scalars (offline)", _add_tensorboard),
+    "analyze": ("analyse a run's checkpoints into analyses/<run>/", _add_analyze),
+    "report": ("build the HTML report of a run (or compare runs) from stored results", _add_report),
+    "sweep-report": ("build the HTML report of a sweep (a grid of runs)", _add_sweep_report),
+    "sweep": ("train a grid of runs (the paper's figures: --preset)", _add_sweep),
+    "sweeps": ("list the sweep presets (the paper's figures)", _listing(cmd_sweeps)),
 }
 
 
@@ -317,27 +477,14 @@ def _command(argv: list[str]) -> str | None:
 
 
 def make_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; the module that defines ``command`` (when it is a lazy one) is imported and adds its
-    real sub-parser, the other lazy commands get a placeholder that only carries their help line."""
-    import importlib
-
+    """The parser: ``command``'s sub-parser in full, every other sub-command only with its help line
+    (what grokscope --help shows), so that nothing a sub-command needs is imported for another."""
     parser = Parser(prog="grokscope", description=DESCRIPTION)
     parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_train(sub)
-    sub.add_parser("ops", help="list the operations").set_defaults(func=cmd_ops)
-    sub.add_parser("variants", help="list the Figure 2 (left) optimiser variants").set_defaults(func=cmd_variants)
-    sub.add_parser("presets", help="list the presets").set_defaults(func=cmd_presets)
-    sub.add_parser("analyses", help="list the analyses").set_defaults(func=cmd_analyses)
-    _add_figures(sub)
-    _add_tensorboard(sub)
-    wanted = LAZY_COMMANDS[command][0] if command in LAZY_COMMANDS else None
-    done: set[str] = set()
-    for name, (module, help_) in LAZY_COMMANDS.items():
-        if module == wanted:
-            if module not in done:
-                importlib.import_module(module).add_parsers(sub)
-                done.add(module)
+    for name, (help_, add) in COMMANDS.items():
+        if name == command:
+            add(sub, help_)
         else:
             sub.add_parser(name, help=help_, add_help=False)
     return parser

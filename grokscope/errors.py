@@ -1,4 +1,16 @@
-"""The one error type for bad input: the CLI prints its message on one line and exits with code 2."""
+"""The one error type for bad input (the CLI prints its message on one line and exits with code 2), and
+the "did you mean" hint every lookup of a name (operation, analysis, config field, variant...) gives."""
+from __future__ import annotations
+
+from typing import Iterable
+
+
+def did_you_mean(name: str, options: Iterable[str]) -> str:
+    """"; did you mean 'x+y'?" for the closest of ``options`` to ``name``, or "" when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class GrokscopeError(ValueError):

@@ -484,37 +484,13 @@ def sweep_report(source, out: str | Path | None = None) -> Path:
 
 
 # --- the CLI -----------------------------------------------------------------------------------------------
-def cmd_report(args) -> int:
-    if args.compare and args.source:
-        raise GrokscopeError("give one run, or --compare RUN_A RUN_B ..., not both")
-    if args.compare:
-        path = compare_report(args.compare, args.out or Path("analyses") / "compare.html", log_x=not args.linear)
-    elif args.source:
-        path = build_report(args.source, out=args.out, results=args.results, log_x=not args.linear)
-    else:
-        raise GrokscopeError("give a run directory or results folder, or --compare RUN_A RUN_B ...")
-    print(f"grokscope: report -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    return 0
-
-
 def cmd_sweep_report(args) -> int:
     path = sweep_report(args.sweep, out=args.out)
     print(f"grokscope: report -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
-def add_parsers(sub) -> None:
-    p = sub.add_parser("report", help="build the HTML report of a run (or compare runs) from stored results",
-                       description="Draw one self-contained HTML page from a run's metrics and stored analysis "
-                                   "tables (nothing is recomputed).")
-    p.add_argument("source", nargs="?", metavar="RUN_OR_RESULTS",
-                   help="a run directory (checkpoints/<run>) or its results folder (analyses/<run>)")
-    p.add_argument("--compare", nargs="+", metavar="RUN", help="overlay the curves of these runs on one page")
-    p.add_argument("--results", metavar="DIR", help="the results folder, when it is not analyses/<run dir name>")
-    p.add_argument("--out", metavar="FILE", help="the HTML file (default <results folder>/report.html; "
-                                                 "with --compare analyses/compare.html)")
-    p.add_argument("--linear", action="store_true", help="linear step axes at first (the page has a switch)")
-    p.set_defaults(func=cmd_report)
+def add_parsers(sub) -> None:  # (old: cli.py defines every sub-command; goes at the merge)
     q = sub.add_parser("sweep-report", help="build the HTML report of a sweep (a grid of runs)",
                        description="Draw one self-contained HTML page from a sweep's results table: steps to 99 % "
                                    "and best validation accuracy against the training fraction, sharpness against "

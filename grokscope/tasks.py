@@ -11,12 +11,11 @@ lexicographic order, so token 0 is the identity.
 """
 from __future__ import annotations
 
-import difflib
 import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
 
-from .errors import GrokscopeError
+from .errors import GrokscopeError, did_you_mean
 
 if TYPE_CHECKING:  # torch is imported where a table is built: listing the operations needs no torch
     import torch
@@ -92,10 +91,8 @@ def get_operation(name: str) -> Operation:
     try:
         return OPERATIONS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, OPERATIONS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else "."
         raise GrokscopeError(
-            f"unknown operation {name!r}{hint} Known: {', '.join(OPERATIONS)}"
+            f"unknown operation {name!r}{did_you_mean(name, OPERATIONS) or '.'} Known: {', '.join(OPERATIONS)}"
         ) from None
 
 

@@ -15,11 +15,10 @@ maps and key-frequency circles, one slider step each).
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import GrokscopeError
+from ..errors import GrokscopeError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -62,9 +61,8 @@ def get_analysis(name: str) -> Analysis:
     try:
         return REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, REGISTRY, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else "."
-        raise GrokscopeError(f"unknown analysis {name!r}{hint} Known: {', '.join(REGISTRY)}") from None
+        raise GrokscopeError(f"unknown analysis {name!r}{did_you_mean(name, REGISTRY) or '.'} "
+                             f"Known: {', '.join(REGISTRY)}") from None
 
 
 def compute(name: str, *args, **params):
