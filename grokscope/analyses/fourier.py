@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from ..errors import GrokscopeError
 from ..tasks import OPERATIONS
 from ..model import answer_logits
+from ._common import gini
 from .base import register
 
 CYCLIC_KINDS = ("modular", "multiplicative", "modular-mixed", "modular-poly")
@@ -125,16 +126,6 @@ def frequency_norms(W: torch.Tensor, basis: torch.Tensor, freqs: torch.Tensor) -
     coef = basis @ W.detach().to(basis.dtype).cpu()  # (n, d)
     sq = torch.zeros(int(freqs.max()) + 1, dtype=basis.dtype).index_add_(0, freqs, coef.pow(2).sum(-1))
     return sq.sqrt()
-
-
-def gini(c) -> float:
-    """Hurley-Rickard Gini of non-negative values: 0 when all equal, 1 - 1/N when one holds everything."""
-    c = np.sort(np.asarray(c, dtype=np.float64).ravel())
-    total, n = c.sum(), len(c)
-    if n == 0 or total <= 0:
-        return float("nan")
-    k = np.arange(1, n + 1)
-    return float(1 - 2 * np.sum((c / total) * (n - k + 0.5) / n))
 
 
 MAX_KEYS = 16  # the most key frequencies the gap rule picks
