@@ -237,7 +237,7 @@ def last_position_acts(model, x: torch.Tensor, names: list[str]) -> dict[str, to
     attached (an intervention) is run through the HookedTransformer itself, hooks and all."""
     store: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     dev = model.W_E.device
-    hooked = any(hp._forward_hooks for hp in model.hook_dict.values())
+    hooked = any(hp.has_hooks(dir="fwd") for hp in model.hook_dict.values())  # TransformerLens's own API
 
     def keep(act, hook):
         store[hook.name].append(act[:, -1].detach())
