@@ -107,8 +107,9 @@ def test_llc_analysis_on_a_transformer_checkpoint(tmp_path):
     import grokscope
     from grokscope.analyses import compute, get_analysis
 
-    from test_train import tiny
-    run = grokscope.train(tiny(train={"steps": 40}), out=tmp_path / "r", progress=False, log=lambda *a: None)
+    from conftest import QUIET, tiny_config
+
+    run = grokscope.train(tiny_config(train={"steps": 40}), out=tmp_path / "r", **QUIET)
     model = run.model_at(40)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     df = compute("llc", model, run.data, chains=2, draws=20, burnin=5, lr=1e-5)
