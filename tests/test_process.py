@@ -77,6 +77,7 @@ def test_settings_restored_when_training_fails(tmp_path, flush, monkeypatch):
     assert not flush_denormal_enabled()
 
 
+@pytest.mark.slow
 def test_a_fresh_process_is_left_as_it_was():
     """train() and analyze() from Python: no malloc settings (mallopt), threads and deterministic mode as
     they were, flush-denormal off again. (The grokscope command configures its own process.)"""
