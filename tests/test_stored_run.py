@@ -98,11 +98,10 @@ def test_analyze_the_stored_run(tmp_path):
     assert digest(STORED) == before
 
 
-def test_resume_from_the_stored_state_in_one_go_or_two_is_bit_identical(tmp_path):
+def test_resume_from_the_stored_state_in_one_go_or_two_is_bit_identical(tmp_path, quiet):
     """Continue the stored run from its resume state (step 20) to 30, once straight and once in two hops."""
     straight = Path(shutil.copytree(STORED, tmp_path / "straight"))
     hops = Path(shutil.copytree(STORED, tmp_path / "hops"))
-    quiet = dict(progress=False, log=lambda *a: None)
     a = grokscope.train(resume=straight, steps=30, **quiet)
     grokscope.train(resume=hops, steps=25, **quiet)
     b = grokscope.train(resume=hops, steps=30, **quiet)
@@ -123,7 +122,7 @@ def test_resume_from_the_stored_state_in_one_go_or_two_is_bit_identical(tmp_path
     assert a.metrics[common].equals(mb[common])
 
 
-def test_todays_training_retraces_the_stored_run(tmp_path):
+def test_todays_training_retraces_the_stored_run(tmp_path, quiet):
     """The stored config trained again today gives the stored run: the same initialisation bit for bit, and
     the same trajectory up to float summation order (other CPUs may sum in another order)."""
     stored = load_run(STORED)
@@ -132,7 +131,7 @@ def test_todays_training_retraces_the_stored_run(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the stored run was written
     try:
-        again = grokscope.train(cfg, out=tmp_path / "again", progress=False, log=lambda *a: None)
+        again = grokscope.train(cfg, out=tmp_path / "again", **quiet)
     finally:
         torch.set_num_threads(threads)
     assert again.steps == STEPS
