@@ -274,48 +274,79 @@ def check_weights(state: dict, model, what: str) -> None:
 
 def check_resume_state(t: dict, step: int, total: int, model, train_names: list[str], what: str) -> None:
     """A resume state against the model it will be loaded into: its step, keys, shapes, dtypes, values."""
-    import torch
-
     if not (0 <= step <= total):
         raise GrokscopeError(f"{what}: its step {step} is outside the run's 0..{total}")
     check_weights({k[6:]: v for k, v in t.items() if k.startswith("model.")}, model, what)
     params = dict(model.named_parameters())
-    known = {f"model.{k}" for k in model.state_dict()} | {"rng"}
-    opt_steps = set()
+    known = {f"model.{k}" for k in model.state_dict()} | {"rng", "grokfast_ma_count"}  # the keys a state may hold
+    opt_steps: set[float] = set()  # the optimiser's step counts (one per parameter, all equal)
     for n in train_names:
-        p = params[n]
-        for kind in ("exp_avg", "exp_avg_sq", "step"):
-            key = f"opt.{n}.{kind}"
-            known.add(key)
-            if key not in t:
-                continue
-            v = t[key]
-            if kind == "step":
-                if v.numel() != 1 or not v.is_floating_point() and v.dtype not in (torch.int64, torch.int32):
-                    raise GrokscopeError(f"{what}: {key} is not a scalar step count")
-                opt_steps.add(float(v.reshape(())))
-                continue
-            if tuple(v.shape) != tuple(p.shape) or v.dtype != p.dtype:
-                raise GrokscopeError(f"{what}: {key} has shape {tuple(v.shape)} and dtype "
-                                     f"{str(v.dtype).replace('torch.', '')}; the parameter's are {tuple(p.shape)}, "
-                                     f"{str(p.dtype).replace('torch.', '')}")
-            if not bool(torch.isfinite(v).all()) or (kind == "exp_avg_sq" and bool((v < 0).any())):
-                raise GrokscopeError(f"{what}: {key} holds inf, NaN or a negative second moment")
-        for prefix in ("grokfast", "init"):
-            key = f"{prefix}.{n}"
-            known.add(key)
-            if key in t:
-                v = t[key]
-                if tuple(v.shape) != tuple(p.shape) or v.dtype != p.dtype or not bool(torch.isfinite(v).all()):
-                    raise GrokscopeError(f"{what}: {key} does not match the parameter (shape, dtype) or is not finite")
-        key = f"grokfast_ma.{n}"  # Grokfast-MA's ring of the last gradients: (window, *shape)
+        opt_steps |= _check_optimiser_state(t, n, params[n], what, known)
+        _check_per_parameter_tensors(t, n, params[n], what, known)
+    _check_grokfast_ma_count(t, train_names, what)
+    extra = sorted(set(t) - known)
+    if extra:
+        raise GrokscopeError(f"{what}: unexpected tensor {extra[0]}")
+    _check_rng_state(t, what)
+    if len(opt_steps) > 1 or (opt_steps and not all(math.isfinite(s) and s == step for s in opt_steps)):
+        raise GrokscopeError(f"{what}: its step {step} disagrees with the optimiser's own count "
+                             f"({', '.join(f'{s:g}' for s in sorted(opt_steps)[:3])})")
+    if step > 0 and not opt_steps:
+        raise GrokscopeError(f"{what}: step {step} but no optimiser state")
+
+
+def _check_optimiser_state(t: dict, n: str, p, what: str, known: set) -> set[float]:
+    """AdamW's ``opt.<n>.exp_avg``, ``exp_avg_sq`` (shaped like the parameter, finite, the second moment
+    >= 0) and ``step`` (a scalar count, returned) for parameter ``n``; their keys go into ``known``."""
+    import torch
+
+    steps = set()
+    for kind in ("exp_avg", "exp_avg_sq", "step"):
+        key = f"opt.{n}.{kind}"
+        known.add(key)
+        if key not in t:
+            continue
+        v = t[key]
+        if kind == "step":
+            if v.numel() != 1 or not v.is_floating_point() and v.dtype not in (torch.int64, torch.int32):
+                raise GrokscopeError(f"{what}: {key} is not a scalar step count")
+            steps.add(float(v.reshape(())))
+            continue
+        if tuple(v.shape) != tuple(p.shape) or v.dtype != p.dtype:
+            raise GrokscopeError(f"{what}: {key} has shape {tuple(v.shape)} and dtype "
+                                 f"{str(v.dtype).replace('torch.', '')}; the parameter's are {tuple(p.shape)}, "
+                                 f"{str(p.dtype).replace('torch.', '')}")
+        if not bool(torch.isfinite(v).all()) or (kind == "exp_avg_sq" and bool((v < 0).any())):
+            raise GrokscopeError(f"{what}: {key} holds inf, NaN or a negative second moment")
+    return steps
+
+
+def _check_per_parameter_tensors(t: dict, n: str, p, what: str, known: set) -> None:
+    """The other tensors kept per parameter ``n``: the Grokfast EMA (``grokfast.<n>``), the initial
+    weights (``init.<n>``, for decay to the initialisation) and Grokfast-MA's ring of the last gradients
+    (``grokfast_ma.<n>``: (window, *shape)). Shaped like the parameter and finite; keys into ``known``."""
+    import torch
+
+    for prefix in ("grokfast", "init"):
+        key = f"{prefix}.{n}"
         known.add(key)
         if key in t:
             v = t[key]
-            if tuple(v.shape[1:]) != tuple(p.shape) or v.dim() != p.dim() + 1 or v.dtype != p.dtype \
-                    or not bool(torch.isfinite(v).all()):
+            if tuple(v.shape) != tuple(p.shape) or v.dtype != p.dtype or not bool(torch.isfinite(v).all()):
                 raise GrokscopeError(f"{what}: {key} does not match the parameter (shape, dtype) or is not finite")
-    known.add("grokfast_ma_count")
+    key = f"grokfast_ma.{n}"
+    known.add(key)
+    if key in t:
+        v = t[key]
+        if tuple(v.shape[1:]) != tuple(p.shape) or v.dim() != p.dim() + 1 or v.dtype != p.dtype \
+                or not bool(torch.isfinite(v).all()):
+            raise GrokscopeError(f"{what}: {key} does not match the parameter (shape, dtype) or is not finite")
+
+
+def _check_grokfast_ma_count(t: dict, train_names: list[str], what: str) -> None:
+    """Grokfast-MA's count of gradients in its ring: a count, with a ring for every trained parameter."""
+    import torch
+
     if "grokfast_ma_count" in t:
         v = t["grokfast_ma_count"]
         if v.numel() != 1 or v.dtype not in (torch.int64, torch.int32) or int(v.reshape(())) < 0:
@@ -323,17 +354,15 @@ def check_resume_state(t: dict, step: int, total: int, model, train_names: list[
         missing = [n for n in train_names if f"grokfast_ma.{n}" not in t]
         if missing:
             raise GrokscopeError(f"{what}: missing grokfast_ma.{missing[0]}")
-    extra = sorted(set(t) - known)
-    if extra:
-        raise GrokscopeError(f"{what}: unexpected tensor {extra[0]}")
+
+
+def _check_rng_state(t: dict, what: str) -> None:
+    """The random generator's state: uint8 bytes of a CPU generator's length, or 16 (CUDA, Philox)."""
+    import torch
+
     if "rng" not in t or t["rng"].dtype != torch.uint8 or t["rng"].dim() != 1 \
-            or t["rng"].numel() not in (torch.Generator().get_state().numel(), 16):  # CPU or CUDA (Philox)
+            or t["rng"].numel() not in (torch.Generator().get_state().numel(), 16):
         raise GrokscopeError(f"{what}: the random generator's state is missing or damaged")
-    if len(opt_steps) > 1 or (opt_steps and not all(math.isfinite(s) and s == step for s in opt_steps)):
-        raise GrokscopeError(f"{what}: its step {step} disagrees with the optimiser's own count "
-                             f"({', '.join(f'{s:g}' for s in sorted(opt_steps)[:3])})")
-    if step > 0 and not opt_steps:
-        raise GrokscopeError(f"{what}: step {step} but no optimiser state")
 
 
 def check_dataset(data, cfg, meta: dict, what: str) -> None:

@@ -36,6 +36,7 @@ def test_listings_and_help_import_neither_torch_nor_transformer_lens(argv):
     assert r.stdout.strip()
 
 
+@pytest.mark.slow
 def test_import_grokscope_is_light_and_names_load_on_use():
     r = run_python("import sys, grokscope\nprint('torch' in sys.modules)\n"
                    "grokscope.train\nprint('torch' in sys.modules, callable(grokscope.train))")
@@ -43,6 +44,7 @@ def test_import_grokscope_is_light_and_names_load_on_use():
     assert r.stdout.split() == ["False", "True", "True"]
 
 
+@pytest.mark.slow
 def test_train_and_analyze_stay_functions_when_their_submodules_are_imported():
     r = run_python("import grokscope.train, grokscope.analyze, grokscope.provenance, grokscope.batched, grokscope\n"
                    "from grokscope.train import evaluate\n"

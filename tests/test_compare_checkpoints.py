@@ -5,21 +5,18 @@ import math
 
 import pandas as pd
 import pytest
-import torch
+
+from conftest import QUIET, tiny_config
 
 import grokscope
-from grokscope import GrokscopeError, RunConfig
+from grokscope import GrokscopeError
 
-QUIET = dict(progress=False, log=lambda *a: None)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    cfg = RunConfig().update({
-        "task": {"op": "x+y", "p": 11, "frac": 0.6},
-        "model": {"n_layers": 1, "d_model": 16, "n_heads": 2, "d_mlp": 32},
-        "train": {"steps": 40, "device": "cpu", "lr": 3e-3},
-        "schedule": {"eval_every": 20, "eval_log_points": 0, "ckpt_every": 20, "ckpt_log_points": 0}})
+    cfg = tiny_config(task={"p": 11, "frac": 0.6}, model={"n_layers": 1}, train={"steps": 40, "lr": 3e-3},
+                      schedule={"eval_every": 20, "ckpt_every": 20})
     return grokscope.train(cfg, out=tmp_path_factory.mktemp("cmp") / "r", **QUIET)
 
 
@@ -72,9 +69,8 @@ def test_same_step_changes_nothing_and_unknown_steps_are_one_clear_error(run):
 
 
 def test_s5_has_no_fourier_part(tmp_path):
-    cfg = RunConfig().update({"task": {"op": "s4", "frac": 0.5}, "model": {"n_layers": 1, "d_model": 16,
-                              "n_heads": 2, "d_mlp": 16}, "train": {"steps": 2},
-                              "schedule": {"ckpt_every": 2, "ckpt_log_points": 0}})
+    cfg = tiny_config(task={"op": "s4"}, model={"n_layers": 1, "d_mlp": 16}, train={"steps": 2},
+                      schedule={"ckpt_every": 2})
     r = grokscope.train(cfg, out=tmp_path / "s4", **QUIET)
     t = grokscope.compare_checkpoints(r, 0, 2)
     assert t["key_freqs"].empty and "embed_gini" not in set(t["summary"]["quantity"])

@@ -38,6 +38,7 @@ def two_threads():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_compiled_runs_repeat_and_resume_bit_identically(tmp_path, two_threads):
     a = grokscope.train(tiny(), out=tmp_path / "a", progress=False, log=quiet)
     assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["compile"] is True
@@ -57,6 +58,7 @@ def test_compiled_runs_repeat_and_resume_bit_identically(tmp_path, two_threads):
     torch.testing.assert_close(w_c, w_e, atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_compiled_forward_and_gradients_equal_eager():
     cfg = tiny()
     data = make_dataset("x+y", 7, 0.6, seed=0)
@@ -79,6 +81,7 @@ def test_dropout_runs_do_not_compile():
     assert tr.compiled is None  # hooks need the HookedTransformer forward
 
 
+@pytest.mark.slow
 def test_cli_resume_refuses_compile(tmp_path):
     r = subprocess.run([sys.executable, "-m", "grokscope.cli", "train", "--resume", str(tmp_path), "--compile"],
                        capture_output=True, text=True)
@@ -86,6 +89,7 @@ def test_cli_resume_refuses_compile(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "drop --compile" in r.stderr
 
 
+@pytest.mark.slow
 def test_cli_compile_failure_is_one_line_and_writes_nothing(tmp_path):
     """No working C++ compiler: one error line, exit 2, no run folder left behind."""
     cfg = tmp_path / "tiny.json"

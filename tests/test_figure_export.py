@@ -55,6 +55,7 @@ def test_notebook_mode_sets_renderers():
 
 
 @static
+@pytest.mark.slow
 def test_static_files_of_a_figure(tmp_path):
     fig = go.Figure(go.Scatter(x=[1, 2, 3], y=[3, 1, 2]))
     png = save_figure(fig, tmp_path / "f.png", width=400, height=300, scale=2)
@@ -66,6 +67,7 @@ def test_static_files_of_a_figure(tmp_path):
 
 
 @static
+@pytest.mark.slow
 def test_report_figures_as_files_and_the_cli(tiny_run, tmp_path):
     from grokscope.analyze import analyze
     from grokscope.cli import main

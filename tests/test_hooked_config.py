@@ -8,19 +8,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import QUIET, tiny_config
+
 import grokscope
 from grokscope import GrokscopeError, RunConfig
 from grokscope.run import CONFIG_FILE
 
-QUIET = dict(progress=False, log=lambda *a: None)
 
 
 def tiny(op="x+y", p=7, **model) -> RunConfig:
-    return RunConfig().update({
-        "task": {"op": op, "p": p, "frac": 0.5},
-        "model": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_mlp": 16, **model},
-        "train": {"steps": 3, "device": "cpu"},
-        "schedule": {"eval_every": 3, "eval_log_points": 0, "ckpt_every": 3, "ckpt_log_points": 0}})
+    return tiny_config(task={"op": op, "p": p}, model={"d_mlp": 16, **model}, train={"steps": 3},
+                       schedule={"eval_every": 3, "ckpt_every": 3})
 
 
 def plain_transformer_lens(config_json: str, checkpoint: str):

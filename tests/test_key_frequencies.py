@@ -56,6 +56,7 @@ def test_a_flat_spectrum_has_no_clear_gap():
         assert gap < fo.CLEAR_GAP
 
 
+@pytest.mark.slow
 def test_final_key_frequencies_are_fixed_over_the_run(grokked_run, tmp_path):
     """analyze resolves key_freqs="final" to the last checkpoint's keys and uses them at every step."""
     out = tmp_path / "an"
@@ -81,6 +82,7 @@ def test_final_key_frequencies_are_fixed_over_the_run(grokked_run, tmp_path):
         fo.resolve_key_freqs(grokked_run, {"key_freqs": "final", "key_step": 7, "key_from": "unembed", "n_key": None})
 
 
+@pytest.mark.slow
 def test_a_truncated_last_checkpoint_is_skipped(grokked_run, tmp_path):
     from grokscope.run import Run
 

@@ -54,6 +54,7 @@ def estimate(model, X, Y, **kw):
 
 @needs_devinterp
 @pytest.mark.parametrize("kind,d,n_params", [("regular", 20, 20), ("redundant", 10, 20)])
+@pytest.mark.slow
 def test_llc_of_planted_models_is_known(kind, d, n_params):
     X, Y, w = regression(d)
     model = Linear(w) if kind == "regular" else Product(w)
@@ -76,6 +77,7 @@ def test_llc_of_planted_models_is_known(kind, d, n_params):
 
 
 @needs_devinterp
+@pytest.mark.slow
 def test_llc_off_a_minimum_warns():
     """Started away from the minimum the chains descend: the estimate is negative and the chains drift."""
     X, Y, w = regression(6)
@@ -86,6 +88,7 @@ def test_llc_off_a_minimum_warns():
 
 
 @needs_devinterp
+@pytest.mark.slow
 def test_llc_with_a_step_far_too_large_says_it_diverged():
     X, Y, w = regression(4)
     _, e = estimate(Linear(w), X, Y, lr=10.0, burnin=0, draws=20, chains=2)
@@ -103,12 +106,14 @@ def test_split_rhat_and_drift_on_planted_draws():
 
 
 @needs_devinterp
+@pytest.mark.slow
 def test_llc_analysis_on_a_transformer_checkpoint(tmp_path):
     import grokscope
     from grokscope.analyses import compute, get_analysis
 
-    from test_train import tiny
-    run = grokscope.train(tiny(train={"steps": 40}), out=tmp_path / "r", progress=False, log=lambda *a: None)
+    from conftest import QUIET, tiny_config
+
+    run = grokscope.train(tiny_config(train={"steps": 40}), out=tmp_path / "r", **QUIET)
     model = run.model_at(40)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     df = compute("llc", model, run.data, chains=2, draws=20, burnin=5, lr=1e-5)

@@ -91,6 +91,7 @@ def test_stop_step_and_first_reached():
     assert (stop_step(50, 0.0), stop_step(50, 1.0), stop_step(75, 0.5)) == (50, 100, 113)
 
 
+@pytest.mark.slow
 def test_the_quick_run_stops_at_twice_its_grokking_step(grokked_run):
     m = grokked_run.metrics
     t = first_reached(m, 0.99)

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLOTLY_JSON = "application/vnd.plotly.v1+json"
 
 
+@pytest.mark.slow
 def test_tour_notebook_runs_and_embeds_plotly_js_once(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel inherits it: one torch thread, as the other tests
     nb = nbformat.read(ROOT / "examples" / "tour.ipynb", as_version=4)
@@ -38,6 +39,7 @@ def test_tour_notebook_runs_and_embeds_plotly_js_once(tmp_path, monkeypatch):
     assert "blocks.0.mlp.hook_post" not in text and "torch.Size([6, 4, 128])" in text
 
 
+@pytest.mark.slow
 def test_progress_bars_in_a_notebook_are_one_output_each(tmp_path, monkeypatch):
     """Without ipywidgets, tqdm's text bar would leave a stderr chunk every half second in the saved
     notebook; grokscope's bar is one output, updated in place (and no tqdm warning)."""

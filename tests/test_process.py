@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import QUIET, tiny_config
+
 import grokscope
 from grokscope import RunConfig, TrainingInterrupted
 from grokscope.train import Trainer, flush_denormal_enabled
@@ -16,15 +18,12 @@ from grokscope.train import Trainer, flush_denormal_enabled
 train_module = sys.modules["grokscope.train"]  # `import grokscope.train as m` gives the function
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"task": {"op": "x+y", "p": 7, "frac": 0.5},
-        "model": {"n_layers": 1, "d_model": 16, "n_heads": 2, "d_mlp": 16},
-        "train": {"steps": 12, "device": "cpu"},
-        "schedule": {"eval_every": 4, "eval_log_points": 0, "ckpt_every": 4, "ckpt_log_points": 0, "state_every": 4}}
-QUIET = dict(progress=False, log=lambda *a: None)
 
 
 def tiny(**over) -> RunConfig:
-    cfg = RunConfig().update(TINY)
+    """12 steps of a one-layer model, a checkpoint and the resume state every 4."""
+    cfg = tiny_config(model={"n_layers": 1, "d_mlp": 16}, train={"steps": 12},
+                      schedule={"eval_every": 4, "ckpt_every": 4, "state_every": 4})
     return cfg.update(over)
 
 
@@ -78,6 +77,7 @@ def test_settings_restored_when_training_fails(tmp_path, flush, monkeypatch):
     assert not flush_denormal_enabled()
 
 
+@pytest.mark.slow
 def test_a_fresh_process_is_left_as_it_was():
     """train() and analyze() from Python: no malloc settings (mallopt), threads and deterministic mode as
     they were, flush-denormal off again. (The grokscope command configures its own process.)"""

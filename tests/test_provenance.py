@@ -7,19 +7,17 @@ import sys
 
 import torch
 
+from conftest import QUIET, tiny_config
+
 import grokscope
 from grokscope import RunConfig
 from grokscope.provenance import PROVENANCE_FILE, describe, describe_run
 
-QUIET = dict(progress=False, log=lambda *a: None)
 
 
 def tiny(steps=4) -> RunConfig:
-    return RunConfig().update({
-        "task": {"op": "x+y", "p": 7, "frac": 0.5},
-        "model": {"n_layers": 1, "d_model": 16, "n_heads": 2, "d_mlp": 16},
-        "train": {"steps": steps, "device": "cpu"},
-        "schedule": {"eval_every": 2, "eval_log_points": 0, "ckpt_every": 2, "ckpt_log_points": 0, "state_every": 2}})
+    return tiny_config(model={"n_layers": 1, "d_mlp": 16}, train={"steps": steps},
+                       schedule={"eval_every": 2, "ckpt_every": 2, "state_every": 2})
 
 
 def test_a_run_records_each_training_session(tmp_path):

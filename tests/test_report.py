@@ -248,17 +248,15 @@ def test_bad_input(tmp_path, run, capsys):
 
 
 def test_custom_operation_name_is_escaped_and_fourier_says_it_does_not_apply(tmp_path, monkeypatch):
+    from conftest import QUIET, tiny_config
+
     import grokscope
-    from grokscope.config import RunConfig
     from grokscope.tasks import OPERATIONS
 
     grokscope.register_operation(EVIL, lambda a, b: max(a, b), elements=range(5))
-    cfg = RunConfig().update({"task": {"op": EVIL, "p": 5, "frac": 0.5},
-                              "model": {"n_layers": 1, "d_model": 16, "n_heads": 2, "d_mlp": 16},
-                              "train": {"steps": 4, "device": "cpu"},
-                              "schedule": {"eval_every": 2, "eval_log_points": 0, "ckpt_every": 2,
-                                           "ckpt_log_points": 0}})
-    run = grokscope.train(cfg, out=tmp_path / "max", progress=False, log=lambda *a: None)
+    cfg = tiny_config(task={"op": EVIL, "p": 5}, model={"n_layers": 1, "d_mlp": 16}, train={"steps": 4},
+                      schedule={"eval_every": 2, "ckpt_every": 2})
+    run = grokscope.train(cfg, out=tmp_path / "max", **QUIET)
     monkeypatch.delitem(OPERATIONS, EVIL)  # the run keeps its dataset: the report needs no operation code
     out = tmp_path / "res"
     analyze(run, only="weight_norms", out=out, progress=False)

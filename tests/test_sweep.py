@@ -142,6 +142,7 @@ def close_weights(a: dict, b: dict, tol: float) -> None:
         assert torch.allclose(a[k], b[k], atol=tol, rtol=0), (k, float((a[k] - b[k]).abs().max()))
 
 
+@pytest.mark.slow
 def test_batched_runs_match_runs_trained_alone(tmp_path):
     """Per-run op, fraction, seed, lr, weight decay (and its target), betas, warm-up, batch size, update
     noise and Grokfast in one batch: every run's metrics and weights are those of the run trained alone."""
@@ -162,6 +163,7 @@ def test_batched_runs_match_runs_trained_alone(tmp_path):
         assert "blocks.1.mlp.hook_post" in cache
 
 
+@pytest.mark.slow
 def test_a_batched_run_resumes_alone_and_matches(tmp_path):
     """The resume state of a batched run is the single trainer's: `train --resume` continues it."""
     cfgs = BATCH[:2]
@@ -252,6 +254,7 @@ def test_tiny_real_sweep_table_and_resume(tmp_path):
         run_sweep(tiny_spec(op="x+y"), out, workers=1, progress=False, log=quiet)
 
 
+@pytest.mark.slow
 def test_cli_sweep_dry_run_and_bad_input(tmp_path):
     r = cli("sweep", "--ops", "x+y,x-y", "--fracs", "0.3,0.5", "--seeds", "0,1", "--steps", "100",
             "--out", str(tmp_path / "sw"), "--dry-run")
@@ -277,6 +280,7 @@ def test_cli_sweep_dry_run_and_bad_input(tmp_path):
     assert not (tmp_path / "a").exists() and (tmp_path / "taken" / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_grid_file_yaml_and_json(tmp_path):
     yaml_file = tmp_path / "grid.yaml"
     yaml_file.write_text("fixed:\n  p: 11\n  steps: 30\ngrid:\n  op: [x+y, x-y]\n  seed: [0, 1, 2]\n")
@@ -333,6 +337,7 @@ def test_sweep_on_a_local_ray_cluster(tmp_path):
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_ray_bad_address_is_one_line(tmp_path):
     need_ray()
     r = cli("sweep", "--ops", "x+y", "--p", "11", "--steps", "10", "--out", str(tmp_path / "sw"),
@@ -341,6 +346,7 @@ def test_ray_bad_address_is_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_sweep_analyses_fill_the_sharpness_column(tmp_path):
     """Figure 7's path: the sweep computes sharpness at each run's last checkpoint; the table reads it."""
     spec = SweepSpec.make(fixed={**TINY, "steps": 20}, grid={"seed": "0,1"},
@@ -361,6 +367,7 @@ def test_sweep_analyses_fill_the_sharpness_column(tmp_path):
     assert (sweep.run_dir(sweep.cells[0]) / "ckpt" / "step_00000020.safetensors").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_early_stop_ends_one_run_of_a_batch(tmp_path):
     """stop_val_acc: a run ends (checkpoint, resume state, status done) at the first evaluation that reaches
     it; the run beside it in the batch goes on to its budget, as it would alone."""

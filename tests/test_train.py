@@ -56,6 +56,7 @@ def test_train_writes_a_loadable_run(tmp_path):
     assert len(d.train_y) == round(0.6 * 49)
 
 
+@pytest.mark.slow
 def test_a_small_run_really_groks(grokked_run):
     """The session's grokking run (tests/conftest.py): memorises first, generalises long after."""
     m = grokked_run.metrics
@@ -186,6 +187,7 @@ def start_and_stop(run_dir, cfg_file, sig, min_state_step):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.slow
 def test_resume_is_bit_identical(tmp_path, sig):
     over = dict(train={"steps": 800}, schedule={"ckpt_every": 50, "state_every": 100, "eval_every": 50})
     cfg_file = write_cfg(tmp_path / "cfg.json", **over)
@@ -237,12 +239,14 @@ def test_out_of_range_config_is_one_clear_error_before_anything_is_written(tmp_p
 
 
 @pytest.mark.parametrize("args,msg", BAD)
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, msg):
     r = cli(*args, "--out", str(tmp_path / "never"), cwd=tmp_path)
     assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "never").exists()
 
 
+@pytest.mark.slow
 def test_cli_bad_paths(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     r = cli("train", "--config", str(tmp_path / "bad.json"))
@@ -263,6 +267,7 @@ def test_cli_bad_paths(tmp_path):
     assert {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == snapshot
 
 
+@pytest.mark.slow
 def test_cli_train_prints_disk_estimate_and_lists(tmp_path):
     cfg_file = write_cfg(tmp_path / "cfg.json", train={"steps": 3})
     r = cli("train", "--config", str(cfg_file), "--out", str(tmp_path / "r"), "--no-progress")

@@ -165,6 +165,7 @@ def _grokscope(*args, timeout=120):
                           timeout=timeout, env=env)
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_naming_the_holder(run, tmp_path):
     before = snapshot(run.path)
     with FolderLock(run.path, "train"):
@@ -185,6 +186,7 @@ def test_a_second_writer_is_refused_naming_the_holder(run, tmp_path):
     assert [p.name for p in sweep.iterdir()] == [LOCK_FILE]
 
 
+@pytest.mark.slow
 def test_two_concurrent_trainings_on_one_folder(tmp_path):
     out = tmp_path / "same"
     cfg = tmp_path / "c.json"
@@ -240,6 +242,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.slow
 def test_killed_sweep_parent_takes_its_workers_with_it(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "sw"

@@ -81,6 +81,116 @@ class _Budget(Exception):
     pass
 
 
+def _check_box_args(starts, direction: str, budget: int, polish: int, probe: int, step: float, min_step: float,
+                    r: np.ndarray) -> None:
+    bad = [s for s in starts if s not in STARTS]
+    if bad or not starts:
+        raise GrokscopeError(f"starts must be a non-empty list of {', '.join(STARTS)}; got {list(starts)!r}")
+    if direction not in ("sign", "scaled"):
+        raise GrokscopeError(f"direction must be 'sign' or 'scaled', got {direction!r}")
+    if budget < 0 or polish < 0 or probe < 1 or not step > 0 or not 0 < min_step <= step:
+        raise GrokscopeError("budget and polish must be >= 0, probe >= 1 and 0 < min_step <= step")
+    if np.any(r < 0):
+        raise GrokscopeError("the box's half-widths must be >= 0")
+
+
+class _Ascent:
+    """One ``box_maximise`` call: ``f`` on the box around ``x0``, its evaluations counted against a limit
+    (``_Budget`` is raised past it), and the best point seen so far."""
+
+    def __init__(self, f: Loss, x0: np.ndarray, r: np.ndarray, basis: np.ndarray | None, limit: int,
+                 direction: str, min_step: float, f0: float):
+        self.f, self.x0, self.r, self.basis = f, x0, r, basis
+        self.direction, self.min_step = direction, min_step
+        self.n, self.limit = 0, limit  # evaluations used, and allowed
+        self.best = {"f": f0, "z": np.zeros_like(r), "start": ""}
+        self.history: list[float] = []  # the best f after each evaluation
+
+    def to_y(self, z: np.ndarray) -> np.ndarray:  # (m,) -> (n,)
+        return z if self.basis is None else self.basis @ z
+
+    def to_z(self, g: np.ndarray) -> np.ndarray:  # a gradient in parameter space -> in z
+        return g if self.basis is None else self.basis.T @ g
+
+    def evaluate(self, z: np.ndarray, who: str) -> tuple[float, np.ndarray]:
+        if self.n >= self.limit:
+            raise _Budget
+        value, grad = self.f(self.x0 + self.to_y(z))
+        value = float(value)
+        self.n += 1
+        if value > self.best["f"]:
+            self.best.update(f=value, z=z.copy(), start=who)
+        self.history.append(self.best["f"])
+        return value, self.to_z(np.asarray(grad, dtype=np.float64))
+
+    def direction_of(self, g: np.ndarray) -> np.ndarray:
+        if self.direction == "sign":
+            return np.sign(g)
+        s = self.r * g
+        top = np.abs(s).max()
+        return s / top if top > 0 else s
+
+    def advance(self, c: _Climb) -> None:
+        """One evaluation of climb ``c`` (none when its step is null: it ends at a corner)."""
+        r = self.r
+        z = np.clip(c.z + c.alpha * r * self.direction_of(c.g), -r, r)
+        if np.array_equal(z, c.z):
+            c.ended = "corner"
+            return
+        value, grad = self.evaluate(z, c.name)
+        if value > c.f:
+            c.z, c.f, c.g = z, value, grad
+            c.alpha = min(2.0 * c.alpha, 2.0)
+        else:
+            c.alpha /= 2
+            if c.alpha < self.min_step:
+                c.ended = "step"
+
+    def climb(self, starts, probe: int, step: float, f0: float, g0z: np.ndarray,
+              signs: dict[str, np.ndarray]) -> tuple[list[_Climb], bool]:
+        """Phase 1: each start in turn for ``probe`` evaluations; phase 2: the climb with the highest f goes
+        on, until every climb has ended or the budget is spent. Returns the climbs, and whether the budget
+        ran out."""
+        climbs: list[_Climb] = []
+        try:
+            for name in starts:
+                n_before = self.n
+                if name == "zero":  # from x0 itself, along its gradient (at an exact minimum: the sign start's)
+                    c = _Climb(name, np.zeros_like(self.r), f0, g0z if np.any(g0z) else signs["sign"], step / 4)
+                else:  # from a corner of the box
+                    z = self.r * signs[name]
+                    value, grad = self.evaluate(z, name)
+                    c = _Climb(name, z, value, grad, step)
+                climbs.append(c)
+                while not c.ended and self.n - n_before < probe:
+                    self.advance(c)
+            while True:
+                live = [c for c in climbs if not c.ended]
+                if not live:
+                    return climbs, False
+                self.advance(max(live, key=lambda c: c.f))
+        except _Budget:
+            return climbs, True
+
+    def polish(self, n: int, f0: float) -> None:
+        """``n`` more evaluations for L-BFGS-B from the best point, in u = z / r (box and loss of order 1)."""
+        self.limit = self.n + n
+        rise = self.best["f"] - f0
+        scale = rise if rise > 0 else max(abs(f0), 1e-30)
+        r = self.r
+        safe = np.where(r > 0, r, 1.0)
+
+        def neg(u):
+            value, grad = self.evaluate(u * r, "polish")
+            return -(value - f0) / scale, -(grad * r) / scale
+
+        try:
+            minimize(neg, self.best["z"] / safe, jac=True, method="L-BFGS-B", bounds=Bounds(-1.0, 1.0),
+                     options={"maxiter": n, "maxfun": n, "ftol": 0.0, "gtol": 0.0})
+        except _Budget:
+            pass
+
+
 def box_maximise(f: Loss, x0: np.ndarray, r: np.ndarray, basis: np.ndarray | None = None, budget: int = 20,
                  starts=("sign", "random", "zero"), probe: int = 3, direction: str = "sign", step: float = 1.0,
                  min_step: float = 1 / 64, polish: int = 0, seed: int = 0,
@@ -95,103 +205,22 @@ def box_maximise(f: Loss, x0: np.ndarray, r: np.ndarray, basis: np.ndarray | Non
     """
     x0 = np.asarray(x0, dtype=np.float64)
     r = np.asarray(r, dtype=np.float64)
-    bad = [s for s in starts if s not in STARTS]
-    if bad or not starts:
-        raise GrokscopeError(f"starts must be a non-empty list of {', '.join(STARTS)}; got {list(starts)!r}")
-    if direction not in ("sign", "scaled"):
-        raise GrokscopeError(f"direction must be 'sign' or 'scaled', got {direction!r}")
-    if budget < 0 or polish < 0 or probe < 1 or not step > 0 or not 0 < min_step <= step:
-        raise GrokscopeError("budget and polish must be >= 0, probe >= 1 and 0 < min_step <= step")
-    if np.any(r < 0):
-        raise GrokscopeError("the box's half-widths must be >= 0")
+    _check_box_args(starts, direction, budget, polish, probe, step, min_step, r)
     rng = np.random.default_rng(seed)
-    to_y = (lambda z: z) if basis is None else (lambda z: basis @ z)  # (m,) -> (n,)
-    to_z = (lambda g: g) if basis is None else (lambda g: basis.T @ g)  # gradient in z
-    st = {"n": 0, "limit": budget}
     f0, g0 = f0g0 if f0g0 is not None else f(x0)
     f0 = float(f0)
-    g0z = to_z(np.asarray(g0, dtype=np.float64))
-    best = {"f": f0, "z": np.zeros_like(r), "start": ""}
-    history: list[float] = []
-
-    def evaluate(z, who):
-        if st["n"] >= st["limit"]:
-            raise _Budget
-        value, grad = f(x0 + to_y(z))
-        value = float(value)
-        st["n"] += 1
-        if value > best["f"]:
-            best.update(f=value, z=z.copy(), start=who)
-        history.append(best["f"])
-        return value, to_z(np.asarray(grad, dtype=np.float64))
-
-    def direction_of(g):
-        if direction == "sign":
-            return np.sign(g)
-        s = r * g
-        top = np.abs(s).max()
-        return s / top if top > 0 else s
-
-    def advance(c: _Climb) -> None:
-        """One evaluation of climb ``c`` (none when its step is null: it ends at a corner)."""
-        z = np.clip(c.z + c.alpha * r * direction_of(c.g), -r, r)
-        if np.array_equal(z, c.z):
-            c.ended = "corner"
-            return
-        value, grad = evaluate(z, c.name)
-        if value > c.f:
-            c.z, c.f, c.g = z, value, grad
-            c.alpha = min(2.0 * c.alpha, 2.0)
-        else:
-            c.alpha /= 2
-            if c.alpha < min_step:
-                c.ended = "step"
-
-    def corner(signs, name):
-        z = r * signs
-        value, grad = evaluate(z, name)
-        return _Climb(name, z, value, grad, step)
-
+    a = _Ascent(f, x0, r, basis, budget, direction, min_step, f0)
+    g0z = a.to_z(np.asarray(g0, dtype=np.float64))
     sign0 = np.where(g0z != 0, np.sign(g0z), rng.choice([-1.0, 1.0], size=r.shape))
-    random_signs = rng.choice([-1.0, 1.0], size=r.shape)
-    climbs: list[_Climb] = []
-    out_of_budget = False
-    try:
-        for name in starts:  # phase 1: each start in turn, `probe` evaluations
-            n_before = st["n"]
-            if name == "zero":
-                c = _Climb(name, np.zeros_like(r), f0, g0z if np.any(g0z) else sign0, step / 4)  # exact minimum: sign0
-            else:
-                c = corner({"sign": sign0, "antisign": -sign0, "random": random_signs}[name], name)
-            climbs.append(c)
-            while not c.ended and st["n"] - n_before < probe:
-                advance(c)
-        while True:  # phase 2: the climb with the highest f goes on
-            live = [c for c in climbs if not c.ended]
-            if not live:
-                break
-            advance(max(live, key=lambda c: c.f))
-    except _Budget:
-        out_of_budget = True
+    signs = {"sign": sign0, "antisign": -sign0, "random": rng.choice([-1.0, 1.0], size=r.shape)}
+    climbs, out_of_budget = a.climb(starts, probe, step, f0, g0z, signs)
     top = max(climbs, key=lambda c: c.f) if climbs else None
-    rise = best["f"] - f0
     climbing = bool(out_of_budget and top is not None and not top.ended)
     if polish:
-        st["limit"] = st["n"] + polish
-        scale = rise if rise > 0 else max(abs(f0), 1e-30)
-        safe = np.where(r > 0, r, 1.0)
-
-        def neg(u):  # u = z / r in [-1, 1]: the box and the loss both of order 1
-            value, grad = evaluate(u * r, "polish")
-            return -(value - f0) / scale, -(grad * r) / scale
-
-        try:
-            minimize(neg, best["z"] / safe, jac=True, method="L-BFGS-B", bounds=Bounds(-1.0, 1.0),
-                     options={"maxiter": polish, "maxfun": polish, "ftol": 0.0, "gtol": 0.0})
-        except _Budget:
-            pass
-    return {"f0": f0, "fmax": best["f"], "z": best["z"], "y": to_y(best["z"]), "nfev": st["n"],
-            "climbing": climbing, "best_start": best["start"], "history": history,
+        a.polish(polish, f0)
+    best = a.best
+    return {"f0": f0, "fmax": best["f"], "z": best["z"], "y": a.to_y(best["z"]), "nfev": a.n,
+            "climbing": climbing, "best_start": best["start"], "history": a.history,
             "ended": {c.name: c.ended or ("budget" if out_of_budget else "") for c in climbs}}
 
 

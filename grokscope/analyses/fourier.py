@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from ..errors import GrokscopeError
 from ..tasks import OPERATIONS
 from ..model import answer_logits
+from ._common import gini
 from .base import register
 
 CYCLIC_KINDS = ("modular", "multiplicative", "modular-mixed", "modular-poly")
@@ -125,16 +126,6 @@ def frequency_norms(W: torch.Tensor, basis: torch.Tensor, freqs: torch.Tensor) -
     coef = basis @ W.detach().to(basis.dtype).cpu()  # (n, d)
     sq = torch.zeros(int(freqs.max()) + 1, dtype=basis.dtype).index_add_(0, freqs, coef.pow(2).sum(-1))
     return sq.sqrt()
-
-
-def gini(c) -> float:
-    """Hurley-Rickard Gini of non-negative values: 0 when all equal, 1 - 1/N when one holds everything."""
-    c = np.sort(np.asarray(c, dtype=np.float64).ravel())
-    total, n = c.sum(), len(c)
-    if n == 0 or total <= 0:
-        return float("nan")
-    k = np.arange(1, n + 1)
-    return float(1 - 2 * np.sum((c / total) * (n - k + 0.5) / n))
 
 
 MAX_KEYS = 16  # the most key frequencies the gap rule picks
@@ -246,7 +237,7 @@ def last_position_acts(model, x: torch.Tensor, names: list[str]) -> dict[str, to
     attached (an intervention) is run through the HookedTransformer itself, hooks and all."""
     store: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     dev = model.W_E.device
-    hooked = any(hp._forward_hooks for hp in model.hook_dict.values())
+    hooked = any(hp.has_hooks(dir="fwd") for hp in model.hook_dict.values())  # TransformerLens's own API
 
     def keep(act, hook):
         store[hook.name].append(act[:, -1].detach())

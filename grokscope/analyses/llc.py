@@ -66,6 +66,23 @@ def estimate_llc(model: torch.nn.Module, row_loss: Callable[[torch.nn.Module, to
     training set). Generic: the tests use it on planted regression models whose learning coefficient is
     known. Returns the long table described in the module docstring.
     """
+    _check_llc_args(n, lr, chains, draws, localization, burnin)
+    batch = n if not batch_size else min(int(batch_size), n)
+    nbeta = float(n / math.log(n)) if nbeta is None else float(nbeta)
+    try:
+        init_loss, trace, devinterp_llc = _sample_chains(model, row_loss, n, lr=lr, nbeta=nbeta, chains=chains,
+                                                         draws=draws, burnin=burnin, batch=batch,
+                                                         init_batches=init_batches, seed=seed,
+                                                         localization=localization)
+    except Exception as e:  # devinterp stops a chain whose loss is NaN or infinite
+        if "NaN or Inf" in str(e):
+            return _diverged(model, n, nbeta, lr, localization, chains, draws, burnin, batch, str(e))
+        raise
+    settings = _settings(model, n, nbeta, lr, localization, chains, draws, burnin, batch)
+    return _llc_table(trace, init_loss, devinterp_llc, nbeta, burnin, rhat_max, settings)
+
+
+def _check_llc_args(n: int, lr: float, chains: int, draws: int, localization: float, burnin: int) -> None:
     why = devinterp_missing()
     if why is not None:
         raise GrokscopeError(why)
@@ -76,12 +93,16 @@ def estimate_llc(model: torch.nn.Module, row_loss: Callable[[torch.nn.Module, to
             raise GrokscopeError(f"llc: {key} must be positive, got {value}")
     if localization < 0 or burnin < 0:
         raise GrokscopeError("llc: localization and burnin must not be negative")
+
+
+def _sample_chains(model, row_loss, n: int, *, lr: float, nbeta: float, chains: int, draws: int, burnin: int,
+                   batch: int, init_batches: int, seed: int, localization: float) -> tuple[float, np.ndarray, float]:
+    """SGLD chains through devinterp. Returns the loss at the checkpoint, the (chain, step) trace of the
+    mean sampled loss (burn-in included) and devinterp's own LLC estimate (over every step)."""
     from datasets import Dataset
     from devinterp.slt.llc import compute_llc
     from devinterp.slt.sampling import sample
 
-    batch = n if not batch_size else min(int(batch_size), n)
-    nbeta = float(n / math.log(n)) if nbeta is None else float(nbeta)
     # devinterp samples language models: each "sequence" here is (row index, 0), and the loss of its one
     # next-token position is the row's own loss, so every reduction devinterp makes is over rows
     rows = Dataset.from_dict({"input_ids": [[i, 0] for i in range(n)]}).with_format("torch")
@@ -103,12 +124,14 @@ def estimate_llc(model: torch.nn.Module, row_loss: Callable[[torch.nn.Module, to
             init_loss = float(ds.init_loss.values.mean())
             trace = ds.sampling_loss_micro.mean(dim=["batch_sampling", "token_pos"]).values.astype(np.float64)  # (chain, step)
             devinterp_llc = float(compute_llc(samples)["llc_mean"])
-    except Exception as e:  # devinterp stops a chain whose loss is NaN or infinite
-        if "NaN or Inf" in str(e):
-            return _diverged(model, n, nbeta, lr, localization, chains, draws, burnin, batch, str(e))
-        raise
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
+    return init_loss, trace, devinterp_llc
+
+
+def _llc_table(trace: np.ndarray, init_loss: float, devinterp_llc: float, nbeta: float, burnin: int,
+               rhat_max: float, settings: dict) -> pd.DataFrame:
+    """The long table from the chains' trace: the estimate with its checks, a row per chain, the trace."""
     drawn = trace[:, burnin:]  # (chain, draws): the loss at each draw after burn-in
     per_chain = nbeta * (drawn.mean(1) - init_loss)
     drifts = [drift(drawn[c] - init_loss) for c in range(drawn.shape[0])]
@@ -125,7 +148,6 @@ def estimate_llc(model: torch.nn.Module, row_loss: Callable[[torch.nn.Module, to
     if not settled and finite:
         problems.append(f"chains not settled (split R-hat {rhat:.3g} > {rhat_max:g}: the halves of the chains sample "
                         f"different losses; more draws or burn-in, or another lr; see the traces)")
-    settings = _settings(model, n, nbeta, lr, localization, chains, draws, burnin, batch)
     head = {"kind": "estimate", "chain": -1, "draw": -1, "llc": llc,
             "llc_std": float(per_chain.std(ddof=1)) if len(per_chain) > 1 else float("nan"),
             "llc_se": float(per_chain.std(ddof=1) / math.sqrt(len(per_chain))) if len(per_chain) > 1 else float("nan"),

@@ -318,6 +318,27 @@ def chance_loss(metrics: pd.DataFrame, n_answers: int | None) -> float:
     return float(v.iloc[0]) if len(v) else NAN
 
 
+@dataclass
+class _Curves:
+    """What ``find_phases`` reads: the curves, the levels it reads them at and the two accuracy steps."""
+    ms: Measures
+    train: pd.Series  # train accuracy by step
+    val: pd.Series  # validation accuracy by step
+    vloss: pd.Series  # validation loss by step
+    chance: float  # the validation loss of a uniform guess
+    acc: float  # "reached": accuracy at or above this
+    done: float  # clean-up is over when the markers have done this share of their change
+    first: int
+    last: int
+    t_mem: int | None  # first step with train accuracy >= acc
+    t_grok: int | None  # first step with validation accuracy >= acc
+    fourier_note: str  # said when the task has no Fourier measures
+
+    def grok_text(self) -> str:
+        return (f"validation accuracy reaches {pct(self.acc)} at step {self.t_grok}" if self.t_grok is not None
+                else f"validation accuracy has not reached {pct(self.acc)} (best {pct(self.val.max())})")
+
+
 def find_phases(metrics: pd.DataFrame, results: dict[str, pd.DataFrame] | None = None, acc: float = 0.99,
                 done: float = 0.9, n_answers: int | None = None, no_fourier: str | None = None) -> pd.DataFrame:
     """The four phase rows (see the module docstring) from a metrics table and optional results.
@@ -328,102 +349,129 @@ def find_phases(metrics: pd.DataFrame, results: dict[str, pd.DataFrame] | None =
     train, val = series(metrics, "train_acc"), series(metrics, "val_acc")
     if train.empty:
         return _table([_absent(p, "no metrics yet") for p in PHASES], COLUMNS)
-    chance = chance_loss(metrics, n_answers)
-    first, last = int(train.index[0]), int(train.index[-1])
-    t_mem = first_step(train, lambda s: s >= acc)
-    t_grok = first_step(val, lambda s: s >= acc)
-    vloss = ms["val_loss"]
-    fourier_note = "" if ms.has("embed_gini") else (
-        f" ({no_fourier or 'no Fourier table'}: the markers here are the neuron-norm Gini and effective number, "
-        "the weight norm and validation loss)")
-    rows = []
-
-    # memorisation
-    ev = ms.evidence("memorisation", first, t_mem if t_mem is not None else last)
-    if t_mem is None:
-        rows.append(_row("memorisation", first, None, "train_acc", acc, at(train, first), at(train, last),
-                         f"memorisation from step {first}, not finished: train accuracy {pct(at(train, first))} → "
-                         f"{pct(at(train, last))} at step {last} (best {pct(train.max())})", evidence=_evidence_col(ev)))
-        rows += [_absent(p, f"train accuracy never reached {pct(acc)}") for p in PHASES[1:]]
+    c = _Curves(ms, train, val, ms["val_loss"], chance_loss(metrics, n_answers), acc, done,
+                int(train.index[0]), int(train.index[-1]), first_step(train, lambda s: s >= acc),
+                first_step(val, lambda s: s >= acc),
+                "" if ms.has("embed_gini") else (
+                    f" ({no_fourier or 'no Fourier table'}: the markers here are the neuron-norm Gini and effective "
+                    "number, the weight norm and validation loss)"))
+    if c.t_mem is None:
+        rows = [_memorising(c)] + [_absent(p, f"train accuracy never reached {pct(acc)}") for p in PHASES[1:]]
         return _table(rows, COLUMNS)
-    vl_mem = at(ms["val_loss"], t_mem)
-    floor = train_loss_floor(ms["train_loss"], t_mem, vloss, chance)
-    rows.append(_row("memorisation", first, t_mem, "", NAN, at(train, first), at(train, t_mem),
-                     f"memorisation from step {first} to {t_mem}: train accuracy {pct(at(train, first))} → "
-                     f"{pct(at(train, t_mem))}" + (f", {_evidence_text(ev)}" if ev else "")
-                     + (f" (the train loss reaches its floor, within a factor 2 of its lowest value before "
-                        f"clean-up, at step {floor})" if floor is not None and floor > t_mem else "")
-                     + f"; validation accuracy {pct(at(val, t_mem))}, validation loss {fmt(None, vl_mem)} "
-                       f"(chance {chance:.2f})",
-                     end_marker="train_acc", end_threshold=acc, evidence=_evidence_col(ev)))
-
-    # circuit formation: until validation loss is below chance for good
-    t_clean = below_for_good(vloss, chance, t_mem) if len(vloss) else None
-    if t_clean is not None and t_clean <= t_mem:
-        why = f"validation loss was already below chance ({fmt(None, vl_mem)} < {chance:.2f}) when training reached {pct(acc)}: no delay"
-        rows += [_absent("circuit_formation", why)]
-    else:
-        end = t_clean if t_clean is not None else last
-        ev = ms.evidence("circuit_formation", t_mem, end)
-        vmax = float(val[(val.index >= t_mem) & (val.index <= end)].max()) if len(val) else NAN
-        vpeak = float(vloss[(vloss.index >= t_mem) & (vloss.index <= end)].max()) if len(vloss) else NAN
-        until = f"to {t_clean}" if t_clean is not None else "on (not finished)"
-        inside = _evidence_text(ev) if ev else "no internal marker moved by a meaningful amount"
-        rows.append(_row("circuit_formation", t_mem, t_clean, "train_acc", acc, at(vloss, t_mem), at(vloss, end),
-                         f"circuit formation from step {t_mem} {until}: {inside}, while validation loss stays above "
-                         f"chance ({fmt(None, at(vloss, t_mem))} at step {t_mem}, peak {fmt(None, vpeak)}, chance "
-                         f"{chance:.2f}) and validation accuracy at or below {pct(vmax)}{fourier_note}",
-                         end_marker="val_loss" if t_clean is not None else "", end_threshold=chance if t_clean else NAN,
-                         evidence=_evidence_col(ev)))
+    t_clean = below_for_good(c.vloss, c.chance, c.t_mem) if len(c.vloss) else None
+    rows = [_memorisation(c), _circuit_formation(c, t_clean)]
     if t_clean is None:
-        best = val.idxmax() if len(val) else last
-        rows.append(_absent("clean_up", f"validation loss never fell below chance ({chance:.2f}) for good "
-                                        f"(last {fmt(None, at(vloss, last))} at step {last}; best validation accuracy "
-                                        f"{pct(val.max())} at step {best})"))
-        rows.append(_absent("grokked", f"validation accuracy never reached {pct(acc)}" if t_grok is None else
-                            "validation loss is not below chance for good"))
+        rows += _never_cleaned_up(c)
         return _table(rows, COLUMNS)
+    t_stable, end_marker, end_level, ends, moving = _clean_up_end(c, t_clean)
+    rows.append(_clean_up(c, t_clean, t_stable, end_marker, end_level, ends))
+    rows.append(_grokked(c, t_stable, end_marker, end_level, moving))
+    return _table(rows, COLUMNS)
 
-    # clean-up: until the markers have done `done` of their change and validation accuracy >= acc
+
+def _memorising(c: _Curves) -> dict:
+    """The memorisation row of a run whose train accuracy never reached ``acc``."""
+    first, last, train = c.first, c.last, c.train
+    ev = c.ms.evidence("memorisation", first, last)
+    return _row("memorisation", first, None, "train_acc", c.acc, at(train, first), at(train, last),
+                f"memorisation from step {first}, not finished: train accuracy {pct(at(train, first))} → "
+                f"{pct(at(train, last))} at step {last} (best {pct(train.max())})", evidence=_evidence_col(ev))
+
+
+def _memorisation(c: _Curves) -> dict:
+    """Memorisation: from the first step to ``T_mem`` (train accuracy reaches ``acc``)."""
+    first, t_mem, train = c.first, c.t_mem, c.train
+    ev = c.ms.evidence("memorisation", first, t_mem)
+    floor = train_loss_floor(c.ms["train_loss"], t_mem, c.vloss, c.chance)
+    return _row("memorisation", first, t_mem, "", NAN, at(train, first), at(train, t_mem),
+                f"memorisation from step {first} to {t_mem}: train accuracy {pct(at(train, first))} → "
+                f"{pct(at(train, t_mem))}" + (f", {_evidence_text(ev)}" if ev else "")
+                + (f" (the train loss reaches its floor, within a factor 2 of its lowest value before "
+                   f"clean-up, at step {floor})" if floor is not None and floor > t_mem else "")
+                + f"; validation accuracy {pct(at(c.val, t_mem))}, validation loss {fmt(None, at(c.vloss, t_mem))} "
+                  f"(chance {c.chance:.2f})",
+                end_marker="train_acc", end_threshold=c.acc, evidence=_evidence_col(ev))
+
+
+def _circuit_formation(c: _Curves, t_clean: int | None) -> dict:
+    """Circuit formation: from ``T_mem`` until validation loss is below chance for good (``t_clean``)."""
+    t_mem, val, vloss, chance = c.t_mem, c.val, c.vloss, c.chance
+    if t_clean is not None and t_clean <= t_mem:
+        return _absent("circuit_formation", f"validation loss was already below chance ({fmt(None, at(vloss, t_mem))}"
+                                            f" < {chance:.2f}) when training reached {pct(c.acc)}: no delay")
+    end = t_clean if t_clean is not None else c.last
+    ev = c.ms.evidence("circuit_formation", t_mem, end)
+    vmax = float(val[(val.index >= t_mem) & (val.index <= end)].max()) if len(val) else NAN
+    vpeak = float(vloss[(vloss.index >= t_mem) & (vloss.index <= end)].max()) if len(vloss) else NAN
+    until = f"to {t_clean}" if t_clean is not None else "on (not finished)"
+    inside = _evidence_text(ev) if ev else "no internal marker moved by a meaningful amount"
+    return _row("circuit_formation", t_mem, t_clean, "train_acc", c.acc, at(vloss, t_mem), at(vloss, end),
+                f"circuit formation from step {t_mem} {until}: {inside}, while validation loss stays above "
+                f"chance ({fmt(None, at(vloss, t_mem))} at step {t_mem}, peak {fmt(None, vpeak)}, chance "
+                f"{chance:.2f}) and validation accuracy at or below {pct(vmax)}{c.fourier_note}",
+                end_marker="val_loss" if t_clean is not None else "", end_threshold=chance if t_clean else NAN,
+                evidence=_evidence_col(ev))
+
+
+def _never_cleaned_up(c: _Curves) -> list[dict]:
+    """The clean-up and grokked rows of a run whose validation loss never fell below chance for good."""
+    last, val, vloss = c.last, c.val, c.vloss
+    best = val.idxmax() if len(val) else last
+    return [_absent("clean_up", f"validation loss never fell below chance ({c.chance:.2f}) for good "
+                                f"(last {fmt(None, at(vloss, last))} at step {last}; best validation accuracy "
+                                f"{pct(val.max())} at step {best})"),
+            _absent("grokked", f"validation accuracy never reached {pct(c.acc)}" if c.t_grok is None else
+                    "validation loss is not below chance for good")]
+
+
+def _clean_up_end(c: _Curves, t_clean: int):
+    """When clean-up ends: the last of the steps where the weight norm and the Gini have done ``done`` of
+    their change and validation accuracy reaches ``acc``; ``None`` while not finished. Returns
+    (t_stable, end marker, end level, [(step, marker, level)], labels of the markers still moving)."""
     ends, moving = [], []
+    ms = c.ms
     gini_key = "embed_gini" if ms.has("embed_gini") else "neuron_gini"
     for key in ("weight_norm", gini_key):
         if ms.has(key):
-            step, level, settled = done_step(ms[key], BY_KEY[key], t_clean, done)
+            step, level, settled = done_step(ms[key], BY_KEY[key], t_clean, c.done)
             if step is not None:
                 ends.append((step, key, level))
             if not settled:
                 moving.append(BY_KEY[key].label)
-    if t_grok is not None:
-        ends.append((max(t_grok, t_clean), "val_acc", acc))
+    if c.t_grok is not None:
+        ends.append((max(c.t_grok, t_clean), "val_acc", c.acc))
     t_stable, end_marker, end_level = max(ends) if ends else (None, "", NAN)
-    finished = t_grok is not None and t_stable is not None and t_stable < last and not moving
-    if not finished:
-        t_stable = None
-    end = t_stable if t_stable is not None else last
-    ev = ms.evidence("clean_up", t_clean, end)
+    finished = c.t_grok is not None and t_stable is not None and t_stable < c.last and not moving
+    return (t_stable if finished else None), end_marker, end_level, ends, moving
+
+
+def _clean_up(c: _Curves, t_clean: int, t_stable: int | None, end_marker: str, end_level: float, ends) -> dict:
+    """Clean-up: from ``t_clean`` until the markers have settled (``t_stable``)."""
+    end = t_stable if t_stable is not None else c.last
+    ev = c.ms.evidence("clean_up", t_clean, end)
     by = "; ".join(f"{BY_KEY[k].label if k in BY_KEY else k} by step {s}" for s, k, _ in sorted(ends))
     until = f"to {t_stable}" if t_stable is not None else "on (not finished)"
-    grok_text = (f"validation accuracy reaches {pct(acc)} at step {t_grok}" if t_grok is not None
-                 else f"validation accuracy has not reached {pct(acc)} (best {pct(val.max())})")
-    rows.append(_row("clean_up", t_clean, t_stable, "val_loss", chance, at(vloss, t_clean), at(vloss, end),
-                     f"clean-up from step {t_clean} {until}: validation loss below chance ({chance:.2f}) for good"
-                     + (f", {_evidence_text(ev)}" if ev else "") + f"; {grok_text}"
-                     + (f"; {pct(done)} of the change done: {by}" if by else ""),
-                     end_marker=end_marker if t_stable is not None else "",
-                     end_threshold=end_level if t_stable is not None else NAN, evidence=_evidence_col(ev)))
+    return _row("clean_up", t_clean, t_stable, "val_loss", c.chance, at(c.vloss, t_clean), at(c.vloss, end),
+                f"clean-up from step {t_clean} {until}: validation loss below chance ({c.chance:.2f}) for good"
+                + (f", {_evidence_text(ev)}" if ev else "") + f"; {c.grok_text()}"
+                + (f"; {pct(c.done)} of the change done: {by}" if by else ""),
+                end_marker=end_marker if t_stable is not None else "",
+                end_threshold=end_level if t_stable is not None else NAN, evidence=_evidence_col(ev))
+
+
+def _grokked(c: _Curves, t_stable: int | None, end_marker: str, end_level: float, moving: list[str]) -> dict:
+    """Grokked: from ``t_stable`` to the last step; absent while clean-up goes on."""
+    last, val, vloss = c.last, c.val, c.vloss
     if t_stable is None:
-        rows.append(_absent("grokked", grok_text if t_grok is None else
-                            f"clean-up still going on at the last step ({last})"
-                            + (f": {' and '.join(moving)} still changing" if moving else "")))
-    else:
-        wn = ms["weight_norm"]
-        rows.append(_row("grokked", t_stable, None, end_marker, end_level, at(val, t_stable), at(val, last),
-                         f"grokked and stable from step {t_stable}: validation accuracy {pct(at(val, last))} and "
-                         f"loss {fmt(None, at(vloss, last))} at step {last}"
-                         + (f", weight norm {fmt(None, at(wn, last))}" if len(wn) else "")
-                         + f"; {t_grok - t_mem} steps from memorisation to {pct(acc)} validation accuracy"))
-    return _table(rows, COLUMNS)
+        return _absent("grokked", c.grok_text() if c.t_grok is None else
+                       f"clean-up still going on at the last step ({last})"
+                       + (f": {' and '.join(moving)} still changing" if moving else ""))
+    wn = c.ms["weight_norm"]
+    return _row("grokked", t_stable, None, end_marker, end_level, at(val, t_stable), at(val, last),
+                f"grokked and stable from step {t_stable}: validation accuracy {pct(at(val, last))} and "
+                f"loss {fmt(None, at(vloss, last))} at step {last}"
+                + (f", weight norm {fmt(None, at(wn, last))}" if len(wn) else "")
+                + f"; {c.t_grok - c.t_mem} steps from memorisation to {pct(c.acc)} validation accuracy")
 
 
 # --- lead and lag --------------------------------------------------------------------------------------

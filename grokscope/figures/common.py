@@ -81,6 +81,12 @@ def by_step(table: pd.DataFrame, column: str, where: dict[str, Any] | None = Non
     return s.dropna().sort_index()
 
 
+def first_at(s: pd.Series, level: float) -> int | None:
+    """The first step (index) of a by-step series whose value is at least ``level``, or None."""
+    hits = s[s >= level]
+    return int(hits.index[0]) if len(hits) else None
+
+
 # --- phases -----------------------------------------------------------------------------------------
 def phase_spans(phases: pd.DataFrame | None, last_step: float | None) -> list[tuple[str, float, float]]:
     """(phase, start, end) of each phase that happened; an open phase ends at ``last_step``."""

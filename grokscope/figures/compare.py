@@ -12,14 +12,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import PALETTE, RunTables, by_step, curve, esc, finish, step_x, time_axes
+from .common import PALETTE, RunTables, by_step, curve, esc, finish, first_at, step_x, time_axes
 
 
 def first_step_at(metrics: pd.DataFrame | None, column: str, level: float = 0.99) -> int | None:
     """The first step where ``column`` of the metrics reaches ``level``, or None."""
-    s = by_step(metrics, column)
-    hits = s[s >= level]
-    return int(hits.index[0]) if len(hits) else None
+    return first_at(by_step(metrics, column), level)
 
 
 def _marks(fig: go.Figure, grok: dict[str, int | None], colours: dict[str, str], log_x: bool, n_rows: int) -> None:

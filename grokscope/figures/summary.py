@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .common import by_step
+from .common import by_step, first_at
 
 LEVEL = 0.99
 
@@ -40,12 +40,8 @@ class KeySteps:
 def key_steps(metrics: pd.DataFrame | None, level: float = LEVEL) -> KeySteps:
     train, val = by_step(metrics, "train_acc"), by_step(metrics, "val_acc")
 
-    def first(s):
-        hits = s[s >= level]
-        return int(hits.index[0]) if len(hits) else None
-
     last = int(max(train.index.max(), val.index.max())) if len(train) and len(val) else None
-    return KeySteps(first(train), first(val), float(train.max()) if len(train) else float("nan"),
+    return KeySteps(first_at(train, level), first_at(val, level), float(train.max()) if len(train) else float("nan"),
                     float(val.max()) if len(val) else float("nan"), int(val.idxmax()) if len(val) else None, last)
 
 

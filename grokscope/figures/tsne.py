@@ -89,6 +89,68 @@ def _axes(row: int, col: int, cols: int) -> tuple[str, str]:
     return ("x" if i == 1 else f"x{i}"), ("y" if i == 1 else f"y{i}")
 
 
+def _panel_rows(t: pd.DataFrame, where: dict) -> pd.DataFrame:
+    """The rows of ``t`` with each column of ``where`` equal to its value (one panel's points)."""
+    return t[np.logical_and.reduce([t[c] == v for c, v in where.items()])]
+
+
+def _panel_ranges(px: np.ndarray, py: np.ndarray, xa: str, ya: str, square: bool) -> dict:
+    """The layout ranges of one panel's axes at one step: symmetric and equal about 0 (``square``), or
+    the points' own extent plus 6 %."""
+    finite = np.isfinite(px) & np.isfinite(py)
+    xs, ys = px[finite], py[finite]
+    ax, ay = xa.replace("x", "xaxis"), ya.replace("y", "yaxis")
+    if square:
+        r = float(np.sqrt(xs ** 2 + ys ** 2).max()) * 1.12 if len(xs) else 1.0
+        r = r or 1.0
+        return {ax: dict(range=[-r, r]), ay: dict(range=[-r, r])}
+    out = {}
+    for name, v in ((ax, xs), (ay, ys)):
+        lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 1.0)
+        pad = 0.06 * (hi - lo or 1.0)
+        out[name] = dict(range=[lo - pad, hi + pad])
+    return out
+
+
+def _add_panel(fig: go.Figure, base: pd.DataFrame, tokens: np.ndarray, xa: str, ya: str, big: bool, label: str,
+               hover_extra: str) -> None:
+    """One panel's two traces at the last step: the chords, then the points with their colours and hover
+    text (written once; the slider frames carry only coordinates)."""
+    colours = [PALETTE[int(c) % len(PALETTE)] if c >= 0 else NO_COLOUR for c in base["colour"]]
+    text = [f"{esc(e)}<br>{esc(label)} {int(c)}{hover_extra}" if c >= 0 else esc(e)
+            for e, c in zip(base["element"], base["colour"])]
+    cx, cy, px, py = _coords(base, tokens)
+    fig.add_trace(go.Scatter(x=cx, y=cy, mode="lines", line=CHORDS, hoverinfo="skip", showlegend=False,
+                             xaxis=xa, yaxis=ya))
+    fig.add_trace(go.Scatter(x=px, y=py, mode="markers", marker=dict(color=colours, size=8 if big else 7,
+                             line=dict(color="white", width=0.6)), text=text,
+                             hovertemplate="%{text}<extra></extra>", showlegend=False, xaxis=xa, yaxis=ya))
+
+
+def _style_axes(fig: go.Figure, n_panels: int, rows: int, cols: int, square: bool,
+                axis_titles: tuple[str, str]) -> None:
+    """No ticks or grid; titles on the bottom row and left column; equal scales when ``square``."""
+    for p in range(n_panels):
+        row, col = p // cols + 1, p % cols + 1
+        fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=square, zerolinecolor="#ddd",
+                         title_text=axis_titles[0] if row == rows else None, row=row, col=col)
+        fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=square, zerolinecolor="#ddd",
+                         title_text=axis_titles[1] if col == 1 else None, row=row, col=col)
+        if square:
+            xa, _ = _axes(row, col, cols)
+            fig.update_yaxes(scaleanchor=xa, scaleratio=1, constrain="domain", row=row, col=col)
+            fig.update_xaxes(constrain="domain", row=row, col=col)
+
+
+def _slider(steps: list[int]) -> dict:
+    """A slider over the checkpoints, one animation frame each, at the last one."""
+    return dict(active=len(steps) - 1, currentvalue=dict(prefix="checkpoint: step ", font=dict(size=13)),
+                pad=dict(t=40, b=10), len=0.96, x=0.02,
+                steps=[dict(label=str(s), method="animate",
+                            args=[[str(s)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
+                                                 transition=dict(duration=0))]) for s in steps])
+
+
 def slider_maps(table: pd.DataFrame, panels: list[tuple[str, dict]], titles: list[str], cols: int, label: str,
                 square: bool = False, axis_titles: tuple[str, str] = ("t-SNE 1", "t-SNE 2"),
                 hover_extra: str = "", height_per_row: int = 330) -> go.Figure:
@@ -100,62 +162,22 @@ def slider_maps(table: pd.DataFrame, panels: list[tuple[str, dict]], titles: lis
     fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.05 if cols > 2 else 0.07,
                         vertical_spacing=0.1 if rows > 1 else 0.0, subplot_titles=titles)
     by_step = {s: g for s, g in table.groupby("step")}
-    last = by_step[steps[-1]]
-    sel = []
-    for key, where in panels:
-        rows_of = lambda t, w=where: t[np.logical_and.reduce([t[c] == v for c, v in w.items()])]  # noqa: E731
-        sel.append(rows_of)
-    frames = {s: [] for s in steps}
-    ranges = {s: {} for s in steps}
+    frames = {s: [] for s in steps}  # step -> the coordinates of every trace
+    ranges = {s: {} for s in steps}  # step -> the axis ranges of every panel
     for p, (key, where) in enumerate(panels):
-        row, col = p // cols + 1, p % cols + 1
-        xa, ya = _axes(row, col, cols)
-        base = sel[p](last).drop_duplicates("token").sort_values("token")
-        tokens = base["token"].to_numpy(np.int64)
-        colours = [PALETTE[int(c) % len(PALETTE)] if c >= 0 else NO_COLOUR for c in base["colour"]]
-        text = [f"{esc(e)}<br>{esc(label)} {int(c)}{hover_extra}" if c >= 0 else esc(e)
-                for e, c in zip(base["element"], base["colour"])]
-        cx, cy, px, py = _coords(base, tokens)
-        fig.add_trace(go.Scatter(x=cx, y=cy, mode="lines", line=CHORDS, hoverinfo="skip", showlegend=False,
-                                 xaxis=xa, yaxis=ya))
-        fig.add_trace(go.Scatter(x=px, y=py, mode="markers", marker=dict(color=colours, size=7 if cols > 2 else 8,
-                                 line=dict(color="white", width=0.6)), text=text,
-                                 hovertemplate="%{text}<extra></extra>", showlegend=False, xaxis=xa, yaxis=ya))
+        xa, ya = _axes(p // cols + 1, p % cols + 1, cols)
+        base = _panel_rows(by_step[steps[-1]], where).drop_duplicates("token").sort_values("token")
+        tokens = base["token"].to_numpy(np.int64)  # every step's points in this order
+        _add_panel(fig, base, tokens, xa, ya, cols <= 2, label, hover_extra)
         for s in steps:
-            cx, cy, px, py = _coords(sel[p](by_step[s]), tokens)
+            cx, cy, px, py = _coords(_panel_rows(by_step[s], where), tokens)
             frames[s] += [go.Scatter(x=cx, y=cy), go.Scatter(x=px, y=py)]
-            finite = np.isfinite(px) & np.isfinite(py)
-            xs, ys = px[finite], py[finite]
-            ax, ay = xa.replace("x", "xaxis"), ya.replace("y", "yaxis")
-            if square:
-                r = float(np.sqrt(xs ** 2 + ys ** 2).max()) * 1.12 if len(xs) else 1.0
-                r = r or 1.0
-                ranges[s][ax] = dict(range=[-r, r])
-                ranges[s][ay] = dict(range=[-r, r])
-            else:
-                for name, v in ((ax, xs), (ay, ys)):
-                    lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 1.0)
-                    pad = 0.06 * (hi - lo or 1.0)
-                    ranges[s][name] = dict(range=[lo - pad, hi + pad])
+            ranges[s].update(_panel_ranges(px, py, xa, ya, square))
     traces = list(range(2 * len(panels)))
     fig.frames = [go.Frame(name=str(s), data=frames[s], traces=traces, layout=ranges[s]) for s in steps]
     fig.update_layout(ranges[steps[-1]])
-    for p in range(len(panels)):
-        row, col = p // cols + 1, p % cols + 1
-        fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=square, zerolinecolor="#ddd",
-                         title_text=axis_titles[0] if row == rows else None, row=row, col=col)
-        fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=square, zerolinecolor="#ddd",
-                         title_text=axis_titles[1] if col == 1 else None, row=row, col=col)
-        if square:
-            xa, _ = _axes(row, col, cols)
-            fig.update_yaxes(scaleanchor=xa, scaleratio=1, constrain="domain", row=row, col=col)
-            fig.update_xaxes(constrain="domain", row=row, col=col)
-    slider = dict(active=len(steps) - 1, currentvalue=dict(prefix="checkpoint: step ", font=dict(size=13)),
-                  pad=dict(t=40, b=10), len=0.96, x=0.02,
-                  steps=[dict(label=str(s), method="animate",
-                              args=[[str(s)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
-                                                   transition=dict(duration=0))]) for s in steps])
-    fig.update_layout(sliders=[slider])
+    _style_axes(fig, len(panels), rows, cols, square, axis_titles)
+    fig.update_layout(sliders=[_slider(steps)])
     return finish(fig, height=height_per_row * rows + 170, margin=dict(t=90))
 
 
