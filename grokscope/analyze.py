@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .analyses import REGISTRY, Analysis, get_analysis
+from .analyses._common import sharing
 from .errors import GrokscopeError, did_you_mean
 from .results import ResultStore, default_out_dir, load_results
 from .guard import FolderLock
@@ -309,10 +310,11 @@ def _checkpoint_analyses(run: Run, data, pending: list[_Pending], progress: bool
                     warn(f"skipping step {step}: {e}")
                 continue
             ok += 1
-            for p in pending:
-                if step in p.todo:
-                    p.add(step, p.a.fn(model, data, **p.params), print_)
-                    model.reset_hooks()
+            with sharing():  # analyses of this checkpoint share their common work (the grid forward)
+                for p in pending:
+                    if step in p.todo:
+                        p.add(step, p.a.fn(model, data, **p.params), print_)
+                        model.reset_hooks()
             del model
             if time.monotonic() - last_flush > FLUSH_S:
                 for p in pending:

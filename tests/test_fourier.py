@@ -243,3 +243,29 @@ def test_registered():
         a = get_analysis(name)
         assert a.kind == "checkpoint" and a.default_steps == "all"
         assert a.applies(add) is None and a.applies(s5).startswith("Fourier analysis needs a cyclic group")
+
+
+def test_grid_work_is_shared_only_inside_a_sharing_block(monkeypatch):
+    """fourier and fourier_neurons share the grid forward inside ``sharing()`` (analyze opens one per
+    checkpoint); outside it each call computes afresh, and nothing outlives the block."""
+    from grokscope.analyses import _common, fourier as F
+    from grokscope.config import ModelConfig
+    from grokscope.model import build_model
+    from grokscope.tasks import make_dataset
+
+    data = make_dataset("x+y", 7, 0.5)
+    model = build_model(ModelConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, norm="none"),
+                        data.d_vocab, data.n_elements)
+    calls = []
+    real = F.last_position_acts
+    monkeypatch.setattr(F, "last_position_acts", lambda *a, **k: calls.append(1) or real(*a, **k))
+    F.fourier_neurons(model, data)
+    F.fourier(model, data)
+    assert len(calls) == 2  # no block: computed twice
+    with _common.sharing():
+        a = F.fourier_neurons(model, data)
+        b = F.fourier(model, data)
+    assert len(calls) == 3  # one block: computed once
+    assert _common._SHARED.get() is None  # nothing kept after the block
+    pd_a = F.fourier_neurons(model, data)
+    assert a.equals(pd_a) and b == F.fourier(model, data)

@@ -2,7 +2,37 @@
 package does not import it as one)."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from typing import Any, Callable, Iterator
+
 import torch
+
+# Work that several analyses of one model state need (the grid forward of ``fourier`` and
+# ``fourier_neurons``), shared inside a ``sharing()`` block that the caller opens and closes.
+_SHARED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("grokscope_shared_work", default=None)
+
+
+@contextlib.contextmanager
+def sharing() -> Iterator[None]:
+    """Inside the block, analyses called on one model share the work they both need (``shared``).
+    The caller owns the scope and must not change the model's weights inside it: ``analyze`` opens
+    one block per checkpoint. Outside any block every call computes afresh; nothing outlives it."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def shared(key: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()``, once per ``key`` inside a ``sharing()`` block (every time outside one)."""
+    cache = _SHARED.get()
+    if cache is None:
+        return compute()
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
 
 
 def gini(values) -> float:

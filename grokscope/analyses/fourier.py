@@ -44,7 +44,6 @@ What each operation gets:
 from __future__ import annotations
 
 import math
-import weakref
 
 import numpy as np
 import pandas as pd
@@ -54,7 +53,7 @@ import torch.nn.functional as F
 from ..errors import GrokscopeError
 from ..tasks import OPERATIONS
 from ..model import answer_logits
-from ._common import gini
+from ._common import gini, shared
 from .base import register
 
 CYCLIC_KINDS = ("modular", "multiplicative", "modular-mixed", "modular-poly")
@@ -203,30 +202,13 @@ def grid_tokens(data, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return x, lookup[a * V + b]
 
 
-_MEMO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def memo(model, key, compute):
-    """``compute()`` once per model state: ``fourier`` and ``fourier_neurons`` at one checkpoint share
-    the grid activations. The key includes every parameter's in-place version counter, so a model whose
-    weights were changed (``load_state_dict``, an optimiser step) is computed afresh."""
-    state = tuple(p._version for p in model.parameters())
-    slot = _MEMO.get(model)
-    if slot is None or slot[0] != state:
-        slot = (state, {})
-        _MEMO[model] = slot
-    if key not in slot[1]:
-        slot[1][key] = compute()
-    return slot[1][key]
-
-
 def grid_acts(model, data, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every MLP layer's ``hook_post`` and the last block's ``hook_resid_mid`` at the ``=`` position over
-    the (a, b) grid, computed once per model state: name -> (n*n, width)."""
+    the (a, b) grid: name -> (n*n, width); computed once per model inside a ``sharing()`` block."""
     L = model.cfg.n_layers
     names = [f"blocks.{i}.mlp.hook_post" for i in range(L)] + [f"blocks.{L - 1}.hook_resid_mid"]
-    key = ("grid_acts", id(data), tuple(tokens.tolist()))
-    return memo(model, key, lambda: last_position_acts(model, grid_tokens(data, tokens)[0], names))
+    key = ("grid_acts", id(model), id(data), tuple(tokens.tolist()))
+    return shared(key, lambda: last_position_acts(model, grid_tokens(data, tokens)[0], names))
 
 
 @torch.no_grad()
@@ -363,7 +345,7 @@ def fourier_neurons(model, data, layer: int = -1) -> pd.DataFrame:
     basis, freqs = fourier_basis(n)
     name = f"blocks.{layer}.mlp.hook_post"
     acts = grid_acts(model, data, tokens)[name].reshape(n, n, -1)  # (n, n, m)
-    frac = memo(model, ("neuron_fracs", id(data), layer),
+    frac = shared(("neuron_fracs", id(model), id(data), layer),
                 lambda: neuron_frequency_fractions(acts, basis, freqs))[1:]  # (K, m)
     best = torch.nan_to_num(frac, nan=-1.0).max(0)
     dead = frac.isnan().any(0)  # (m,) neurons that never vary: freq 0, frac NaN
@@ -460,7 +442,7 @@ def fourier(model, data, n_key: int | None = None, key_freqs="own", key_step=Non
     layer = layer % L
     row = grid_tokens(data, tokens)[1]
     acts = grid_acts(model, data, tokens)
-    frac = memo(model, ("neuron_fracs", id(data), layer), lambda: neuron_frequency_fractions(
+    frac = shared(("neuron_fracs", id(model), id(data), layer), lambda: neuron_frequency_fractions(
         acts[f"blocks.{layer}.mlp.hook_post"].reshape(n, n, -1), basis, freqs))[1:]
     live = ~frac.isnan().any(0)  # (m,)
     best = frac[:, live].max(0) if live.any() else None
