@@ -305,9 +305,9 @@ class Parser(argparse.ArgumentParser):
 LAZY_COMMANDS = {
     "analyze": ("grokscope.analyze", "analyse a run's checkpoints into analyses/<run>/"),
     "report": ("grokscope.report", "build the HTML report of a run (or compare runs) from stored results"),
-    "sweep-report": ("grokscope.report", "build the HTML report of a sweep (a grid of runs)"),
-    "sweep": ("grokscope.sweep", "train a grid of runs (the paper's figures: --preset)"),
-    "sweeps": ("grokscope.sweep", "list the sweep presets (the paper's figures)"),
+    "sweep-report": ("grokscope.sweep.commands", "build the HTML report of a sweep (a grid of runs)"),
+    "sweep": ("grokscope.sweep.commands", "train a grid of runs (the paper's figures: --preset)"),
+    "sweeps": ("grokscope.sweep.commands", "list the sweep presets (the paper's figures)"),
 }
 
 
