@@ -25,11 +25,6 @@ from .errors import GrokscopeError, TrainingInterrupted
 DESCRIPTION = ("Train the grokking transformer of Power et al. (2022) as a TransformerLens HookedTransformer, "
                "checkpoint it densely, analyse the checkpoints and report.")
 
-# The old view of the schema that sweep.py reads (flag -> (section, field, type, help)), until the sweep
-# package reads ``config.axes`` itself.
-TRAIN_FLAGS = {flag: (f.section, f.name, switch if f.type is bool else f.type, f.help) for flag, f in axes().items()}
-
-
 def _dest(flag: str) -> str:
     return flag.replace("-", "_")
 
@@ -309,7 +304,7 @@ def _add_sweep_report(sub, help_: str) -> None:
 
 
 def cmd_sweep_report(args) -> int:
-    from .report import sweep_report
+    from .sweep.report import sweep_report
 
     print(_report_line(sweep_report(args.sweep, out=args.out)))
     return 0

@@ -300,10 +300,6 @@ DERIVED = ("hooked_config",)  # keys of a run's config.json that follow from the
 LEGACY_DEFAULTS = {("train", "loss_dtype"): "float32"}
 
 
-def _hint(name: str, options) -> str:  # the old name (sweep.py imports it until the sweep package lands)
-    return did_you_mean(name, options)
-
-
 # --- what the schema drives: values from text, the flags, the sweep axes ---------------------------------
 _BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 

@@ -7,29 +7,24 @@ when the ``phases`` table is missing they are derived from the metrics and table
 cheap). At the top a summary (task, model, recipe, the steps where train and validation accuracy
 reached 99 %, each phase with the internal change that marks it); then one section per analysis, with
 the figures of ``grokscope.figures``; an analysis that was not run is a line saying how to run it.
-``compare_report`` overlays several runs; ``sweep_report`` draws a sweep (a grid of runs) from its results
-table. Also the ``grokscope report`` and ``grokscope sweep-report`` sub-commands.
+``compare_report`` overlays several runs (a sweep's page is ``grokscope.sweep.report``). Also the
+``grokscope report`` sub-command.
 """
 from __future__ import annotations
 
 import html
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from .config import RunConfig
 from .errors import GrokscopeError
-from .figures import (COMPARISONS, FIGURES, SECTIONS, RunTables, fig_best_val_vs_frac, fig_compare_accuracy,
-                      fig_compare_series, fig_sharpness_vs_val, fig_steps_vs_frac, fig_sweep_heatmap, figures_in)
+from .figures import COMPARISONS, FIGURES, SECTIONS, RunTables, fig_compare_accuracy, fig_compare_series, figures_in
 from .figures.common import PHASE_COLOURS, PHASE_LABELS
 from .figures.page import Page
-from .figures.summary import key_steps, model_text, pct, reached_text, recipe_text, steps_text, task_text, verdict
-from .figures.sweep import with_results
+from .figures.summary import key_steps, model_text, reached_text, recipe_text, steps_text, task_text, verdict
 from .results import ResultStore, default_out_dir
 from .run import atomic_write_text
 from .run import Run, is_run_dir
@@ -308,197 +303,15 @@ def compare_report(sources: list[Run | str | Path], out: str | Path, log_x: bool
     return _write(page, Path(out))
 
 
-# --- a sweep ------------------------------------------------------------------------------------------------
-SWEEP_PRESET_TEXT = {  # preset -> the paper figure its sweep reproduces (plain text)
-    "fig1-center": "Figure 1 (center) of Power et al. 2022: the steps until validation accuracy reaches 99 % "
-                   "grow steeply as the training fraction falls",
-    "fig2-left": "Figure 2 (left) of Power et al. 2022: best validation accuracy against training fraction for "
-                 "several optimisation interventions",
-    "fig2-right": "Figure 2 (right) of Power et al. 2022: best validation accuracy against training fraction for "
-                  "each operation",
-    "fig6": "Figure 6 of Power et al. 2022: best validation accuracy against training fraction with outliers "
-            "(training equations given a wrong answer)",
-    "fig7": "Figure 7 of Power et al. 2022: the sharpness of the final weights against validation accuracy, "
-            "with Spearman's rank correlation",
-}
-SCALE_TEXT = {"small": "small (a reduced grid and budget that runs on a CPU)", "paper": "paper (the paper's settings)"}
-SERIES_FIGURE = {"op": "Figure 2 (right)", "variant": "Figure 2 (left)", "outliers": "Figure 6"}
-STATUSES = ("done", "partial", "pending")
+# --- names that moved ------------------------------------------------------------------------------------
+def __getattr__(name: str):
+    """``sweep_report`` and ``sweep_figures`` moved to ``grokscope.sweep.report``; they still import from here."""
+    if name in ("sweep_report", "sweep_figures"):
+        from .sweep import report as sweep_page
 
-
-@dataclass
-class SweepFigure:
-    name: str
-    figure: go.Figure
-    caption: str  # plain text, one sentence
-    reproduces: str  # plain text: the paper figure it redraws
-
-
-def _varies(table: pd.DataFrame, column: str) -> bool:
-    return column in table.columns and table[column].nunique(dropna=True) > 1
-
-
-def _series_axis(sweep, table: pd.DataFrame) -> str | None:
-    """The first swept axis other than frac and seed: one line per value on the frac figures."""
-    return next((a for a in sweep.axes if a not in ("frac", "seed") and a in table.columns), None)
-
-
-def _plan(sweep, table: pd.DataFrame) -> list[SweepFigure]:
-    """The figures that make sense for the sweep's axes (never chosen by preset name)."""
-    if not len(with_results(table)):
-        return []
-    series = _series_axis(sweep, table)
-    per = f" per {series}" if series else ""
-    plan = []
-    if _varies(table, "frac"):
-        plan.append(SweepFigure(
-            "steps_vs_frac", fig_steps_vs_frac(table, series),
-            f"Median over seeds{per} of the first step where validation (solid) and train (dashed) accuracy reached "
-            f"99 %, single seeds faint and an open triangle where fewer than half the seeds got there: the wait for "
-            f"generalisation grows steeply as the training fraction shrinks.", "Figure 1 (center)"))
-        plan.append(SweepFigure(
-            "best_val_vs_frac", fig_best_val_vs_frac(table, series),
-            f"Mean over seeds{per} of the best validation accuracy, the bars spanning the worst and best seed: below "
-            f"a threshold fraction the training set is memorised but never generalised.",
-            SERIES_FIGURE.get(series, "Figures 2 and 6 (their layout)")))
-        if series is not None:
-            plan.append(SweepFigure(
-                "heatmap", fig_sweep_heatmap(table, series),
-                f"Best validation accuracy of every cell of the grid (mean over seeds), one row per {series}: the "
-                f"edge between the dark and the bright cells is each row's threshold fraction.",
-                "every cell of the grid at a glance"))
-    sharpness = pd.to_numeric(table.get("sharpness", pd.Series(dtype=float)), errors="coerce").astype(float)
-    if np.isfinite(sharpness).any():
-        plan.append(SweepFigure(
-            "sharpness", fig_sharpness_vs_val(table),
-            "One point per run with a sharpness: in the paper the runs that generalise sit at flatter minima, a "
-            "negative rank correlation between sharpness and validation accuracy.", "Figure 7"))
-    return plan
-
-
-def sweep_figures(source) -> dict[str, go.Figure]:
-    """The sweep report's figures by name, for a notebook; ``source``: a sweep or its folder."""
-    sweep = _load_sweep(source)
-    return {f.name: f.figure for f in _plan(sweep, sweep.table)}
-
-
-def _load_sweep(source):
-    if isinstance(source, (str, os.PathLike)):
-        from .sweep import load_sweep
-
-        return load_sweep(source)
-    return source
-
-
-def _value(v: Any) -> str:
-    if v is None or (not isinstance(v, str) and pd.isna(v)):
-        return "–"
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def _reached(row: pd.Series, column: str) -> str:
-    step = row.get(column)
-    if step is not None and not pd.isna(step):
-        return steps_text(step)
-    return {"done": "never", "partial": "not yet"}.get(row.get("status"), "–")
-
-
-def _status(row: pd.Series) -> str:
-    status, last, steps = row.get("status"), row.get("last_step"), row.get("steps")
-    if status == "partial" and last is not None and not pd.isna(last) and steps is not None and not pd.isna(steps):
-        return f"partial ({steps_text(last)} of {steps_text(steps)} steps)"
-    return _value(status)
-
-
-def _runs_table(sweep, table: pd.DataFrame) -> str:
-    coords = [c for c in dict.fromkeys([*sweep.axes, "op", "frac", "seed"]) if c in table.columns]
-    head = [*coords, "run", "status", "train ≥ 99 %", "validation ≥ 99 %", "best validation accuracy",
-            "run directory"]
-    rows = []
-    for _, row in table.iterrows():
-        best = row.get("best_val_acc")
-        rows.append([*(_value(row[c]) for c in coords), _value(row.get("cell")), _status(row),
-                     _reached(row, "steps_to_train_99"), _reached(row, "steps_to_val_99"),
-                     pct(best) if best is not None and not pd.isna(best) else "–", _value(row.get("run_dir"))])
-    return ('<table class="runs"><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
-
-
-def _sweep_summary(sweep, table: pd.DataFrame, plan: list[SweepFigure]) -> str:
-    counts = table["status"].value_counts() if "status" in table.columns else pd.Series(dtype=int)
-    order = [*STATUSES, *(s for s in counts.index if s not in STATUSES)]
-    runs = f"{len(table)} run{'s' if len(table) != 1 else ''}"
-    if len(counts):
-        runs += ": " + ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s, 0))
-    facts = []
-    if sweep.preset:
-        facts.append(("preset", f"{sweep.preset}: {SWEEP_PRESET_TEXT.get(sweep.preset, 'a custom grid')}"))
-    if sweep.scale:
-        facts.append(("scale", SCALE_TEXT.get(sweep.scale, sweep.scale)))
-    facts.append(("runs", runs))
-    facts.append(("axes", " × ".join(f"{a} ({table[a].nunique()})" if a in table.columns else a for a in sweep.axes)
-                  or "none"))
-    facts.append(("fixed settings", ", ".join(f"{k} = {_value(v)}" for k, v in (sweep.fixed or {}).items()) or "none"))
-    facts.append(("sweep folder", str(sweep.path)))
-    notes = []
-    done = int(counts.get("done", 0))
-    if not done:
-        have = "the figures show the partial runs so far" if plan else "there is nothing to draw yet"
-        notes.append(f"No run of this sweep is done yet: {have}; rebuild this page with "
-                     f"`grokscope sweep-report {sweep.path}` when more have finished.")
-    elif counts.get("partial", 0) or counts.get("pending", 0):
-        notes.append(f"Only {done} of {len(table)} runs are done: partial runs count with their results so far, "
-                     f"pending runs not at all.")
-    series = _series_axis(sweep, table)
-    pooled = [a for a in sweep.axes if a not in ("frac", "seed", series) and _varies(table, a)]
-    if pooled and plan:
-        notes.append(f"The figures pool the runs over {', '.join(pooled)}: each point mixes its values "
-                     f"(one line per {series} only).")
-    items = "".join(f"<li>{_e(f.figure.layout.title.text or f.name)}: {_e(f.reproduces)}</li>" for f in plan)
-    reproduces = f"<h2>What the figures reproduce</h2><ul>{items}</ul>" if plan else ""
-    return (f'<header class="summary"><h1>grokscope sweep report: {_e(sweep.name)}</h1><dl class="facts">'
-            + "".join(f"<dt>{_e(a)}</dt><dd>{_e(b)}</dd>" for a, b in facts) + "</dl>" + reproduces
-            + "".join(f'<p class="note">{_e(n)}</p>' for n in notes) + "</header>")
-
-
-def sweep_report(source, out: str | Path | None = None) -> Path:
-    """Write the HTML report of a sweep and return its path.
-
-    ``source``: a sweep (``grokscope.sweep.load_sweep``) or its folder; ``out``: the file (default
-    ``<sweep folder>/report.html``). The figures follow the swept axes: steps to 99 % and best validation
-    accuracy against the training fraction when it varies (one line per value of the first other axis),
-    a heatmap of the grid, sharpness against validation accuracy when it was computed; then every run.
-    """
-    sweep = _load_sweep(source)
-    table = sweep.table  # read once: a sweep folder's table is recomputed from its runs on each access
-    plan = _plan(sweep, table)
-    page = Page(f"grokscope sweep: {sweep.name}")
-    page.add(_sweep_summary(sweep, table, plan))
-    if plan:
-        page.add('<section id="figures"><h2>Figures</h2>')
-        for f in plan:
-            page.figure(f.figure, f.name, f.caption, time_axis=False)
-        page.add("</section>")
-    page.add(f'<section id="runs"><h2>Runs</h2>{_runs_table(sweep, table)}</section>')
-    return _write(page, Path(out) if out is not None else Path(sweep.path) / REPORT_FILE)
-
-
-# --- the CLI -----------------------------------------------------------------------------------------------
-def cmd_sweep_report(args) -> int:
-    path = sweep_report(args.sweep, out=args.out)
-    print(f"grokscope: report -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    return 0
-
-
-def add_parsers(sub) -> None:  # (old: cli.py defines every sub-command; goes at the merge)
-    q = sub.add_parser("sweep-report", help="build the HTML report of a sweep (a grid of runs)",
-                       description="Draw one self-contained HTML page from a sweep's results table: steps to 99 % "
-                                   "and best validation accuracy against the training fraction, sharpness against "
-                                   "validation accuracy, and every run (nothing is recomputed).")
-    q.add_argument("sweep", metavar="SWEEP_DIR", help="the sweep folder (made by `grokscope sweep`)")
-    q.add_argument("--out", metavar="FILE", help="the HTML file (default <sweep folder>/report.html)")
-    q.set_defaults(func=cmd_sweep_report)
+        return getattr(sweep_page, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["build_report", "compare_report", "sweep_report", "sweep_figures", "report_figures", "load_report_run",
-           "add_parsers", "REPORT_FILE"]
+           "REPORT_FILE"]

@@ -9,25 +9,33 @@
 
 Every file is written to a temporary name in the same folder and renamed into place, so a file under
 its final name is always complete. Weights are only ever read with safetensors.
+
+This module owns the folder: its file names, ``schedule`` (which steps get metrics and checkpoints),
+``prepare`` (a new run checked, or a run to resume with its resume state read and checked, before
+anything is written), ``RunWriter`` (the files while it trains) and ``Run``/``load_run`` (reading it).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import re
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .config import RunConfig
 from .errors import GrokscopeError
-from .tasks import Dataset
+from .guard import check_fits, check_resume_state
+from .tasks import Dataset, make_dataset
 
 CONFIG_FILE = "config.json"
 DATA_FILE = "data.safetensors"
@@ -206,10 +214,24 @@ def stop_step(reached: int, margin: float) -> int:
     return int(math.ceil(reached * (1.0 + margin)))
 
 
-def first_reached(metrics, level: float) -> int | None:
-    """The first evaluated step after 0 whose validation accuracy is at least ``level``."""
-    hit = metrics[(metrics["step"] > 0) & (metrics["val_acc"] >= level)]
-    return int(hit["step"].iloc[0]) if len(hit) else None
+def first_reached(metrics, level: float, column: str = "val_acc", *, count_step0: bool = False) -> int | None:
+    """The first evaluated step whose ``column`` of the metrics (validation accuracy by default) is at
+    least ``level``, or None. Step 0, the initial weights, counts only with ``count_step0``: early
+    stopping waits for training (``stop_step``); a sweep's steps to 99 % count it, as the run report does."""
+    m = metrics if count_step0 else metrics[metrics["step"] > 0]
+    hit = m.loc[m[column] >= level, "step"]
+    return int(hit.iloc[0]) if len(hit) else None
+
+
+def schedule(total: int, every: int, log_points: int) -> list[int]:
+    """Step 0, ``log_points`` log-spaced steps in [1, every], every multiple of ``every``, and ``total``."""
+    steps = {0, total}
+    if log_points > 0:
+        hi = min(every, total)
+        for i in range(log_points):
+            steps.add(int(round(math.exp(math.log(hi) * i / max(1, log_points - 1)))))
+    steps.update(range(every, total + 1, every))
+    return sorted(s for s in steps if 0 <= s <= total)
 
 
 def config_json(cfg: RunConfig, data: Dataset) -> str:
@@ -220,6 +242,37 @@ def config_json(cfg: RunConfig, data: Dataset) -> str:
     d = cfg.to_dict()
     d["hooked_config"] = hooked_config_dict(cfg.model, data.d_vocab, data.n_elements)
     return json.dumps(d, indent=2)
+
+
+def slug(value: Any) -> str:
+    """A value as a piece of a folder name: 0.5 -> "0.5", "x/y" -> "xdivy", "x*y" -> "xmuly"."""
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    text = text.replace("/", "div").replace("*", "mul").replace(" ", "")
+    return "".join(c if c.isalnum() or c in "+-^.=" else "_" for c in text)
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    """checkpoints/<op>_p<p>_f<frac>_s<seed>, the operation spelt as a sweep names its cells (x+y, x-y,
+    xmuly, xdivy, x^2+y^2, ...): a different folder for every operation."""
+    t = cfg.task
+    return Path("checkpoints") / f"{slug(t.op) or 'op'}_p{t.p}_f{t.frac:g}_s{cfg.train.seed}"
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / CKPT_DIR / ckpt_name(step)
+
+
+def stored_config(run_dir: str | Path) -> RunConfig:
+    """A run's config.json as stored (not validated: ``Run`` does that)."""
+    return RunConfig.load(Path(run_dir) / CONFIG_FILE, stored=True)
+
+
+def resume_step(run_dir: str | Path) -> int:
+    """The step a run resumes from: its resume state's own step, or 0 (no run, or no resume state yet)."""
+    state = Path(run_dir) / STATE_FILE
+    if is_run_dir(run_dir) and state.exists():
+        return read_state_step(state)
+    return 0
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -272,7 +325,7 @@ class Run:
             raise GrokscopeError(f"{self.path} is not a run directory (it does not exist)")
         if not is_run_dir(self.path):
             raise GrokscopeError(f"{self.path} is not a run directory (no {CONFIG_FILE})")
-        self.config = RunConfig.load(self.path / CONFIG_FILE, stored=True)
+        self.config = stored_config(self.path)
         try:
             self.config.validate()
         except GrokscopeError as e:
@@ -323,7 +376,7 @@ class Run:
         return step in self._step_set
 
     def checkpoint_path(self, step: int) -> Path:
-        return self.ckpt_dir / ckpt_name(step)
+        return checkpoint_path(self.path, step)
 
     def fingerprints(self, steps) -> dict[int, str | None]:
         return {int(s): fingerprint(self.checkpoint_path(s)) for s in steps}
@@ -435,3 +488,185 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], what: s
 def load_run(path: str | Path) -> Run:
     """Open a run directory written by ``grokscope.train``."""
     return Run(path)
+
+
+# --- writing a run ------------------------------------------------------------------------------------
+def disk_estimate(model, n_ckpts: int) -> tuple[int, int]:
+    """Bytes of one checkpoint of ``model`` and of ``n_ckpts`` of them."""
+    per = sum(v.numel() * v.element_size() for v in model.state_dict().values()) + 4096
+    return per, per * n_ckpts
+
+
+@dataclass
+class Prepared:
+    """A run directory about to be trained: its config, data and where training starts."""
+
+    run_dir: Path
+    cfg: RunConfig
+    data: Dataset
+    start: int = 0
+    state: dict[str, torch.Tensor] | None = None  # the resume state, when there is one
+    new: bool = True
+    metrics: "object | None" = None  # on resume: the metrics rows kept (checked when read)
+
+
+def prepare(config: RunConfig | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
+            steps: int | None = None) -> Prepared:
+    """Check everything about a new run (or a resumed one) before anything is written.
+
+    On resume: the config, data, metrics and resume state are read and checked (the state's step
+    within the run, its shapes, dtypes and values against the model); ``steps`` may only extend the
+    run's budget. A new run gets its identity (``run_id``) here; sizes that cannot fit are refused."""
+    if resume is not None:
+        return _prepare_resume(Path(resume), steps)
+    return _prepare_new(config, out, steps)
+
+
+def _prepare_resume(run_dir: Path, steps: int | None) -> Prepared:
+    if not is_run_dir(run_dir):
+        raise GrokscopeError(f"cannot resume {run_dir}: not a run directory (no {CONFIG_FILE})")
+    run = Run(run_dir)
+    cfg = run.config
+    old_steps = cfg.train.steps
+    if steps is not None and steps != cfg.train.steps:
+        if steps < cfg.train.steps:
+            raise GrokscopeError(f"--steps can only extend a run's budget: {run_dir} has {cfg.train.steps} "
+                                 f"steps, got {steps}")
+        cfg.train.steps = steps
+        cfg.validate()
+    cfg.run_id = run.run_id  # a run made before runs had an identity keeps the one derived for it
+    prep = Prepared(run_dir, cfg, run.data, new=False)
+    metrics = read_metrics(run_dir / METRICS_FILE)
+    state_path = run_dir / STATE_FILE
+    if state_path.exists():  # else: killed before the first resume state: start over, same result
+        prep.start, prep.state = read_resume_state(state_path, cfg, prep.data, old_steps)
+    prep.metrics = metrics[metrics["step"] <= prep.start] if prep.start > 0 else metrics.iloc[0:0]
+    if cfg.train.steps > old_steps:
+        check_fits(cfg, run_dir, prep.start)
+    return prep
+
+
+def read_resume_state(path: Path, cfg: RunConfig, data: Dataset, steps: int) -> tuple[int, dict[str, torch.Tensor]]:
+    """The step and tensors of a resume state, checked: the step within the run's ``steps``, every
+    tensor's shape, dtype and values against the model the config builds (one clear error otherwise)."""
+    from .model import build_model
+
+    start = read_state_step(path)
+    state, _ = read_safetensors_meta(path, "resume state")
+    ref = build_model(cfg.model, data.d_vocab, data.n_elements, device="cpu")
+    names = [n for n, p in ref.named_parameters() if p.requires_grad]
+    check_resume_state(state, start, steps, ref, names, f"resume state {path}")
+    return start, state
+
+
+def _prepare_new(config: RunConfig | None, out: str | Path | None, steps: int | None) -> Prepared:
+    cfg = (config or RunConfig()).copy()
+    if steps is not None:
+        cfg.train.steps = steps
+    cfg.validate()
+    run_dir = Path(out) if out is not None else default_run_dir(cfg)
+    if len(run_dir.name.encode()) > 200 or len(str(run_dir).encode()) > 3000:
+        raise GrokscopeError(f"the run folder's name is too long ({len(run_dir.name.encode())} bytes; at most 200)")
+    if is_run_dir(run_dir):
+        raise GrokscopeError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise GrokscopeError(f"{run_dir} exists and is not a folder")
+    check_fits(cfg, run_dir)
+    data = make_dataset(cfg.task.op, cfg.task.p, cfg.task.frac, cfg.task.seed, cfg.task.outliers)
+    if not cfg.name:
+        cfg.name = run_dir.name
+    cfg.run_id = new_run_id()
+    return Prepared(run_dir, cfg, data)
+
+
+class RunWriter:
+    """The files of one run while it trains: the metrics rows, the checkpoints and the resume state.
+
+    Creating it writes a new run's folder (``config.json`` last: its presence marks a run) or, on
+    resume, drops the metrics rows past the resume point (they are recomputed identically). Whoever
+    creates it holds the run folder's lock (``guard.FolderLock``)."""
+
+    def __init__(self, prep: Prepared):
+        self.prep, self.run_dir, cfg = prep, prep.run_dir, prep.cfg
+        self.ckpt_dir = self.run_dir / CKPT_DIR
+        s = cfg.schedule
+        self.eval_steps = set(schedule(cfg.train.steps, s.eval_every, s.eval_log_points))
+        self.ckpt_steps = schedule(cfg.train.steps, s.ckpt_every, s.ckpt_log_points)
+        self.ckpt_meta = {"run_id": cfg.run_id, "model": model_meta(cfg)}
+        kept = self._create() if prep.new else self._reopen()
+        try:
+            self.metrics_f = open(self.run_dir / METRICS_FILE, "a", buffering=1)
+        except OSError as e:
+            raise GrokscopeError(f"cannot write {self.run_dir / METRICS_FILE}: {e.strerror}") from None
+        self.last_state = prep.start
+        # early stop: training ends at the first evaluation (after step 0) with val_acc >= stop_at, or
+        # stop_margin later (see stop_step)
+        self.stop_at, self.margin = cfg.train.stop_val_acc, cfg.train.stop_margin
+        self.reached: int | None = None  # the first evaluation with val_acc >= stop_at
+        self.stopped = False
+        if not prep.new and self.stop_at > 0 and prep.start > 0 and len(kept):
+            self.reached = first_reached(kept, self.stop_at)
+            self.stopped = int(kept.iloc[-1]["step"]) == prep.start and self.ends(prep.start, float(kept.iloc[-1]["val_acc"]))
+
+    def _create(self) -> None:
+        """A new run's folder: the data, an empty metrics file, then config.json (which marks a run)."""
+        prep, cfg = self.prep, self.prep.cfg
+        try:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            atomic_save(prep.data.tensors(), self.run_dir / DATA_FILE,
+                        {"elements": json.dumps(prep.data.elements), "op": cfg.task.op, "p": str(cfg.task.p),
+                         "run_id": cfg.run_id})
+            atomic_write_text(self.run_dir / METRICS_FILE, ",".join(METRIC_COLUMNS) + "\n")
+            atomic_write_text(self.run_dir / CONFIG_FILE, config_json(cfg, prep.data))
+        except (OSError, GrokscopeError) as e:
+            for name in (DATA_FILE, METRICS_FILE):  # nothing marks a run: config.json comes last
+                with contextlib.suppress(OSError):
+                    (self.run_dir / name).unlink()
+            with contextlib.suppress(OSError):
+                self.ckpt_dir.rmdir()
+            if isinstance(e, GrokscopeError):
+                raise
+            raise GrokscopeError(f"cannot write run directory {self.run_dir}: {e.strerror}") from None
+
+    def _reopen(self) -> pd.DataFrame:
+        """A resumed run: config.json rewritten, the metrics rows up to the resume point kept (returned)."""
+        prep = self.prep
+        kept = prep.metrics if prep.metrics is not None else read_metrics(self.run_dir / METRICS_FILE).iloc[0:0]
+        atomic_write_text(self.run_dir / CONFIG_FILE, config_json(prep.cfg, prep.data))  # a new --steps budget, the run's id
+        atomic_write_text(self.run_dir / METRICS_FILE, kept[METRIC_COLUMNS].to_csv(index=False) if len(kept)
+                          else ",".join(METRIC_COLUMNS) + "\n")
+        return kept
+
+    def ends(self, step: int, val_acc: float) -> bool:
+        """Whether the run ends at this evaluation (early stop; see ``stop_step``)."""
+        if self.stop_at <= 0 or step <= 0:
+            return False
+        if self.reached is None and val_acc >= self.stop_at:
+            self.reached = step
+        return self.reached is not None and step >= stop_step(self.reached, self.margin)
+
+    def remaining_ckpts(self) -> int:
+        return sum(1 for c in self.ckpt_steps if c >= self.prep.start)
+
+    def record(self, step: int, row: tuple) -> None:
+        """row: train_loss, train_acc, val_loss, val_acc, lr, weight_norm, elapsed_s, collapse."""
+        try:
+            self.metrics_f.write(f"{step}," + ",".join(repr(float(v)) for v in row) + "\n")
+        except OSError as e:
+            raise GrokscopeError(f"cannot write {self.run_dir / METRICS_FILE}: {e.strerror}") from None
+
+    def save_ckpt(self, step: int, state_dict: dict[str, torch.Tensor]) -> None:
+        atomic_save(state_dict, self.ckpt_dir / ckpt_name(step), {"step": str(step), **self.ckpt_meta})
+
+    def save_state(self, step: int, tensors: dict[str, torch.Tensor]) -> None:
+        atomic_save(tensors, self.run_dir / STATE_FILE, {"step": str(step)})
+        self.last_state = step
+
+    def state_due(self, step: int) -> bool:
+        return step - self.last_state >= self.prep.cfg.schedule.state_every or step == self.prep.cfg.train.steps
+
+    def close(self) -> None:
+        try:
+            self.metrics_f.close()
+        except OSError:
+            pass

@@ -16,13 +16,11 @@ resume state, so a resumed run repeats an uninterrupted one bit for bit (on the 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,29 +29,18 @@ import torch.nn.functional as F
 from .config import SOFTMAXES, RunConfig
 from .errors import GrokscopeError, TrainingInterrupted
 from .model import answer_logits, build_model
-from .guard import FolderLock, check_fits, check_resume_state
-from .run import (CKPT_DIR, CONFIG_FILE, DATA_FILE, METRIC_COLUMNS, METRICS_FILE, STATE_FILE, Run,
-                  atomic_save, atomic_write_text, ckpt_name, config_json, first_reached, is_run_dir, load_weights,
-                  model_meta, new_run_id, read_metrics, read_safetensors_meta, read_state_step, stop_step)
+from .guard import FolderLock
+from .guard import fmt_bytes as _fmt_bytes
+from .run import CONFIG_FILE, STATE_FILE, Run, is_run_dir, load_weights, read_state_step
+from .run import Prepared, RunWriter, default_run_dir, disk_estimate, prepare, schedule  # noqa: F401 (moved to run.py)
 from .progress import tqdm
 from .provenance import record_session
-from .tasks import Dataset, make_dataset
+from .tasks import Dataset
 
 EVAL_CHUNK = 1024  # rows per evaluation forward: small enough for the cache (8192: 25 % slower)
 
 
 # --- schedules ---------------------------------------------------------------------------------
-def schedule(total: int, every: int, log_points: int) -> list[int]:
-    """Step 0, ``log_points`` log-spaced steps in [1, every], every multiple of ``every``, and ``total``."""
-    steps = {0, total}
-    if log_points > 0:
-        hi = min(every, total)
-        for i in range(log_points):
-            steps.add(int(round(math.exp(math.log(hi) * i / max(1, log_points - 1)))))
-    steps.update(range(every, total + 1, every))
-    return sorted(s for s in steps if 0 <= s <= total)
-
-
 def lr_scale(step: int, warmup: int) -> float:
     """Linear warm-up over the first ``warmup`` updates, then constant (no annealing)."""
     return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
@@ -421,29 +408,6 @@ class Trainer:
         self.step_count = step
 
 
-# --- run directories ----------------------------------------------------------------------------------
-def default_run_dir(cfg: RunConfig) -> Path:
-    """checkpoints/<op>_p<p>_f<frac>_s<seed>, the operation spelt as a sweep names its cells (x+y, x-y,
-    xmuly, xdivy, x^2+y^2, ...): a different folder for every operation."""
-    from .sweep import _slug
-
-    t = cfg.task
-    return Path("checkpoints") / f"{_slug(t.op) or 'op'}_p{t.p}_f{t.frac:g}_s{cfg.train.seed}"
-
-
-def disk_estimate(model, n_ckpts: int) -> tuple[int, int]:
-    per = sum(v.numel() * v.element_size() for v in model.state_dict().values()) + 4096
-    return per, per * n_ckpts
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return ""
-
-
 def configure_cpu(threads: int | None = None) -> None:
     """Process-wide settings for training and analysis on the CPU (idempotent)."""
     torch.set_flush_denormal(True)  # weight decay drives weights subnormal; slows the CPU many-fold
@@ -508,161 +472,6 @@ def _keep_heap() -> None:
         libc.mallopt(M_TRIM_THRESHOLD, 512 << 20)
     except (OSError, AttributeError):
         pass
-
-
-@dataclass
-class Prepared:
-    """A run directory about to be trained: its config, data and where training starts."""
-
-    run_dir: Path
-    cfg: RunConfig
-    data: Dataset
-    start: int = 0
-    state: dict[str, torch.Tensor] | None = None  # the resume state, when there is one
-    new: bool = True
-    metrics: "object | None" = None  # on resume: the metrics rows kept (checked when read)
-
-
-def prepare(config: RunConfig | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
-            steps: int | None = None) -> Prepared:
-    """Check everything about a new run (or a resumed one) before anything is written.
-
-    On resume: the config, data, metrics and resume state are read and checked (the state's step
-    within the run, its shapes, dtypes and values against the model); ``steps`` may only extend the
-    run's budget. A new run gets its identity (``run_id``) here; sizes that cannot fit are refused."""
-    if resume is not None:
-        run_dir = Path(resume)
-        if not is_run_dir(run_dir):
-            raise GrokscopeError(f"cannot resume {run_dir}: not a run directory (no {CONFIG_FILE})")
-        run = Run(run_dir)
-        cfg = run.config
-        old_steps = cfg.train.steps
-        if steps is not None and steps != cfg.train.steps:
-            if steps < cfg.train.steps:
-                raise GrokscopeError(f"--steps can only extend a run's budget: {run_dir} has {cfg.train.steps} "
-                                     f"steps, got {steps}")
-            cfg.train.steps = steps
-            cfg.validate()
-        cfg.run_id = run.run_id  # a run made before runs had an identity keeps the one derived for it
-        prep = Prepared(run_dir, cfg, run.data, new=False)
-        metrics = read_metrics(run_dir / METRICS_FILE)
-        state_path = run_dir / STATE_FILE
-        if state_path.exists():  # else: killed before the first resume state: start over, same result
-            prep.start = read_state_step(state_path)
-            what = f"resume state {state_path}"
-            prep.state, _ = read_safetensors_meta(state_path, "resume state")
-            from .model import build_model
-
-            ref = build_model(cfg.model, prep.data.d_vocab, prep.data.n_elements, device="cpu")
-            names = [n for n, p in ref.named_parameters() if p.requires_grad]
-            check_resume_state(prep.state, prep.start, old_steps, ref, names, what)
-        prep.metrics = metrics[metrics["step"] <= prep.start] if prep.start > 0 else metrics.iloc[0:0]
-        if cfg.train.steps > old_steps:
-            check_fits(cfg, run_dir, prep.start)
-        return prep
-    cfg = (config or RunConfig()).copy()
-    if steps is not None:
-        cfg.train.steps = steps
-    cfg.validate()
-    run_dir = Path(out) if out is not None else default_run_dir(cfg)
-    if len(run_dir.name.encode()) > 200 or len(str(run_dir).encode()) > 3000:
-        raise GrokscopeError(f"the run folder's name is too long ({len(run_dir.name.encode())} bytes; at most 200)")
-    if is_run_dir(run_dir):
-        raise GrokscopeError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise GrokscopeError(f"{run_dir} exists and is not a folder")
-    check_fits(cfg, run_dir)
-    data = make_dataset(cfg.task.op, cfg.task.p, cfg.task.frac, cfg.task.seed, cfg.task.outliers)
-    if not cfg.name:
-        cfg.name = run_dir.name
-    cfg.run_id = new_run_id()
-    return Prepared(run_dir, cfg, data)
-
-
-class RunWriter:
-    """The files of one run while it trains: the metrics rows, the checkpoints and the resume state.
-
-    Creating it writes a new run's folder (``config.json`` last: its presence marks a run) or, on
-    resume, drops the metrics rows past the resume point (they are recomputed identically). Whoever
-    creates it holds the run folder's lock (``guard.FolderLock``)."""
-
-    def __init__(self, prep: Prepared):
-        self.prep, self.run_dir, cfg = prep, prep.run_dir, prep.cfg
-        self.ckpt_dir = self.run_dir / CKPT_DIR
-        s = cfg.schedule
-        self.eval_steps = set(schedule(cfg.train.steps, s.eval_every, s.eval_log_points))
-        self.ckpt_steps = schedule(cfg.train.steps, s.ckpt_every, s.ckpt_log_points)
-        self.ckpt_meta = {"run_id": cfg.run_id, "model": model_meta(cfg)}
-        kept = None
-        if prep.new:
-            try:
-                self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-                atomic_save(prep.data.tensors(), self.run_dir / DATA_FILE,
-                            {"elements": json.dumps(prep.data.elements), "op": cfg.task.op, "p": str(cfg.task.p),
-                             "run_id": cfg.run_id})
-                atomic_write_text(self.run_dir / METRICS_FILE, ",".join(METRIC_COLUMNS) + "\n")
-                atomic_write_text(self.run_dir / CONFIG_FILE, config_json(cfg, prep.data))
-            except (OSError, GrokscopeError) as e:
-                for name in (DATA_FILE, METRICS_FILE):  # nothing marks a run: config.json comes last
-                    with contextlib.suppress(OSError):
-                        (self.run_dir / name).unlink()
-                with contextlib.suppress(OSError):
-                    self.ckpt_dir.rmdir()
-                if isinstance(e, GrokscopeError):
-                    raise
-                raise GrokscopeError(f"cannot write run directory {self.run_dir}: {e.strerror}") from None
-        else:
-            kept = prep.metrics if prep.metrics is not None else read_metrics(self.run_dir / METRICS_FILE).iloc[0:0]
-            atomic_write_text(self.run_dir / CONFIG_FILE, config_json(cfg, prep.data))  # a new --steps budget, the run's id
-            atomic_write_text(self.run_dir / METRICS_FILE, kept[METRIC_COLUMNS].to_csv(index=False) if len(kept)
-                              else ",".join(METRIC_COLUMNS) + "\n")
-        try:
-            self.metrics_f = open(self.run_dir / METRICS_FILE, "a", buffering=1)
-        except OSError as e:
-            raise GrokscopeError(f"cannot write {self.run_dir / METRICS_FILE}: {e.strerror}") from None
-        self.last_state = prep.start
-        # early stop: training ends at the first evaluation (after step 0) with val_acc >= stop_at, or
-        # stop_margin later (see stop_step)
-        self.stop_at, self.margin = cfg.train.stop_val_acc, cfg.train.stop_margin
-        self.reached: int | None = None  # the first evaluation with val_acc >= stop_at
-        self.stopped = False
-        if not prep.new and self.stop_at > 0 and prep.start > 0 and len(kept):
-            self.reached = first_reached(kept, self.stop_at)
-            self.stopped = int(kept.iloc[-1]["step"]) == prep.start and self.ends(prep.start, float(kept.iloc[-1]["val_acc"]))
-
-    def ends(self, step: int, val_acc: float) -> bool:
-        """Whether the run ends at this evaluation (early stop; see ``stop_step``)."""
-        if self.stop_at <= 0 or step <= 0:
-            return False
-        if self.reached is None and val_acc >= self.stop_at:
-            self.reached = step
-        return self.reached is not None and step >= stop_step(self.reached, self.margin)
-
-    def remaining_ckpts(self) -> int:
-        return sum(1 for c in self.ckpt_steps if c >= self.prep.start)
-
-    def record(self, step: int, row: tuple) -> None:
-        """row: train_loss, train_acc, val_loss, val_acc, lr, weight_norm, elapsed_s, collapse."""
-        try:
-            self.metrics_f.write(f"{step}," + ",".join(repr(float(v)) for v in row) + "\n")
-        except OSError as e:
-            raise GrokscopeError(f"cannot write {self.run_dir / METRICS_FILE}: {e.strerror}") from None
-
-    def save_ckpt(self, step: int, state_dict: dict[str, torch.Tensor]) -> None:
-        atomic_save(state_dict, self.ckpt_dir / ckpt_name(step), {"step": str(step), **self.ckpt_meta})
-
-    def save_state(self, step: int, tensors: dict[str, torch.Tensor]) -> None:
-        atomic_save(tensors, self.run_dir / STATE_FILE, {"step": str(step)})
-        self.last_state = step
-
-    def state_due(self, step: int) -> bool:
-        return step - self.last_state >= self.prep.cfg.schedule.state_every or step == self.prep.cfg.train.steps
-
-    def close(self) -> None:
-        try:
-            self.metrics_f.close()
-        except OSError:
-            pass
 
 
 def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str = "", log=print) -> bool:

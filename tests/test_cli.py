@@ -111,8 +111,7 @@ def test_every_command_is_defined_once_in_cli():
         assert any(a.option_strings for a in _subparsers(full)[command]._actions), command  # the real one: --help
     others = [p for p in (ROOT / "grokscope").rglob("*.py") if p.name != "cli.py"
               and ("import argparse" in p.read_text() or "add_parser(" in p.read_text())]
-    # sweep.py and report.py keep their old sub-commands until the sweep package lands (see the README)
-    assert {p.name for p in others} <= {"sweep.py", "report.py"}, others
+    assert not others, others
 
 
 def test_analyze_does_not_import_report():
@@ -311,9 +310,7 @@ def test_no_import_cycles_at_module_level():
 
 
 def test_no_import_cycle_through_the_cli():
-    """Nothing the CLI imports (even inside a function) imports the CLI back. sweep.py still reads
-    cli.TRAIN_FLAGS until the sweep package reads config.axes (the edge is dropped here; see the README)."""
+    """Nothing the CLI imports (even inside a function) imports the CLI back."""
     graph = _import_graph(function_level=True)
-    graph["grokscope.sweep"] = graph.get("grokscope.sweep", set()) - {"grokscope.cli"}
     assert "grokscope.cli" not in _reaches(graph, "grokscope.cli")
     assert "grokscope.report" not in _reaches({"grokscope.analyze": graph["grokscope.analyze"]}, "grokscope.analyze")

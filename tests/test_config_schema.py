@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from grokscope.cli import TRAIN_FLAGS, build_config, make_parser
+from grokscope.cli import build_config, make_parser
 from grokscope.config import (MAX_INT, SECTIONS, VARIANT_FIELDS, VARIANTS, Field, Option, RunConfig, TrainConfig, axes,
                               apply_variant, coerce, flags, parse_values, schema, set_field, set_flags)
 from grokscope.errors import GrokscopeError, did_you_mean
@@ -174,17 +174,19 @@ def test_parse_values_for_sweep_axes():
     assert set(axes()) == set(flags()) - {"full-batch", "compile"}
 
 
-def test_old_flag_table_is_the_schema_until_the_sweep_package_reads_it():
-    """cli.TRAIN_FLAGS, which sweep.py reads today, is derived: same axes, fields, types and help."""
+def test_the_sweep_axes_are_the_schema():
+    """The sweep reads the schema itself: its axes are config.axes (plus variant), typed by config.parse_values."""
     from grokscope import sweep
 
-    assert list(TRAIN_FLAGS) == list(axes())
-    for flag, (section, name, typ, help_) in TRAIN_FLAGS.items():
-        f = axes()[flag]
-        assert (section, name, help_) == (f.section, f.name, f.help)
-        assert typ.__name__ == ("switch" if f.type is bool else f.type.__name__)
-    for axis, text in (("frac", "0.3,0.5"), ("orthograd", "false,true"), ("p", "97,113"), ("softmax", "softmax,stablemax")):
-        assert sweep.parse_values(axis, text) == parse_values(axis, text)
+    assert sweep.parse_values is parse_values
+    for flag in axes():
+        assert sweep.axis_name(flag) == flag
+        assert sweep.axis_name(flag.replace("-", "_")) == flag
+    with pytest.raises(GrokscopeError, match=r"unknown sweep axis 'lrr'; did you mean 'lr'"):
+        sweep.axis_name("lrr")
+    spec = sweep.SweepSpec.make(fixed={"p": "11"}, grid={"orthograd": "false,true", "seeds": "0,1"})
+    assert [c.config.train.orthograd for c in spec.cells()] == [False, False, True, True]
+    assert [c.config.task.seed for c in spec.cells()] == [0, 1, 0, 1]  # the seed rule of set_flags
 
 
 def test_seed_rule_is_one_function():

@@ -367,6 +367,25 @@ def test_sweep_analyses_fill_the_sharpness_column(tmp_path):
     assert (sweep.run_dir(sweep.cells[0]) / "ckpt" / "step_00000020.safetensors").read_bytes() == before
 
 
+def test_analysis_columns_of_the_table_on_planted_tables(tmp_path, monkeypatch):
+    """An analysis adds its columns to the results table through one ANALYSIS_COLUMNS entry: sharpness is the
+    first eps column at the last step analysed (rows in any order); a new analysis adds its own the same way."""
+    from grokscope.sweep import folder
+
+    cell = SweepSpec.make(fixed={"p": 11}, grid={"seed": "0,1"}).cells()[1]
+    adir = tmp_path / "analyses" / cell.name
+    adir.mkdir(parents=True)
+    pd.DataFrame({"step": [30, 10], "sharpness_0.001": [0.25, 9.0], "sharpness_0.01": [7.0, 7.0],
+                  "sharpness_evals": [5, 5]}).to_csv(adir / "sharpness.csv", index=False)
+    pd.DataFrame({"step": [30], "llc_mean": [4.5]}).to_csv(adir / "llc.csv", index=False)
+    monkeypatch.setitem(folder.ANALYSIS_COLUMNS, "llc", lambda t: {"llc": float(t["llc_mean"].iloc[-1])})
+    row = folder.result_row(cell, tmp_path / "runs" / cell.name, "pending", adir)
+    assert row["sharpness"] == 0.25 and row["llc"] == 4.5
+    assert row["seed"] == 1 and row["status"] == "pending" and row["steps_to_val_99"] is None
+    (adir / "llc.csv").unlink()
+    assert "llc" not in folder.result_row(cell, tmp_path / "runs" / cell.name, "pending", adir)
+
+
 @pytest.mark.slow
 def test_early_stop_ends_one_run_of_a_batch(tmp_path):
     """stop_val_acc: a run ends (checkpoint, resume state, status done) at the first evaluation that reaches

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -14,7 +15,7 @@ from plotly.offline import get_plotlyjs
 from grokscope.errors import GrokscopeError
 from grokscope.figures import fig_best_val_vs_frac, fig_sharpness_vs_val, fig_steps_vs_frac, fig_sweep_heatmap, spearman
 from grokscope.figures.sweep import median_steps
-from grokscope.report import sweep_figures, sweep_report
+from grokscope.sweep.report import sweep_figures, sweep_report
 
 EVIL = "<script>alert(1)</script>"
 NA = pd.NA
@@ -220,7 +221,7 @@ def test_sweep_report_cli(tmp_path, monkeypatch, capsys):
             raise GrokscopeError(f"{path} is not a sweep folder (no sweep.json)")
         return sw
 
-    monkeypatch.setitem(sys.modules, "grokscope.sweep", types.SimpleNamespace(load_sweep=load_sweep))
+    monkeypatch.setattr("grokscope.sweep.report.load_sweep", load_sweep)
     assert main(["sweep-report", str(sw.path)]) == 0
     assert f"grokscope: report -> {sw.path / 'report.html'}" in capsys.readouterr().out
     assert main(["sweep-report", str(sw.path), "--out", str(tmp_path / "x.html")]) == 0
@@ -228,3 +229,17 @@ def test_sweep_report_cli(tmp_path, monkeypatch, capsys):
     assert main(["sweep-report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"grokscope: error: {tmp_path} is not a sweep folder (no sweep.json)"]
+
+
+def test_the_sweep_page_reads_a_sweep_without_the_trainer_or_the_run_report():
+    """grokscope.sweep.report needs the sweep folder, not the runner (which trains and analyses) nor report.py
+    (which would close the cycle analyze -> report -> sweep -> analyze); its old address still works."""
+    code = "import sys, grokscope.sweep.report; print(' '.join(m for m in sys.modules if m.startswith('grokscope')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert "grokscope.sweep.folder" in loaded
+    assert not {"grokscope.sweep.runner", "grokscope.report", "grokscope.analyze", "grokscope.train"} & set(loaded)
+    import grokscope.report
+    import grokscope.sweep.report
+
+    assert grokscope.report.sweep_report is grokscope.sweep.report.sweep_report
+    assert grokscope.report.sweep_figures is grokscope.sweep.report.sweep_figures

@@ -13,7 +13,11 @@ are computed at each run's last checkpoint.
 """
 from __future__ import annotations
 
-from .config import VARIANTS
+import json
+
+from ..config import VARIANTS
+from ..errors import GrokscopeError, did_you_mean
+from .spec import SweepSpec
 
 SMALL_MODEL = {"d_model": 64, "n_heads": 4, "d_mlp": 256}
 SMALL_SCHEDULE = {"eval_every": 50, "eval_log_points": 10, "ckpt_every": 1000, "ckpt_log_points": 10,
@@ -109,3 +113,30 @@ SWEEP_PRESETS: dict[str, dict] = {
                   "grid": {"weight-decay": [0.0, 2.0], "softmax": ["softmax", "stablemax"], "orthograd": [False, True]}},
     },
 }
+
+# preset -> the paper figure its sweep reproduces (plain text, for the sweep report's summary)
+SWEEP_PRESET_TEXT = {
+    "fig1-center": "Figure 1 (center) of Power et al. 2022: the steps until validation accuracy reaches 99 % "
+                   "grow steeply as the training fraction falls",
+    "fig2-left": "Figure 2 (left) of Power et al. 2022: best validation accuracy against training fraction for "
+                 "several optimisation interventions",
+    "fig2-right": "Figure 2 (right) of Power et al. 2022: best validation accuracy against training fraction for "
+                  "each operation",
+    "fig6": "Figure 6 of Power et al. 2022: best validation accuracy against training fraction with outliers "
+            "(training equations given a wrong answer)",
+    "fig7": "Figure 7 of Power et al. 2022: the sharpness of the final weights against validation accuracy, "
+            "with Spearman's rank correlation",
+}
+
+
+def preset_spec(name: str, scale: str | None = "small") -> SweepSpec:
+    """The sweep of a paper figure (``SWEEP_PRESETS``) at ``scale`` "small" (CPU) or "paper"."""
+    if name not in SWEEP_PRESETS:
+        raise GrokscopeError(f"unknown sweep preset {name!r}{did_you_mean(name, SWEEP_PRESETS) or '.'} "
+                             f"Known: {', '.join(SWEEP_PRESETS)}")
+    scale = scale or "small"
+    if scale not in ("small", "paper"):
+        raise GrokscopeError(f"scale must be small or paper, got {scale!r}")
+    p = json.loads(json.dumps(SWEEP_PRESETS[name][scale]))
+    return SweepSpec.make(p.get("base"), p.get("fixed"), p.get("grid"), preset=name, scale=scale,
+                          analyses=p.get("analyses") or {})

@@ -1,0 +1,198 @@
+"""The HTML report of a sweep (a grid of runs), drawn from its results table: ``sweep_report``.
+
+    <sweep>/results table (``Sweep.table``)  ->  sweep_report()  ->  <sweep>/report.html
+
+Nothing is recomputed. The figures follow the swept axes, never the preset's name (``_plan``): steps
+to 99 % and best validation accuracy against the training fraction when it varies (one line per value
+of the first other axis), a heatmap of the grid, sharpness against validation accuracy when it was
+computed; then a table of every run. ``sweep_figures`` gives the same figures to a notebook.
+"""
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from ..errors import GrokscopeError
+from ..figures.page import Page
+from ..figures.summary import pct, steps_text
+from ..figures.sweep import fig_best_val_vs_frac, fig_sharpness_vs_val, fig_steps_vs_frac, fig_sweep_heatmap, with_results
+from ..run import atomic_write_text
+from .folder import REPORT_FILE, load_sweep
+from .presets import SWEEP_PRESET_TEXT
+
+SCALE_TEXT = {"small": "small (a reduced grid and budget that runs on a CPU)", "paper": "paper (the paper's settings)"}
+SERIES_FIGURE = {"op": "Figure 2 (right)", "variant": "Figure 2 (left)", "outliers": "Figure 6"}
+STATUSES = ("done", "partial", "pending")
+
+
+@dataclass
+class SweepFigure:
+    name: str
+    figure: go.Figure
+    caption: str  # plain text, one sentence
+    reproduces: str  # plain text: the paper figure it redraws
+
+
+def _varies(table: pd.DataFrame, column: str) -> bool:
+    return column in table.columns and table[column].nunique(dropna=True) > 1
+
+
+def _series_axis(sweep, table: pd.DataFrame) -> str | None:
+    """The first swept axis other than frac and seed: one line per value on the frac figures."""
+    return next((a for a in sweep.axes if a not in ("frac", "seed") and a in table.columns), None)
+
+
+def _plan(sweep, table: pd.DataFrame) -> list[SweepFigure]:
+    """The figures that make sense for the sweep's axes (never chosen by preset name)."""
+    if not len(with_results(table)):
+        return []
+    series = _series_axis(sweep, table)
+    per = f" per {series}" if series else ""
+    plan = []
+    if _varies(table, "frac"):
+        plan.append(SweepFigure(
+            "steps_vs_frac", fig_steps_vs_frac(table, series),
+            f"Median over seeds{per} of the first step where validation (solid) and train (dashed) accuracy reached "
+            f"99 %, single seeds faint and an open triangle where fewer than half the seeds got there: the wait for "
+            f"generalisation grows steeply as the training fraction shrinks.", "Figure 1 (center)"))
+        plan.append(SweepFigure(
+            "best_val_vs_frac", fig_best_val_vs_frac(table, series),
+            f"Mean over seeds{per} of the best validation accuracy, the bars spanning the worst and best seed: below "
+            f"a threshold fraction the training set is memorised but never generalised.",
+            SERIES_FIGURE.get(series, "Figures 2 and 6 (their layout)")))
+        if series is not None:
+            plan.append(SweepFigure(
+                "heatmap", fig_sweep_heatmap(table, series),
+                f"Best validation accuracy of every cell of the grid (mean over seeds), one row per {series}: the "
+                f"edge between the dark and the bright cells is each row's threshold fraction.",
+                "every cell of the grid at a glance"))
+    sharpness = pd.to_numeric(table.get("sharpness", pd.Series(dtype=float)), errors="coerce").astype(float)
+    if np.isfinite(sharpness).any():
+        plan.append(SweepFigure(
+            "sharpness", fig_sharpness_vs_val(table),
+            "One point per run with a sharpness: in the paper the runs that generalise sit at flatter minima, a "
+            "negative rank correlation between sharpness and validation accuracy.", "Figure 7"))
+    return plan
+
+
+def sweep_figures(source) -> dict[str, go.Figure]:
+    """The sweep report's figures by name, for a notebook; ``source``: a sweep or its folder."""
+    sweep = _load_sweep(source)
+    return {f.name: f.figure for f in _plan(sweep, sweep.table)}
+
+
+def _load_sweep(source):
+    return load_sweep(source) if isinstance(source, (str, os.PathLike)) else source
+
+
+def _value(v: Any) -> str:
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return "–"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _reached(row: pd.Series, column: str) -> str:
+    step = row.get(column)
+    if step is not None and not pd.isna(step):
+        return steps_text(step)
+    return {"done": "never", "partial": "not yet"}.get(row.get("status"), "–")
+
+
+def _status(row: pd.Series) -> str:
+    status, last, steps = row.get("status"), row.get("last_step"), row.get("steps")
+    if status == "partial" and last is not None and not pd.isna(last) and steps is not None and not pd.isna(steps):
+        return f"partial ({steps_text(last)} of {steps_text(steps)} steps)"
+    return _value(status)
+
+
+def _runs_table(sweep, table: pd.DataFrame) -> str:
+    coords = [c for c in dict.fromkeys([*sweep.axes, "op", "frac", "seed"]) if c in table.columns]
+    head = [*coords, "run", "status", "train ≥ 99 %", "validation ≥ 99 %", "best validation accuracy",
+            "run directory"]
+    rows = []
+    for _, row in table.iterrows():
+        best = row.get("best_val_acc")
+        rows.append([*(_value(row[c]) for c in coords), _value(row.get("cell")), _status(row),
+                     _reached(row, "steps_to_train_99"), _reached(row, "steps_to_val_99"),
+                     pct(best) if best is not None and not pd.isna(best) else "–", _value(row.get("run_dir"))])
+    return ('<table class="runs"><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
+
+
+def _sweep_summary(sweep, table: pd.DataFrame, plan: list[SweepFigure]) -> str:
+    counts = table["status"].value_counts() if "status" in table.columns else pd.Series(dtype=int)
+    order = [*STATUSES, *(s for s in counts.index if s not in STATUSES)]
+    runs = f"{len(table)} run{'s' if len(table) != 1 else ''}"
+    if len(counts):
+        runs += ": " + ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s, 0))
+    facts = []
+    if sweep.preset:
+        facts.append(("preset", f"{sweep.preset}: {SWEEP_PRESET_TEXT.get(sweep.preset, 'a custom grid')}"))
+    if sweep.scale:
+        facts.append(("scale", SCALE_TEXT.get(sweep.scale, sweep.scale)))
+    facts.append(("runs", runs))
+    facts.append(("axes", " × ".join(f"{a} ({table[a].nunique()})" if a in table.columns else a for a in sweep.axes)
+                  or "none"))
+    facts.append(("fixed settings", ", ".join(f"{k} = {_value(v)}" for k, v in (sweep.fixed or {}).items()) or "none"))
+    facts.append(("sweep folder", str(sweep.path)))
+    notes = []
+    done = int(counts.get("done", 0))
+    if not done:
+        have = "the figures show the partial runs so far" if plan else "there is nothing to draw yet"
+        notes.append(f"No run of this sweep is done yet: {have}; rebuild this page with "
+                     f"`grokscope sweep-report {sweep.path}` when more have finished.")
+    elif counts.get("partial", 0) or counts.get("pending", 0):
+        notes.append(f"Only {done} of {len(table)} runs are done: partial runs count with their results so far, "
+                     f"pending runs not at all.")
+    series = _series_axis(sweep, table)
+    pooled = [a for a in sweep.axes if a not in ("frac", "seed", series) and _varies(table, a)]
+    if pooled and plan:
+        notes.append(f"The figures pool the runs over {', '.join(pooled)}: each point mixes its values "
+                     f"(one line per {series} only).")
+    items = "".join(f"<li>{_e(f.figure.layout.title.text or f.name)}: {_e(f.reproduces)}</li>" for f in plan)
+    reproduces = f"<h2>What the figures reproduce</h2><ul>{items}</ul>" if plan else ""
+    return (f'<header class="summary"><h1>grokscope sweep report: {_e(sweep.name)}</h1><dl class="facts">'
+            + "".join(f"<dt>{_e(a)}</dt><dd>{_e(b)}</dd>" for a, b in facts) + "</dl>" + reproduces
+            + "".join(f'<p class="note">{_e(n)}</p>' for n in notes) + "</header>")
+
+
+def sweep_report(source, out: str | Path | None = None) -> Path:
+    """Write the HTML report of a sweep and return its path.
+
+    ``source``: a sweep (``grokscope.sweep.load_sweep``) or its folder; ``out``: the file (default
+    ``<sweep folder>/report.html``). The figures follow the swept axes: steps to 99 % and best validation
+    accuracy against the training fraction when it varies (one line per value of the first other axis),
+    a heatmap of the grid, sharpness against validation accuracy when it was computed; then every run.
+    """
+    sweep = _load_sweep(source)
+    table = sweep.table  # read once: a sweep folder's table is recomputed from its runs on each access
+    plan = _plan(sweep, table)
+    page = Page(f"grokscope sweep: {sweep.name}")
+    page.add(_sweep_summary(sweep, table, plan))
+    if plan:
+        page.add('<section id="figures"><h2>Figures</h2>')
+        for f in plan:
+            page.figure(f.figure, f.name, f.caption, time_axis=False)
+        page.add("</section>")
+    page.add(f'<section id="runs"><h2>Runs</h2>{_runs_table(sweep, table)}</section>')
+    return _write(page, Path(out) if out is not None else Path(sweep.path) / REPORT_FILE)
+
+
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _write(page: Page, path: Path) -> Path:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, page.html())  # no temporary file left behind on a full disk
+    except OSError as e:
+        raise GrokscopeError(f"cannot write the report {path}: {e.strerror}") from None
+    return path
