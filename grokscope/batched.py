@@ -37,7 +37,8 @@ from .run import STATE_FILE, Run, load_weights, read_metadata
 from .provenance import record_session
 from .tasks import Dataset
 from .train import (LOSS_DTYPES, AdamW, Prepared, RunWriter, Stepper, _fmt_bytes, add_noise_, answer_loss, batch_size,
-                    collapsed, disk_estimate, fit, lr_scale, pick_device, prepare, restoring_cpu_settings)
+                    collapsed, disk_estimate, fit, lr_scale, pick_device, prepare, restoring_cpu_settings, resume_parts,
+                    resume_tensors)
 
 EVAL_ROWS = 32768  # rows (all runs together) per evaluation chunk
 
@@ -261,49 +262,45 @@ class BatchedTrainer(Stepper):
     def state_dicts(self) -> list[dict[str, torch.Tensor]]:
         return [self.state_dict(k) for k in range(self.K)]
 
+    def _row(self, buf: torch.Tensor, k: int) -> list[torch.Tensor]:
+        """Run k's row of a (K, n_trainable) buffer as one tensor per trained parameter (copies)."""
+        return [buf[k, off:off + numel].view(self.shapes[n]).clone()
+                for n in self.train_names for _, off, numel in [self.where[n]]]
+
     def resume_state(self, k: int) -> dict[str, torch.Tensor]:
-        """Run k's resume state, in ``Trainer.state_tensors``'s format."""
-        out = {f"model.{n}": v for n, v in self.state_dict(k).items()}
-        ema_on = self.ema is not None and self.gf_on[k]
-        for n in self.train_names:
-            _, off, numel = self.where[n]
-            sl = slice(off, off + numel)
-            if self.adam_steps > 0:
-                out[f"opt.{n}.exp_avg"] = self.exp_avg[k, sl].view(self.shapes[n]).clone()
-                out[f"opt.{n}.exp_avg_sq"] = self.exp_avg_sq[k, sl].view(self.shapes[n]).clone()
-                out[f"opt.{n}.step"] = torch.tensor(float(self.adam_steps))
-            if ema_on:
-                out[f"grokfast.{n}"] = self.ema[0][k, sl].view(self.shapes[n]).clone()
-            if self.cfgs[k].train.wd_target == "init":
-                out[f"init.{n}"] = self.init[0][k, sl].view(self.shapes[n]).clone()
-        out["rng"] = self.gens[k].get_state()
-        return out
+        """Run k's resume state, in the format of a run trained alone (``train.resume_tensors``)."""
+        n = len(self.train_names)
+        adam = None
+        if self.adam_steps > 0:
+            adam = ([torch.tensor(float(self.adam_steps)) for _ in range(n)], self._row(self.exp_avg, k),
+                    self._row(self.exp_avg_sq, k))
+        return resume_tensors(self.state_dict(k), self.train_names, self.gens[k].get_state(), adam=adam,
+                              ema=self._row(self.ema[0], k) if self.ema is not None and self.gf_on[k] else None,
+                              init=self._row(self.init[0], k) if self.cfgs[k].train.wd_target == "init" else None)
 
     def resume_states(self) -> list[dict[str, torch.Tensor]]:
         return [self.resume_state(k) for k in range(self.K)]
 
     def load_resume_state(self, k: int, t: dict[str, torch.Tensor], step: int, what: str) -> None:
-        load_weights(self.template, {n[6:]: v for n, v in t.items() if n.startswith("model.")}, what)
-        steps = {float(v) for n, v in t.items() if n.startswith("opt.") and n.endswith(".step")}
+        parts = resume_parts(t, self.train_names)
+        load_weights(self.template, parts["weights"], what)
+        steps = {float(v) for v in parts["step"] or () if v is not None}
         if len(steps) > 1 or (self.adam_steps and steps and steps != {float(self.adam_steps)}):
             raise GrokscopeError(f"{what}: optimiser steps differ from the rest of the batch")
         with torch.no_grad():
             for n, (trainable, off, numel) in self.where.items():
                 dst = self.flat if trainable else self.frozen
-                dst.data[k, off:off + numel] = t[f"model.{n}"].reshape(-1).to(self.device)
-                if not trainable:
-                    continue
-                if f"opt.{n}.exp_avg" in t:
-                    self.exp_avg[k, off:off + numel] = t[f"opt.{n}.exp_avg"].reshape(-1).to(self.device)
-                    self.exp_avg_sq[k, off:off + numel] = t[f"opt.{n}.exp_avg_sq"].reshape(-1).to(self.device)
-                if f"grokfast.{n}" in t:
-                    if self.ema is None:
-                        self.ema = [torch.zeros_like(self.exp_avg)]
-                    self.ema[0][k, off:off + numel] = t[f"grokfast.{n}"].reshape(-1).to(self.device)
-                if self.init is not None and f"init.{n}" in t:
-                    self.init[0][k, off:off + numel] = t[f"init.{n}"].reshape(-1).to(self.device)
+                dst.data[k, off:off + numel] = parts["weights"][n].reshape(-1).to(self.device)
+            if parts["grokfast"] is not None and self.ema is None:
+                self.ema = [torch.zeros_like(self.exp_avg)]
+            for buf, part in ((self.exp_avg, "exp_avg"), (self.exp_avg_sq, "exp_avg_sq"),
+                              (self.ema[0] if self.ema else None, "grokfast"), (self.init[0] if self.init else None, "init")):
+                for n, v in zip(self.train_names, parts[part] or ()):
+                    if buf is not None and v is not None:
+                        _, off, numel = self.where[n]
+                        buf[k, off:off + numel] = v.reshape(-1).to(self.device)
         self.adam.steps[0].fill_(int(steps.pop()) if steps else 0)
-        self.gens[k].set_state(t["rng"])
+        self.gens[k].set_state(parts["rng"])
         self.step_count = step
 
 

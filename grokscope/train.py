@@ -12,6 +12,10 @@ One update, top to bottom:
     W      <- W + lr * update_noise * eps
 All randomness after initialisation comes from one torch.Generator whose state is saved with the
 resume state, so a resumed run repeats an uninterrupted one bit for bit (on the CPU).
+
+``Stepper.step`` is that update, once, for one run (``Trainer``: the model's own tensors, the single-run
+forward) and for K runs (``batched.BatchedTrainer``: one flat buffer, the batched forward); AdamW is
+``fastpath.adamw_`` for both. ``fit`` is the loop around it (evaluations, checkpoints, resume states).
 """
 from __future__ import annotations
 
@@ -239,6 +243,42 @@ class AdamW:
                beta1=self.beta1, beta2=self.beta2, weight_decay=self.weight_decay, fused=self.fused)
 
 
+# --- the resume state's format (one run; Trainer and BatchedTrainer both write and read it here) -----------
+def resume_tensors(weights: dict[str, torch.Tensor], names: list[str], rng: torch.Tensor, *,
+                   adam: tuple[list, list, list] | None = None, ema: list | None = None, init: list | None = None,
+                   ma: list | None = None, ma_count: int = 0) -> dict[str, torch.Tensor]:
+    """One run's resume state: ``model.<state-dict name>`` (weights), and per trained tensor, in ``names``
+    order: ``opt.<name>.step`` / ``.exp_avg`` / ``.exp_avg_sq`` (``adam``: the three lists, as
+    torch.optim.AdamW keeps them; None before the first update), ``grokfast.<name>`` (Grokfast-EMA),
+    ``init.<name>`` (the weights weight decay pulls towards), ``grokfast_ma.<name>`` (Grokfast-MA's
+    ring) with ``grokfast_ma_count``; and ``rng``, the generator's state."""
+    out = {f"model.{k}": v for k, v in weights.items()}
+    if adam is not None:
+        for name, s, m, v in zip(names, *adam):
+            out.update({f"opt.{name}.step": s, f"opt.{name}.exp_avg": m, f"opt.{name}.exp_avg_sq": v})
+    for prefix, tensors in (("grokfast", ema), ("init", init), ("grokfast_ma", ma)):
+        if tensors is not None:
+            out.update({f"{prefix}.{n}": t for n, t in zip(names, tensors)})
+    if ma is not None:  # the ring as it lies, and how many gradients came in (where it is)
+        out["grokfast_ma_count"] = torch.tensor(ma_count, dtype=torch.int64)
+    out["rng"] = rng
+    return out
+
+
+def resume_parts(t: dict[str, torch.Tensor], names: list[str]) -> dict:
+    """``resume_tensors`` read back: "weights" (the state dict); per trained tensor, in ``names`` order,
+    "step", "exp_avg", "exp_avg_sq", "grokfast", "init", "grokfast_ma" (a list whose entries are None
+    where the state has none, or None where it has none at all); "grokfast_ma_count" (or None); "rng"."""
+    def listed(prefix: str, suffix: str = ""):
+        got = [t.get(f"{prefix}.{n}{suffix}") for n in names]
+        return None if all(v is None for v in got) else got
+
+    return {"weights": {k[6:]: v for k, v in t.items() if k.startswith("model.")},
+            **{kind: listed("opt", f".{kind}") for kind in ("step", "exp_avg", "exp_avg_sq")},
+            **{prefix: listed(prefix) for prefix in ("grokfast", "init", "grokfast_ma")},
+            "grokfast_ma_count": int(t["grokfast_ma_count"]) if "grokfast_ma_count" in t else None, "rng": t["rng"]}
+
+
 class Stepper:
     """One update of one or K runs, top to bottom as in the module docstring: the one ``step()`` that
     ``Trainer`` (one run, the model's own tensors, the single-run forward) and
@@ -246,17 +286,39 @@ class Stepper:
     minibatch, the loss's backward, the tensors (``params``), the per-run settings (floats or (K, 1)
     columns) and the optimiser (``adam``)."""
 
-    params: list[torch.Tensor]
+    # what a subclass sets: the trained tensors and their optimiser
+    params: list[torch.Tensor]  # the model's parameters (one run), or [the (K, n) flat buffer] (K runs)
     adam: AdamW
-    init: list[torch.Tensor] | None  # the weights at initialisation (weight decay towards them), or None
+    gen: torch.Generator  # one run's generator (weight noise; K runs have one each, for update noise)
+    init: list[torch.Tensor] | None = None  # the weights at initialisation (weight decay towards them)
+    # the settings: floats (one run) or (K, 1) columns (K runs)
+    weight_noise: float = 0.0
+    orthograd, orthograd_rescale = False, True
+    grokfast_on, grokfast_ma_window = False, 0  # Grokfast (EMA unless an MA window is set: one run only)
+    gf_alpha = gf_lambda = wd_init = 0.0
+    decays_to_init = False
+    # the state
     ema: list[torch.Tensor] | None = None  # Grokfast-EMA's average
     step_count: int = 0
-    weight_noise: float = 0.0
-    orthograd = False
-    orthograd_rescale = True
-    grokfast_ma_window = 0  # Grokfast-MA (one run only)
+
+    # what a subclass supplies
+    def lr_now(self):
+        """This update's learning rate (warm-up included): a float or a (K, 1) column."""
+        raise NotImplementedError
+
+    def minibatch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This update's rows and their answers (drawn from the generator(s) unless full batch)."""
+        raise NotImplementedError
+
+    def backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """The loss on (x, y) through the forward this trainer uses, and its backward into ``params``."""
+        raise NotImplementedError
+
+    def add_update_noise(self, lr) -> None:
+        raise NotImplementedError
 
     def step(self) -> None:
+        """One update of every run (the module docstring's recipe, in its order)."""
         lr = self.lr_now()
         x, y = self.minibatch()
         clean = None
@@ -428,43 +490,34 @@ class Trainer(Stepper):
     def resume_states(self) -> list[dict[str, torch.Tensor]]:
         return [self.state_tensors()]
 
-    # --- resume state ---
+    # --- resume state (its format: resume_tensors) ---
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        out = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        if self.adam.n_steps > 0:  # as torch.optim.AdamW's state: none before the first update
-            a = self.adam
-            for name, s, m, v in zip(self.names, a.steps, a.exp_avg, a.exp_avg_sq):
-                out.update({f"opt.{name}.step": s, f"opt.{name}.exp_avg": m, f"opt.{name}.exp_avg_sq": v})
-        if self.ema is not None:
-            out.update({f"grokfast.{n}": e for n, e in zip(self.names, self.ema)})
-        if self.init is not None:
-            out.update({f"init.{n}": p0 for n, p0 in zip(self.names, self.init)})
-        if self.ma is not None:  # the ring as it lies, and how many gradients came in (where it is)
-            out.update({f"grokfast_ma.{n}": b for n, b in zip(self.names, self.ma)})
-            out["grokfast_ma_count"] = torch.tensor(self.ma_count, dtype=torch.int64)
-        out["rng"] = self.gen.get_state()
-        return out
+        a = self.adam
+        return resume_tensors(self.model.state_dict(), self.names, self.gen.get_state(),
+                              adam=(a.steps, a.exp_avg, a.exp_avg_sq) if a.n_steps > 0 else None,
+                              ema=self.ema, init=self.init, ma=self.ma, ma_count=self.ma_count)
 
     def load_state_tensors(self, t: dict[str, torch.Tensor], step: int, what: str) -> None:
-        load_weights(self.model, {k[6:]: v for k, v in t.items() if k.startswith("model.")}, what)
+        parts = resume_parts(t, self.names)
+        load_weights(self.model, parts["weights"], what)
         a = self.adam
         with torch.no_grad():
-            for i, name in enumerate(self.names):
-                if f"opt.{name}.exp_avg" in t:
-                    a.exp_avg[i].copy_(t[f"opt.{name}.exp_avg"])
-                    a.exp_avg_sq[i].copy_(t[f"opt.{name}.exp_avg_sq"])
-                    a.steps[i].fill_(float(t[f"opt.{name}.step"]))
-        if f"grokfast.{self.names[0]}" in t:
-            self.ema = [t[f"grokfast.{n}"].to(self.device) for n in self.names]
+            for i in range(len(self.names)) if parts["exp_avg"] is not None else ():
+                if parts["exp_avg"][i] is not None:
+                    a.exp_avg[i].copy_(parts["exp_avg"][i])
+                    a.exp_avg_sq[i].copy_(parts["exp_avg_sq"][i])
+                    a.steps[i].fill_(float(parts["step"][i]))
+        if parts["grokfast"] is not None:
+            self.ema = [e.to(self.device) for e in parts["grokfast"]]
         if self.init is not None:
-            self.init = [t[f"init.{n}"].to(self.device) for n in self.names]
-        if "grokfast_ma_count" in t:
+            self.init = [p0.to(self.device) for p0 in parts["init"]]
+        if parts["grokfast_ma_count"] is not None:
             window = self.cfg.train.grokfast_window
-            self.ma = [t[f"grokfast_ma.{n}"].to(self.device).clone() for n in self.names]
+            self.ma = [b.to(self.device).clone() for b in parts["grokfast_ma"]]
             if any(b.shape[0] != window for b in self.ma):
                 raise GrokscopeError(f"{what}: its Grokfast-MA window is {self.ma[0].shape[0]}, the config's {window}")
-            self.ma_count = int(t["grokfast_ma_count"])
-        self.gen.set_state(t["rng"])
+            self.ma_count = parts["grokfast_ma_count"]
+        self.gen.set_state(parts["rng"])
         self.step_count = step
 
 
