@@ -37,9 +37,10 @@ import torch
 import torch.nn.functional as F
 
 import grokscope
-from grokscope.model import N_CTX, answer_flops, build_model
+from grokscope.fastpath import answer_flops, configure_cpu
+from grokscope.model import N_CTX, build_model
 from grokscope.tasks import make_dataset
-from grokscope.train import Trainer, configure_cpu, schedule
+from grokscope.train import Trainer, schedule
 
 warnings.filterwarnings("ignore")
 
@@ -126,7 +127,7 @@ def _job(kind: str, steps: int, threads: int, queue) -> None:
             queue.put((kind, grokscope_run(steps, ckpt_every=1000)[0], peak, None))
     elif kind == "grokscope-compile":  # the same, each run in a fresh process of its own
         queue.put(("flops", None, peak, None))
-        code = ("import sys, torch; from grokscope.train import configure_cpu; configure_cpu(int(sys.argv[2])); "
+        code = ("import sys, torch; from grokscope.fastpath import configure_cpu; configure_cpu(int(sys.argv[2])); "
                 "sys.path.insert(0, sys.argv[3]); import bench_train; "
                 "print(bench_train.grokscope_run(int(sys.argv[1]), 1000, compile=True)[0])")
         child = None

@@ -12,6 +12,10 @@ One update, top to bottom:
     W      <- W + lr * update_noise * eps
 All randomness after initialisation comes from one torch.Generator whose state is saved with the
 resume state, so a resumed run repeats an uninterrupted one bit for bit (on the CPU).
+
+``Stepper.step`` is that update, once, for one run (``Trainer``: the model's own tensors, the single-run
+forward) and for K runs (``batched.BatchedTrainer``: one flat buffer, the batched forward); AdamW is
+``fastpath.adamw_`` for both. ``fit`` is the loop around it (evaluations, checkpoints, resume states).
 """
 from __future__ import annotations
 
@@ -28,6 +32,11 @@ import torch.nn.functional as F
 
 from .config import SOFTMAXES, RunConfig
 from .errors import GrokscopeError, TrainingInterrupted
+from .fastpath import (adamw_, compile_failed, compiled_answer_logits, compiled_mode,  # noqa: F401  (re-exported)
+                       fused_adamw_available)
+# the process-wide CPU settings live in fastpath; re-exported here, where the CLI, sweeps and benchmarks import
+# them (``_HEAP_KEPT`` reads through to fastpath's flag: module __getattr__ at the end)
+from .fastpath import _keep_heap, configure_cpu, cpu_settings, flush_denormal_enabled, restoring_cpu_settings  # noqa: F401
 from .model import answer_logits, build_model
 from .guard import FolderLock
 from .guard import fmt_bytes as _fmt_bytes
@@ -137,32 +146,12 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype = torch
     return loss / len(y), correct / len(y)
 
 
-_COMPILED = None
-
-
-def compiled_answer_logits():
-    """``answer_logits`` through torch.compile (inductor), one per process, for ``--compile``.
-
-    Training with it gives the same function of the weights, computed in another float order: a
-    compiled run is reproducible and resumes bit-identically, but it is not bit-identical to an eager
-    run of the same config (so the mode is part of the config). ``Trainer.compile_now`` compiles the
-    forward and backward before training starts: for the default model on this CPU about 40 s the
-    first time on a machine, about 12 s from inductor's cache on disk. Evaluation stays eager."""
-    global _COMPILED
-    if _COMPILED is None:
-        import torch._dynamo
-
-        torch._dynamo.config.capture_dynamic_output_shape_ops = True  # the sizes torch.unique returns
-        _COMPILED = torch.compile(answer_logits, dynamic=True)
-    return _COMPILED
-
-
 def _compile_failed(e: Exception) -> GrokscopeError:
-    first = (str(e).strip().splitlines() or [""])[0][:200]
-    return GrokscopeError(f"compile: torch.compile failed ({type(e).__name__}: {first}); train without --compile")
+    return compile_failed(e)
 
 
-# --- gradient transforms ----------------------------------------------------------------------------
+# --- one update's pieces: one run (lists of the model's tensors, Python-float settings) or K runs
+# ((K, n) flat buffers, one row per run, and (K, 1) columns of per-run settings), the same code ---------
 def orthogonalize_(params: list[torch.Tensor], rescale: bool = True, eps: float = 1e-30) -> None:
     """⊥Grad (Prieto et al. 2025), in place on each ``p.grad``: per parameter tensor,
     g <- g - (<g, w> / <w, w>) w, which leaves g orthogonal to w (the update no longer scales the
@@ -184,8 +173,171 @@ def orthogonalize_(params: list[torch.Tensor], rescale: bool = True, eps: float 
         g.copy_(g_perp.view_as(g))
 
 
-# --- the trainer -----------------------------------------------------------------------------------
-class Trainer:
+def grokfast_ema_(ema: list[torch.Tensor] | None, grads: list[torch.Tensor], alpha, lam) -> list[torch.Tensor]:
+    """Grokfast-EMA (Lee et al. 2024), in place on ``grads``: ema <- alpha ema + (1 - alpha) g, then
+    g <- g + lam ema. The first call starts the average at g. ``alpha``, ``lam``: floats, or (K, 1)
+    columns (0 turns it off for that run). Returns the average."""
+    if ema is None:
+        ema = [g.detach().clone() for g in grads]
+    elif torch.is_tensor(alpha):
+        for e, g in zip(ema, grads):
+            e.lerp_(g, 1.0 - alpha)
+    else:
+        torch._foreach_lerp_(ema, grads, 1.0 - alpha)
+    if torch.is_tensor(lam):
+        for g, e in zip(grads, ema):
+            g.add_(e * lam)
+    else:
+        torch._foreach_add_(grads, ema, alpha=lam)
+    return ema
+
+
+def decay_towards_(params: list[torch.Tensor], targets: list[torch.Tensor], rate) -> None:
+    """W <- W - rate (W - W0): weight decay towards the initialisation W0, ``rate`` = lr * wd (a float,
+    or a (K, 1) column). Decay towards the origin is AdamW's own (``fastpath.adamw_``)."""
+    for p, p0 in zip(params, targets):
+        if torch.is_tensor(rate):
+            p.sub_((p - p0) * rate)
+        else:
+            p.sub_(p - p0, alpha=rate)
+
+
+def add_noise_(tensors: list[torch.Tensor], gen: torch.Generator, scale: float) -> None:
+    """t <- t + scale * N(0, 1), drawn from ``gen`` tensor by tensor (weight and update noise)."""
+    for t in tensors:
+        t.add_(torch.randn(t.shape, generator=gen, device=t.device), alpha=scale)
+
+
+class AdamW:
+    """AdamW's state of one run (a list of the model's tensors) or of K runs (one (K, n) buffer), and its
+    update (``fastpath.adamw_``). ``lr``, ``weight_decay`` (towards the origin), ``beta1``, ``beta2``:
+    floats, or (K, 1) columns. ``steps``: the count of updates done, one float tensor per parameter, as
+    torch.optim.AdamW keeps it (the resume state stores them as ``opt.<name>.step``)."""
+
+    def __init__(self, params: list[torch.Tensor], beta1, beta2, weight_decay):
+        self.params, self.beta1, self.beta2, self.weight_decay = params, beta1, beta2, weight_decay
+        self.exp_avg = [torch.zeros_like(p, requires_grad=False) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p, requires_grad=False) for p in params]
+        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
+        self.fused = fused_adamw_available(params[0].device) if params else False
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.steps[0]) if self.steps else 0
+
+    def step(self, lr) -> None:
+        adamw_(self.params, [p.grad for p in self.params], self.exp_avg, self.exp_avg_sq, self.steps, lr=lr,
+               beta1=self.beta1, beta2=self.beta2, weight_decay=self.weight_decay, fused=self.fused)
+
+
+# --- the resume state's format (one run; Trainer and BatchedTrainer both write and read it here) -----------
+def resume_tensors(weights: dict[str, torch.Tensor], names: list[str], rng: torch.Tensor, *,
+                   adam: tuple[list, list, list] | None = None, ema: list | None = None, init: list | None = None,
+                   ma: list | None = None, ma_count: int = 0) -> dict[str, torch.Tensor]:
+    """One run's resume state: ``model.<state-dict name>`` (weights), and per trained tensor, in ``names``
+    order: ``opt.<name>.step`` / ``.exp_avg`` / ``.exp_avg_sq`` (``adam``: the three lists, as
+    torch.optim.AdamW keeps them; None before the first update), ``grokfast.<name>`` (Grokfast-EMA),
+    ``init.<name>`` (the weights weight decay pulls towards), ``grokfast_ma.<name>`` (Grokfast-MA's
+    ring) with ``grokfast_ma_count``; and ``rng``, the generator's state."""
+    out = {f"model.{k}": v for k, v in weights.items()}
+    if adam is not None:
+        for name, s, m, v in zip(names, *adam):
+            out.update({f"opt.{name}.step": s, f"opt.{name}.exp_avg": m, f"opt.{name}.exp_avg_sq": v})
+    for prefix, tensors in (("grokfast", ema), ("init", init), ("grokfast_ma", ma)):
+        if tensors is not None:
+            out.update({f"{prefix}.{n}": t for n, t in zip(names, tensors)})
+    if ma is not None:  # the ring as it lies, and how many gradients came in (where it is)
+        out["grokfast_ma_count"] = torch.tensor(ma_count, dtype=torch.int64)
+    out["rng"] = rng
+    return out
+
+
+def resume_parts(t: dict[str, torch.Tensor], names: list[str]) -> dict:
+    """``resume_tensors`` read back: "weights" (the state dict); per trained tensor, in ``names`` order,
+    "step", "exp_avg", "exp_avg_sq", "grokfast", "init", "grokfast_ma" (a list whose entries are None
+    where the state has none, or None where it has none at all); "grokfast_ma_count" (or None); "rng"."""
+    def listed(prefix: str, suffix: str = ""):
+        got = [t.get(f"{prefix}.{n}{suffix}") for n in names]
+        return None if all(v is None for v in got) else got
+
+    return {"weights": {k[6:]: v for k, v in t.items() if k.startswith("model.")},
+            **{kind: listed("opt", f".{kind}") for kind in ("step", "exp_avg", "exp_avg_sq")},
+            **{prefix: listed(prefix) for prefix in ("grokfast", "init", "grokfast_ma")},
+            "grokfast_ma_count": int(t["grokfast_ma_count"]) if "grokfast_ma_count" in t else None, "rng": t["rng"]}
+
+
+class Stepper:
+    """One update of one or K runs, top to bottom as in the module docstring: the one ``step()`` that
+    ``Trainer`` (one run, the model's own tensors, the single-run forward) and
+    ``batched.BatchedTrainer`` (K runs on a flat buffer, the batched forward) share. They supply the
+    minibatch, the loss's backward, the tensors (``params``), the per-run settings (floats or (K, 1)
+    columns) and the optimiser (``adam``)."""
+
+    # what a subclass sets: the trained tensors and their optimiser
+    params: list[torch.Tensor]  # the model's parameters (one run), or [the (K, n) flat buffer] (K runs)
+    adam: AdamW
+    gen: torch.Generator  # one run's generator (weight noise; K runs have one each, for update noise)
+    init: list[torch.Tensor] | None = None  # the weights at initialisation (weight decay towards them)
+    # the settings: floats (one run) or (K, 1) columns (K runs)
+    weight_noise: float = 0.0
+    orthograd, orthograd_rescale = False, True
+    grokfast_on, grokfast_ma_window = False, 0  # Grokfast (EMA unless an MA window is set: one run only)
+    gf_alpha = gf_lambda = wd_init = 0.0
+    decays_to_init = False
+    # the state
+    ema: list[torch.Tensor] | None = None  # Grokfast-EMA's average
+    step_count: int = 0
+
+    # what a subclass supplies
+    def lr_now(self):
+        """This update's learning rate (warm-up included): a float or a (K, 1) column."""
+        raise NotImplementedError
+
+    def minibatch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This update's rows and their answers (drawn from the generator(s) unless full batch)."""
+        raise NotImplementedError
+
+    def backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """The loss on (x, y) through the forward this trainer uses, and its backward into ``params``."""
+        raise NotImplementedError
+
+    def add_update_noise(self, lr) -> None:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        """One update of every run (the module docstring's recipe, in its order)."""
+        lr = self.lr_now()
+        x, y = self.minibatch()
+        clean = None
+        if self.weight_noise > 0:  # forward/backward at the noisy weights, then the clean ones again
+            clean = [p.detach().clone() for p in self.params]
+            with torch.no_grad():
+                add_noise_(self.params, self.gen, self.weight_noise)
+        for p in self.params:  # zero_grad(set_to_none=True)
+            p.grad = None
+        self.backward(x, y)
+        with torch.no_grad():
+            if clean is not None:
+                for p, c in zip(self.params, clean):
+                    p.copy_(c)
+            if self.orthograd:
+                orthogonalize_(self.params, rescale=self.orthograd_rescale)
+            if self.grokfast_ma_window:
+                self._grokfast_ma(self.grokfast_ma_window, self.gf_lambda)
+            elif self.grokfast_on:
+                self.ema = grokfast_ema_(self.ema, [p.grad for p in self.params], self.gf_alpha, self.gf_lambda)
+            if self.init is not None and self.decays_to_init:
+                decay_towards_(self.params, self.init, lr * self.wd_init)
+            self._adamw(lr)
+            self.add_update_noise(lr)
+        self.step_count += 1
+
+    def _adamw(self, lr) -> None:
+        self.adam.step(lr)
+
+
+# --- the trainer of one run ------------------------------------------------------------------------
+class Trainer(Stepper):
     """Holds the model, optimiser and RNG of one run; ``step()`` does one update."""
 
     def __init__(self, cfg: RunConfig, data: Dataset, device: torch.device):
@@ -196,12 +348,14 @@ class Trainer:
         self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.init = [p.detach().clone() for p in self.params] if tr.wd_target == "init" else None
-        fused = device.type in ("cpu", "cuda")
-        self.opt = torch.optim.AdamW(self.params, lr=tr.lr, betas=(tr.beta1, tr.beta2),
-                                     weight_decay=tr.weight_decay if tr.wd_target == "origin" else 0.0,
-                                     fused=fused)
-        self.direct_adamw = fused and hasattr(torch, "_fused_adamw_")
+        self.adam = AdamW(self.params, tr.beta1, tr.beta2, tr.weight_decay if tr.wd_target == "origin" else 0.0)
         self.gen = torch.Generator(device=device).manual_seed(tr.seed + 1)
+        # the update's settings, as Stepper.step reads them
+        self.weight_noise, self.orthograd, self.orthograd_rescale = tr.weight_noise, tr.orthograd, tr.orthograd_rescale
+        self.grokfast_on = tr.grokfast_lambda > 0
+        self.grokfast_ma_window = tr.grokfast_window if self.grokfast_on and tr.grokfast_filter != "ema" else 0
+        self.gf_alpha, self.gf_lambda = tr.grokfast_alpha, tr.grokfast_lambda
+        self.wd_init, self.decays_to_init = tr.weight_decay, tr.weight_decay > 0
         self.ema: list[torch.Tensor] | None = None
         # Grokfast-MA: a ring of the last ``grokfast_window`` gradients per parameter, and how many came in
         self.ma: list[torch.Tensor] | None = None
@@ -216,6 +370,15 @@ class Trainer:
         self.loss_dtype = LOSS_DTYPES[tr.loss_dtype]
         self.softmax = tr.softmax
         self.step_count = 0
+
+    @property
+    def direct_adamw(self) -> bool:
+        """Whether updates take torch's fused AdamW kernel (``fastpath.adamw_``); False: the written-out formula."""
+        return self.adam.fused
+
+    @direct_adamw.setter
+    def direct_adamw(self, on: bool) -> None:
+        self.adam.fused = bool(on) and fused_adamw_available(self.device)
 
     def _dropout_hooks(self):
         rate = self.cfg.train.resid_dropout
@@ -238,47 +401,23 @@ class Trainer:
                 raise _compile_failed(e) from None
         return answer_logits(self.model, x)
 
-    def step(self) -> None:
-        tr = self.cfg.train
-        lr = tr.lr * lr_scale(self.step_count, tr.warmup)
+    # --- what Stepper.step asks of one run ---
+    def lr_now(self) -> float:
+        return self.cfg.train.lr * lr_scale(self.step_count, self.cfg.train.warmup)
+
+    def minibatch(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.batch < len(self.train_y):
             idx = torch.randperm(len(self.train_y), generator=self.gen, device=self.device)[: self.batch]
-            x, y = self.train_x[idx], self.train_y[idx]
-        else:
-            x, y = self.train_x, self.train_y
-        clean = None
-        if tr.weight_noise > 0:
-            clean = [p.detach().clone() for p in self.params]
-            with torch.no_grad():
-                for p in self.params:
-                    p.add_(torch.randn(p.shape, generator=self.gen, device=p.device), alpha=tr.weight_noise)
-        for p in self.params:  # opt.zero_grad(set_to_none=True), without its per-call bookkeeping
-            p.grad = None
+            return self.train_x[idx], self.train_y[idx]
+        return self.train_x, self.train_y
+
+    def backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
         with self.deterministic():
             answer_loss(self.forward(x), y, self.loss_dtype, softmax=self.softmax).backward()
-        with torch.no_grad():
-            if clean is not None:
-                for p, c in zip(self.params, clean):
-                    p.copy_(c)
-            if tr.orthograd:
-                orthogonalize_(self.params, rescale=tr.orthograd_rescale)
-            if tr.grokfast_lambda > 0 and tr.grokfast_filter == "ema":
-                grads = [p.grad for p in self.params]
-                if self.ema is None:
-                    self.ema = [g.detach().clone() for g in grads]
-                else:
-                    torch._foreach_lerp_(self.ema, grads, 1.0 - tr.grokfast_alpha)
-                torch._foreach_add_(grads, self.ema, alpha=tr.grokfast_lambda)
-            elif tr.grokfast_lambda > 0:
-                self._grokfast_ma(tr.grokfast_window, tr.grokfast_lambda)
-            if self.init is not None and tr.weight_decay > 0:
-                for p, p0 in zip(self.params, self.init):
-                    p.sub_(p - p0, alpha=lr * tr.weight_decay)
-            self._adamw(lr)
-            if tr.update_noise > 0:
-                for p in self.params:
-                    p.add_(torch.randn(p.shape, generator=self.gen, device=p.device), alpha=lr * tr.update_noise)
-        self.step_count += 1
+
+    def add_update_noise(self, lr: float) -> None:
+        if self.cfg.train.update_noise > 0:
+            add_noise_(self.params, self.gen, lr * self.cfg.train.update_noise)
 
     def _grokfast_ma(self, window: int, lam: float) -> None:
         """Grokfast-MA (Lee et al. 2024): keep the last ``window`` gradients; once ``window`` have come
@@ -294,21 +433,10 @@ class Trainer:
             for buf, p in zip(self.ma, self.params):
                 p.grad.add_(buf.mean(0), alpha=lam)
 
-    @contextlib.contextmanager
     def deterministic(self):
-        """Around the compiled forward and backward: torch's deterministic mode, so that inductor
-        lowers the gathers' backward (scatter-adds) to ATen's deterministic kernels instead of atomic
-        adds, whose order varies between threads (runs would not repeat bit for bit otherwise). Dynamo
-        guards on the flag, so it is on for every compiled call. A no-op for eager training."""
-        if self.compiled is None:
-            yield
-            return
-        was, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(was, warn_only=warn_only)
+        """Around the compiled forward and backward: ``fastpath.compiled_mode()`` (deterministic
+        scatter-adds, dynamo's dynamic output shapes), undone afterwards. A no-op for eager training."""
+        return compiled_mode() if self.compiled is not None else contextlib.nullcontext()
 
     def compile_now(self) -> None:
         """Run the compiled forward and backward once (on the first training rows; no update, no RNG
@@ -322,26 +450,6 @@ class Trainer:
                 raise _compile_failed(e) from None
         for p in self.params:
             p.grad = None
-
-    def _adamw(self, lr: float) -> None:
-        """``opt.step()`` at learning rate ``lr``: the same fused AdamW kernel, called directly once the
-        optimiser's state exists (opt.step()'s grouping and checks cost about 0.5 ms a step on the CPU,
-        and bit-identical results are tested). The first step, or a parameter without a gradient,
-        goes through ``opt.step()``. The state stays in ``opt.state``, where resume reads it."""
-        group = self.opt.param_groups[0]
-        group["lr"] = lr
-        states = [self.opt.state.get(p) for p in self.params]
-        grads = [p.grad for p in self.params]
-        if not self.direct_adamw or not all(states) or any(g is None for g in grads):
-            self.opt.step()
-            return
-        steps = [s["step"] for s in states]
-        torch._foreach_add_(steps, 1)
-        beta1, beta2 = group["betas"]
-        torch._fused_adamw_(self.params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                            [], steps, amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
-                            weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
-                            grad_scale=None, found_inf=None)
 
     def weight_norm(self) -> float:
         with torch.no_grad():
@@ -369,139 +477,74 @@ class Trainer:
     def resume_states(self) -> list[dict[str, torch.Tensor]]:
         return [self.state_tensors()]
 
-    # --- resume state ---
+    # --- resume state (its format: resume_tensors) ---
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        out = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        for name, p in zip(self.names, self.params):
-            for k, v in self.opt.state.get(p, {}).items():
-                out[f"opt.{name}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-        if self.ema is not None:
-            out.update({f"grokfast.{n}": e for n, e in zip(self.names, self.ema)})
-        if self.init is not None:
-            out.update({f"init.{n}": p0 for n, p0 in zip(self.names, self.init)})
-        if self.ma is not None:  # the ring as it lies, and how many gradients came in (where it is)
-            out.update({f"grokfast_ma.{n}": b for n, b in zip(self.names, self.ma)})
-            out["grokfast_ma_count"] = torch.tensor(self.ma_count, dtype=torch.int64)
-        out["rng"] = self.gen.get_state()
-        return out
+        a = self.adam
+        return resume_tensors(self.model.state_dict(), self.names, self.gen.get_state(),
+                              adam=(a.steps, a.exp_avg, a.exp_avg_sq) if a.n_steps > 0 else None,
+                              ema=self.ema, init=self.init, ma=self.ma, ma_count=self.ma_count)
 
     def load_state_tensors(self, t: dict[str, torch.Tensor], step: int, what: str) -> None:
-        load_weights(self.model, {k[6:]: v for k, v in t.items() if k.startswith("model.")}, what)
-        for name, p in zip(self.names, self.params):
-            st = {k.rsplit(".", 1)[-1]: v.to(self.device) for k, v in t.items()
-                  if k.startswith(f"opt.{name}.") and k.count(".") == name.count(".") + 2}
-            if st:
-                if "step" in st:
-                    st["step"] = st["step"].cpu() if self.device.type == "cpu" else st["step"]
-                self.opt.state[p] = st
-        if f"grokfast.{self.names[0]}" in t:
-            self.ema = [t[f"grokfast.{n}"].to(self.device) for n in self.names]
+        parts = resume_parts(t, self.names)
+        load_weights(self.model, parts["weights"], what)
+        a = self.adam
+        with torch.no_grad():
+            for i in range(len(self.names)) if parts["exp_avg"] is not None else ():
+                if parts["exp_avg"][i] is not None:
+                    a.exp_avg[i].copy_(parts["exp_avg"][i])
+                    a.exp_avg_sq[i].copy_(parts["exp_avg_sq"][i])
+                    a.steps[i].fill_(float(parts["step"][i]))
+        if parts["grokfast"] is not None:
+            self.ema = [e.to(self.device) for e in parts["grokfast"]]
         if self.init is not None:
-            self.init = [t[f"init.{n}"].to(self.device) for n in self.names]
-        if "grokfast_ma_count" in t:
+            self.init = [p0.to(self.device) for p0 in parts["init"]]
+        if parts["grokfast_ma_count"] is not None:
             window = self.cfg.train.grokfast_window
-            self.ma = [t[f"grokfast_ma.{n}"].to(self.device).clone() for n in self.names]
+            self.ma = [b.to(self.device).clone() for b in parts["grokfast_ma"]]
             if any(b.shape[0] != window for b in self.ma):
                 raise GrokscopeError(f"{what}: its Grokfast-MA window is {self.ma[0].shape[0]}, the config's {window}")
-            self.ma_count = int(t["grokfast_ma_count"])
-        self.gen.set_state(t["rng"])
+            self.ma_count = parts["grokfast_ma_count"]
+        self.gen.set_state(parts["rng"])
         self.step_count = step
 
 
-def configure_cpu(threads: int | None = None) -> None:
-    """Process-wide settings for training and analysis on the CPU (idempotent)."""
-    torch.set_flush_denormal(True)  # weight decay drives weights subnormal; slows the CPU many-fold
-    if threads:
-        torch.set_num_threads(threads)
-    _keep_heap()
-
-
-def flush_denormal_enabled() -> bool:
-    """Whether this thread flushes subnormal floats to zero (torch has a setter but no getter): half the
-    smallest normal float32 is subnormal, and comes out 0 when they are flushed."""
-    return float(torch.tensor(torch.finfo(torch.float32).tiny) / 2) == 0.0
-
-
 @contextlib.contextmanager
-def cpu_settings():
-    """Subnormal floats flushed to zero for the duration (as ``configure_cpu``), then as they were: a
-    call from Python (``train``, ``analyze``) leaves the caller's process as it found it. The kept
-    heap (``mallopt``), which cannot be undone, is set only in processes grokscope owns: the
-    ``grokscope`` command and a sweep's worker processes call ``configure_cpu``."""
-    was = flush_denormal_enabled()
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if not was:
-            torch.set_flush_denormal(False)
-
-
-def restoring_cpu_settings(fn):
-    """Decorator: run ``fn`` inside ``cpu_settings()``."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with cpu_settings():
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-_HEAP_KEPT = False
-
-
-def _keep_heap() -> None:
-    """Keep freed activation buffers in the heap instead of returning them to the kernel.
-
-    glibc serves allocations above its mmap threshold (128 KB at first) with fresh mmaps and trims
-    the heap top when it frees: every training step then page-faults its few-MB activations back
-    in (about 450 minor faults a step on the default model, 0.8 ms of system time). Raising both
-    thresholds keeps that memory mapped: the process keeps up to 512 MB of freed heap instead of
-    returning it. Process-wide; a no-op where the C library is not glibc."""
-    global _HEAP_KEPT
-    if _HEAP_KEPT or not sys.platform.startswith("linux"):
-        return
-    _HEAP_KEPT = True
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        libc.mallopt(M_MMAP_THRESHOLD, 64 << 20)
-        libc.mallopt(M_TRIM_THRESHOLD, 512 << 20)
-    except (OSError, AttributeError):
-        pass
-
-
-def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str = "", log=print) -> bool:
-    """Train until the (shared) budget: metrics, checkpoints and resume states of every run on schedule.
-
-    ``trainer`` holds K runs that step together (``Trainer``: K = 1; ``BatchedTrainer``) and gives per
-    run lists: ``evaluate()`` -> [(train_loss, train_acc, val_loss, val_acc, collapse)], ``weight_norms()``,
-    ``lrs(step)``, ``state_dicts()`` and ``resume_states()``. Returns True when Ctrl-C stopped it (after
-    saving a checkpoint and the resume state of every run). A run whose config sets ``stop_val_acc``
-    ends (checkpoint and resume state at that step) at the first evaluation that reaches it (or, with
-    ``stop_margin``, at the first evaluation at or after ``stop_step``); the
-    others go on, and the loop ends when every run has ended or the budget is spent."""
-    w0 = writers[0]
-    start, total = w0.prep.start, w0.prep.cfg.train.steps
-    eval_steps, ckpt_set = w0.eval_steps, set(w0.ckpt_steps)
-    stop = {"flag": False}
+def _sigint_sets_flag():
+    """Ctrl-C (SIGINT) in the main thread sets ``flag["stop"]`` instead of raising, until the block ends;
+    the handler before it is put back afterwards."""
+    flag = {"stop": False}
     old_handler = None
     if threading_main():
         def on_sigint(signum, frame):
-            stop["flag"] = True
+            flag["stop"] = True
         old_handler = signal.signal(signal.SIGINT, on_sigint)
-    t0 = time.perf_counter()
-    bar = tqdm(total=total, initial=start, disable=not progress, dynamic_ncols=True, mininterval=0.5,
-               desc=desc or w0.run_dir.name, unit="step", file=sys.stderr)
+    try:
+        yield flag
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
 
-    def record(step: int) -> None:
+
+class _Loop:
+    """``fit``'s bookkeeping for K runs that step together: evaluate and record, checkpoint, early stop."""
+
+    def __init__(self, trainer, writers: list[RunWriter], progress: bool, desc: str):
+        self.trainer, self.writers, w0 = trainer, writers, writers[0]
+        self.eval_steps, self.ckpt_set = w0.eval_steps, set(w0.ckpt_steps)
+        self.t0 = time.perf_counter()
+        self.bar = tqdm(total=w0.prep.cfg.train.steps, initial=w0.prep.start, disable=not progress, dynamic_ncols=True,
+                        mininterval=0.5, desc=desc or w0.run_dir.name, unit="step", file=sys.stderr)
+
+    def running(self) -> list[RunWriter]:
+        return [w for w in self.writers if not w.stopped]
+
+    def record(self, step: int) -> None:
+        """Evaluate every run, write its metrics row; the runs that end here (early stop) save and stop."""
+        trainer, writers = self.trainer, self.writers
         trainer.eval_mode(True)
         results = trainer.evaluate()
         trainer.eval_mode(False)
-        elapsed = time.perf_counter() - t0
+        elapsed = time.perf_counter() - self.t0
         ending = []
         for k, (w, (tl, ta, vl, va, collapse), lr, wn) in enumerate(zip(writers, results, trainer.lrs(step),
                                                                          trainer.weight_norms())):
@@ -517,57 +560,74 @@ def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str =
                 writers[k].save_state(step, states[k])
                 writers[k].stopped = True
         if len(writers) == 1:
-            bar.set_postfix(train_acc=f"{results[0][1]:.3f}", val_acc=f"{results[0][3]:.3f}", refresh=False)
+            self.bar.set_postfix(train_acc=f"{results[0][1]:.3f}", val_acc=f"{results[0][3]:.3f}", refresh=False)
         else:
-            bar.set_postfix(train_99=sum(r[1] >= 0.99 for r in results), val_99=sum(r[3] >= 0.99 for r in results),
-                            refresh=False)
+            self.bar.set_postfix(train_99=sum(r[1] >= 0.99 for r in results), val_99=sum(r[3] >= 0.99 for r in results),
+                                 refresh=False)
 
-    def save(step: int, state: bool) -> None:
-        for w, sd in zip(writers, trainer.state_dicts()):
+    def save(self, step: int, state: bool) -> None:
+        """A checkpoint of every running run; with ``state`` its resume state too."""
+        for w, sd in zip(self.writers, self.trainer.state_dicts()):
             if not w.stopped:
                 w.save_ckpt(step, sd)
         if state:
-            for w, st in zip(writers, trainer.resume_states()):
-                if not w.stopped:
-                    w.save_state(step, st)
+            self.save_states(step)
 
-    def running() -> list[RunWriter]:
-        return [w for w in writers if not w.stopped]
+    def save_states(self, step: int) -> None:
+        for w, st in zip(self.writers, self.trainer.resume_states()):
+            if not w.stopped:
+                w.save_state(step, st)
 
-    interrupted = False
-    try:
-        step = start
-        if start == 0:
-            record(0)
-            save(0, False)
-        while step < total and running():
-            trainer.step()
-            step += 1
-            bar.update(1)
-            if step in eval_steps:
-                record(step)
-            if step in ckpt_set and running():
-                save(step, running()[0].state_due(step))
-            if stop["flag"] and running():
-                if step not in eval_steps:
-                    record(step)
-                if step not in ckpt_set:
-                    save(step, False)
-                for w, st in zip(writers, trainer.resume_states()):
-                    if not w.stopped:
-                        w.save_state(step, st)
-                interrupted = True
-                where = w0.run_dir if len(writers) == 1 else w0.run_dir.parent
-                log(f"\ngrokscope: interrupted at step {step}; checkpoint saved. "
-                    f"Continue with: grokscope {'train --resume' if len(writers) == 1 else 'sweep --out'} {where}")
-                break
-    finally:
-        bar.close()
-        for w in writers:
+    def interrupt(self, step: int, log) -> None:
+        """Ctrl-C: metrics, a checkpoint and the resume state at this step, and how to continue."""
+        if step not in self.eval_steps:
+            self.record(step)
+        if step not in self.ckpt_set:
+            self.save(step, False)
+        self.save_states(step)
+        w0, one = self.writers[0], len(self.writers) == 1
+        log(f"\ngrokscope: interrupted at step {step}; checkpoint saved. "
+            f"Continue with: grokscope {'train --resume' if one else 'sweep --out'} "
+            f"{w0.run_dir if one else w0.run_dir.parent}")
+
+    def close(self) -> None:
+        self.bar.close()
+        for w in self.writers:
             w.close()
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
-    return interrupted
+
+
+def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str = "", log=print) -> bool:
+    """Train until the (shared) budget: metrics, checkpoints and resume states of every run on schedule.
+
+    ``trainer`` holds K runs that step together (``Trainer``: K = 1; ``BatchedTrainer``) and gives per
+    run lists: ``evaluate()`` -> [(train_loss, train_acc, val_loss, val_acc, collapse)], ``weight_norms()``,
+    ``lrs(step)``, ``state_dicts()`` and ``resume_states()``. Returns True when Ctrl-C stopped it (after
+    saving a checkpoint and the resume state of every run). A run whose config sets ``stop_val_acc``
+    ends (checkpoint and resume state at that step) at the first evaluation that reaches it (or, with
+    ``stop_margin``, at the first evaluation at or after ``stop_step``); the
+    others go on, and the loop ends when every run has ended or the budget is spent."""
+    start, total = writers[0].prep.start, writers[0].prep.cfg.train.steps
+    with _sigint_sets_flag() as flag:
+        loop = _Loop(trainer, writers, progress, desc)
+        try:
+            if start == 0:
+                loop.record(0)
+                loop.save(0, False)
+            step = start
+            while step < total and loop.running():
+                trainer.step()
+                step += 1
+                loop.bar.update(1)
+                if step in loop.eval_steps:
+                    loop.record(step)
+                if step in loop.ckpt_set and loop.running():
+                    loop.save(step, loop.running()[0].state_due(step))
+                if flag["stop"] and loop.running():
+                    loop.interrupt(step, log)
+                    return True
+        finally:
+            loop.close()
+    return False
 
 
 # --- the public entry point ----------------------------------------------------------------------
@@ -628,6 +688,14 @@ def _train(prep: Prepared, progress: bool, log) -> Run:
     if run.interrupted:
         raise TrainingInterrupted([run], read_state_step(prep.run_dir / STATE_FILE))
     return run
+
+
+def __getattr__(name: str):
+    if name == "_HEAP_KEPT":  # moved to fastpath with _keep_heap; read through, never a stale copy
+        from . import fastpath
+
+        return fastpath._HEAP_KEPT
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def threading_main() -> bool:

@@ -73,6 +73,11 @@ def test_compiled_forward_and_gradients_equal_eager():
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
     for a, b in zip(g_fast, g_ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    from torch._dynamo.utils import counters
+    # torch.unique's sizes were traced (fastpath.compiled_mode), not a graph break; the setting was scoped
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert not torch._dynamo.config.capture_dynamic_output_shape_ops
+    assert not torch.are_deterministic_algorithms_enabled()
 
 
 def test_dropout_runs_do_not_compile():

@@ -90,3 +90,20 @@ def test_answer_flops_counts_the_matmuls_answer_logits_does(n_layers):
     with FlopCounterMode(display=False) as counter:
         answer_logits(model, tokens).square().sum().backward()
     assert counter.get_total_flops() == answer_flops(model.cfg, 40, prefixes=5, pairs=12, attention=False)
+
+
+def test_the_fast_path_lives_in_fastpath_and_old_imports_still_work():
+    """issue 16: the fast forwards and speed settings moved to grokscope.fastpath; where they used to be
+    importable from, the same objects still are (no copies)."""
+    import sys
+
+    import grokscope.batched as batched
+    import grokscope.fastpath as fp
+    import grokscope.model as model
+    train = sys.modules["grokscope.train"]
+    assert model.answer_logits is fp.answer_logits and model.answer_flops is fp.answer_flops
+    assert batched.batched_answer_logits is fp.batched_answer_logits
+    for name in ("configure_cpu", "cpu_settings", "restoring_cpu_settings", "flush_denormal_enabled",
+                 "compiled_answer_logits"):
+        assert getattr(train, name) is getattr(fp, name), name
+    assert train._HEAP_KEPT is fp._HEAP_KEPT  # read through, not a stale copy

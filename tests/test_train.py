@@ -104,27 +104,108 @@ def test_seeded_runs_are_identical(tmp_path):
 
 @pytest.mark.parametrize("variant", ["default", "wd_init", "grokfast"])
 def test_direct_adamw_is_bit_identical_to_opt_step(variant):
-    """Trainer calls the fused AdamW kernel itself after the first step; the weights and the optimiser
-    state must be exactly what torch's AdamW.step() gives."""
+    """Trainer calls the fused AdamW kernel itself (fastpath.adamw_); the weights and the optimiser state
+    must be exactly what torch's public AdamW(fused=True).step() gives, step after step."""
     from grokscope.tasks import make_dataset
     from grokscope.train import Trainer
     over = {"wd_init": {"wd_target": "init"}, "grokfast": {"grokfast_lambda": 2.0}}.get(variant, {})
     cfg = tiny(train=over)
+    tr = cfg.train
     data = make_dataset("x+y", 7, 0.6, seed=0)
     a, b = Trainer(cfg, data, torch.device("cpu")), Trainer(cfg, data, torch.device("cpu"))
     assert a.direct_adamw
-    b.direct_adamw = False  # always opt.step()
-    calls = []
-    step = a.opt.step
-    a.opt.step = lambda: (calls.append(1), step())[1]
+    opt = torch.optim.AdamW(b.params, lr=tr.lr, betas=(tr.beta1, tr.beta2), fused=True,
+                            weight_decay=tr.weight_decay if tr.wd_target == "origin" else 0.0)
+
+    def public_step(lr):
+        opt.param_groups[0]["lr"] = lr
+        opt.step()
+
+    b._adamw = public_step
     for _ in range(25):
         a.step()
         b.step()
-    assert len(calls) == 1  # only the first step, which creates the state, went through opt.step()
-    for p, q in zip(a.params, b.params):
+    assert a.adam.n_steps == 25
+    for i, (p, q) in enumerate(zip(a.params, b.params)):
         assert torch.equal(p, q)
-        for k, v in a.opt.state[p].items():
-            assert torch.equal(v, b.opt.state[q][k])
+        st = opt.state[q]
+        assert torch.equal(a.adam.exp_avg[i], st["exp_avg"]) and torch.equal(a.adam.exp_avg_sq[i], st["exp_avg_sq"])
+        assert torch.equal(a.adam.steps[i], st["step"])
+    # the resume state holds what torch's optimiser holds, under opt.<name>.<key>, as before
+    opt_keys = {k for k in a.state_tensors() if k.startswith("opt.")}
+    assert opt_keys == {f"opt.{n}.{k}" for n, q in zip(b.names, b.params) for k in opt.state[q]}
+
+
+def _adam_case(seed=0, shapes=((5, 3), (7,), (2, 4, 3))):
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.randn(s, generator=g) for s in shapes]
+    grads = [torch.randn(s, generator=g) for s in shapes]
+    m = [torch.randn(s, generator=g) * 0.1 for s in shapes]
+    v = [torch.rand(s, generator=g) * 0.01 for s in shapes]
+    steps = [torch.tensor(3.0) for _ in shapes]
+    return params, grads, m, v, steps
+
+
+def test_adamw_written_out_fallback_matches_the_fused_kernel():
+    """The fallback (the written-out formula) and the fast path (torch's fused kernel) give the same update."""
+    from grokscope.fastpath import adamw_
+    hyper = dict(lr=3e-3, beta1=0.9, beta2=0.98, weight_decay=1.0)
+    fast, slow = _adam_case(), _adam_case()
+    for _ in range(3):
+        adamw_(*fast, **hyper, fused=True)
+        adamw_(*slow, **hyper, fused=False)
+    for a, b in zip(fast, slow):
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+    assert float(fast[4][0]) == 6.0 and float(slow[4][0]) == 6.0
+    assert not torch.equal(fast[0][0], _adam_case()[0][0])  # it did update
+
+
+def test_adamw_columns_update_each_run_as_its_own_scalars():
+    """K runs on a (K, n) buffer with (K, 1) settings = K one-run updates with scalar settings."""
+    from grokscope.fastpath import adamw_
+    K, n = 3, 11
+    g = torch.Generator().manual_seed(1)
+    p, grad = torch.randn(K, n, generator=g), torch.randn(K, n, generator=g)
+    m, v = torch.zeros(K, n), torch.zeros(K, n)
+    lrs, b1s, b2s, wds = [1e-3, 3e-3, 1e-2], [0.9, 0.8, 0.95], [0.98, 0.999, 0.9], [1.0, 0.0, 0.1]
+    col = lambda xs: torch.tensor(xs)[:, None]  # noqa: E731
+    # the scalars as the float32 columns hold them (0.999 is 0.99900001 there: 1 - beta2 differs by 1e-5)
+    lrs, b1s, b2s, wds = ([float(x) for x in col(xs)[:, 0]] for xs in (lrs, b1s, b2s, wds))
+    rows = [(p[k].clone(), m[k].clone(), v[k].clone(), torch.tensor(0.0)) for k in range(K)]
+    step = torch.tensor(0.0)
+    for _ in range(4):
+        adamw_([p], [grad], [m], [v], [step], lr=col(lrs), beta1=col(b1s), beta2=col(b2s), weight_decay=col(wds))
+        for k, (pk, mk, vk, sk) in enumerate(rows):
+            adamw_([pk], [grad[k]], [mk], [vk], [sk], lr=lrs[k], beta1=b1s[k], beta2=b2s[k], weight_decay=wds[k],
+                   fused=False)
+    for k, (pk, mk, vk, _) in enumerate(rows):  # float32 arithmetic against float64 scalars: a few ulps
+        torch.testing.assert_close(p[k], pk, rtol=2e-6, atol=1e-8)
+        torch.testing.assert_close(m[k], mk, rtol=2e-6, atol=1e-9)
+        torch.testing.assert_close(v[k], vk, rtol=2e-6, atol=1e-12)
+
+
+def test_adamw_falls_back_when_the_private_kernel_is_missing(monkeypatch):
+    """A torch without ``torch._fused_adamw_``: the trainer takes the written-out formula, with the
+    same result as asking for it directly."""
+    from grokscope.fastpath import adamw_
+    from grokscope.tasks import make_dataset
+    from grokscope.train import Trainer
+    data = make_dataset("x+y", 7, 0.6, seed=0)
+    ref = Trainer(tiny(), data, torch.device("cpu"))
+    ref.direct_adamw = False  # the written-out formula, asked for
+    monkeypatch.delattr(torch, "_fused_adamw_")
+    hyper = dict(lr=1e-3, beta1=0.9, beta2=0.98, weight_decay=1.0)
+    a, b = _adam_case(), _adam_case()
+    adamw_(*a, **hyper)  # fused asked for, kernel missing: no error, the formula
+    adamw_(*b, **hyper, fused=False)
+    assert all(torch.equal(x, y) for xs, ys in zip(a, b) for x, y in zip(xs, ys))
+    t = Trainer(tiny(), data, torch.device("cpu"))
+    assert not t.direct_adamw
+    for _ in range(5):
+        t.step()
+        ref.step()
+    assert all(torch.equal(p, q) for p, q in zip(t.params, ref.params))
 
 
 def test_output_folder_holding_a_run_is_refused_and_untouched(tmp_path):
