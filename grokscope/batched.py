@@ -32,8 +32,8 @@ import torch
 from .config import RunConfig
 from .errors import GrokscopeError, TrainingInterrupted
 from .fastpath import ADAM_EPS, _bblock_out, _bnorm, _btake, batched_answer_logits  # noqa: F401  (re-exported: they lived here)
-from .model import build_model
-from .run import STATE_FILE, Run, load_weights, read_metadata
+from .model import build_model, weight_norm
+from .run import STATE_FILE, Run, load_weights, read_state_step
 from .provenance import record_session
 from .tasks import Dataset
 from .train import (LOSS_DTYPES, AdamW, Prepared, RunWriter, Stepper, _fmt_bytes, add_noise_, answer_loss, batch_size,
@@ -250,9 +250,7 @@ class BatchedTrainer(Stepper):
         return [lr * lr_scale(step, w) for lr, w in zip(self.lr0, self.warmups)]
 
     def weight_norms(self) -> list[float]:
-        with torch.no_grad():
-            sq = self.flat.detach().double().pow(2).sum(1) + self.frozen.double().pow(2).sum(1)
-        return [math.sqrt(float(v)) for v in sq]
+        return [weight_norm((self.flat[k], self.frozen[k])) for k in range(self.K)]
 
     def state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Run k's weights under the HookedTransformer's state-dict names (buffers from the template)."""
@@ -346,7 +344,7 @@ def train_many(configs: list[RunConfig], outs: list[str | Path], *, progress: bo
         raise GrokscopeError("one output folder per config")
     runs = train_batched([prepare(c, o) for c, o in zip(configs, outs)], progress=progress, log=log)
     if runs and runs[0].interrupted:  # saved: as grokscope.train, stop the caller (a notebook's "Run all")
-        raise TrainingInterrupted(runs, int(read_metadata(runs[0].path / STATE_FILE).get("step", "0")))
+        raise TrainingInterrupted(runs, read_state_step(runs[0].path / STATE_FILE))
     return runs
 
 

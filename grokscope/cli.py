@@ -486,7 +486,7 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 # Commands that compute: the process is grokscope's own, so it gets the process-wide CPU settings
-# (subnormal floats flushed, the heap kept between steps; see train.configure_cpu) that a call from
+# (subnormal floats flushed, the heap kept between steps; see fastpath.configure_cpu) that a call from
 # Python only gets for its duration (flushing) or not at all (the heap).
 COMPUTING = ("train", "analyze", "sweep")
 
@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command in COMPUTING:
-            from .train import configure_cpu
+            from .fastpath import configure_cpu
 
             configure_cpu()
         return args.func(args)

@@ -40,7 +40,8 @@ def compare_checkpoints(run: Run | str | Path, a: int, b: int, fourier_params: d
     ``fourier`` analysis (e.g. {"key_freqs": "3,7"})."""
     from .analyses import REGISTRY
     from .analyses.fourier_keys import key_freq_list
-    from .train import cpu_settings, evaluate
+    from .fastpath import cpu_settings
+    from .train import evaluate
 
     run = run if isinstance(run, Run) else Run(run)
     a, b = int(a), int(b)

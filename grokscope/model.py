@@ -5,6 +5,7 @@ The training forward (``answer_logits``, the same logits at ``=`` computed cheap
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -87,8 +88,20 @@ def build_model(cfg: ModelConfig, d_vocab: int, d_vocab_out: int, seed: int = 0,
     return model.to(device, print_details=False)
 
 
+@torch.no_grad()
+def squared_norm(t: torch.Tensor) -> float:
+    """Σ w² of one tensor, summed in float64: the one definition behind every weight norm grokscope
+    reports (the metrics' ``weight_norm``, the ``weight_norms`` analysis, the batched runs')."""
+    return float(t.detach().double().pow(2).sum())
+
+
+def weight_norm(tensors) -> float:
+    """The L2 norm of all these tensors together (a model's ``parameters()``: its total weight norm)."""
+    return math.sqrt(sum(squared_norm(t) for t in tensors))
+
+
 def n_params(model: torch.nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["HookedTransformer", "build_model", "answer_logits", "answer_flops", "sinusoidal_positions", "N_CTX"]
+__all__ = ["HookedTransformer", "build_model", "weight_norm", "squared_norm", "answer_logits", "answer_flops", "sinusoidal_positions", "N_CTX"]

@@ -37,7 +37,8 @@ from .fastpath import (adamw_, compile_failed, compiled_answer_logits, compiled_
 # the process-wide CPU settings live in fastpath; re-exported here, where the CLI, sweeps and benchmarks import
 # them (``_HEAP_KEPT`` reads through to fastpath's flag: module __getattr__ at the end)
 from .fastpath import _keep_heap, configure_cpu, cpu_settings, flush_denormal_enabled, restoring_cpu_settings  # noqa: F401
-from .model import answer_logits, build_model
+from .fastpath import answer_logits
+from .model import build_model, weight_norm
 from .guard import FolderLock
 from .guard import fmt_bytes as _fmt_bytes
 from .run import CONFIG_FILE, STATE_FILE, Run, is_run_dir, load_weights, read_state_step
@@ -452,8 +453,7 @@ class Trainer(Stepper):
             p.grad = None
 
     def weight_norm(self) -> float:
-        with torch.no_grad():
-            return math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in self.model.parameters()))
+        return weight_norm(self.model.parameters())
 
     # --- the interface fit() drives (lists with one entry: this run) ---
     def eval_mode(self, on: bool) -> None:

@@ -101,7 +101,9 @@ print(before == after, before[0], sys.modules['grokscope.train']._HEAP_KEPT)
 
 def test_the_command_configures_its_own_process(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(train_module, "configure_cpu", lambda threads=None: calls.append(threads))
+    import grokscope.fastpath as fastpath  # the owner of the process-wide settings, where the CLI takes them
+
+    monkeypatch.setattr(fastpath, "configure_cpu", lambda threads=None: calls.append(threads))
     from grokscope.cli import main
 
     cfg = tmp_path / "cfg.json"

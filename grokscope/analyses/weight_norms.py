@@ -18,6 +18,7 @@ import math
 import pandas as pd
 import torch
 
+from ..model import squared_norm
 from .base import register
 
 
@@ -31,7 +32,7 @@ def block_of(name: str) -> str:
 def weight_norm_table(model: torch.nn.Module) -> pd.DataFrame:
     rows, blocks = [], {}
     for name, param in model.named_parameters():
-        sq = float(param.detach().double().pow(2).sum())
+        sq = squared_norm(param)
         rows.append(("param", name, math.sqrt(sq)))
         blocks[block_of(name)] = blocks.get(block_of(name), 0.0) + sq
     rows += [("block", b, math.sqrt(sq)) for b, sq in blocks.items()]

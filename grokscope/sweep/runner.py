@@ -64,7 +64,7 @@ def run_job(sweep_path: str, names: list[str], threads: int | None = None, progr
     """Train (or resume) the named cells of a sweep as one batch, then their analyses.
 
     Returns {cell: "ok" | "interrupted" | error line}. Runs in a pool worker or a Ray task."""
-    from ..train import configure_cpu
+    from ..fastpath import configure_cpu
 
     if threads is not None:  # a worker process of the sweep's own (in the caller's process: see train.cpu_settings)
         configure_cpu(threads)
