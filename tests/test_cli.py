@@ -16,6 +16,8 @@ import pytest
 import grokscope
 from grokscope.cli import COMMANDS, _static_catalog, analysis_catalog, make_parser, main
 
+from conftest import QUIET
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
@@ -154,7 +156,7 @@ def test_an_old_run_with_the_old_default_name_still_loads(tmp_path):
     cfg = grokscope.RunConfig()
     cfg.update({"task": {"op": "x+y", "p": 7}, "model": {"d_model": 16, "d_mlp": 16, "n_heads": 2, "n_layers": 1},
                 "train": {"steps": 2}, "schedule": {"eval_every": 1, "ckpt_every": 1}})
-    run = grokscope.train(cfg, out=tmp_path / "x_y_p7_f0.5_s0", progress=False, log=lambda *a: None)
+    run = grokscope.train(cfg, out=tmp_path / "x_y_p7_f0.5_s0", **QUIET)
     assert grokscope.load_run(run.path).steps == [0, 1, 2]
 
 

@@ -14,13 +14,15 @@ from grokscope.model import answer_logits
 from grokscope.tasks import make_dataset
 from grokscope.train import Trainer
 
-TINY = {"task": {"op": "x+y", "p": 7, "frac": 0.6}, "model": {"d_model": 16, "n_heads": 2, "d_mlp": 32},
-        "train": {"steps": 30, "compile": True},
+from conftest import tiny_config
+
+# conftest's tiny run, compiled, over 30 steps on 60 % of the table
+TINY = {"task": {"frac": 0.6}, "train": {"steps": 30, "compile": True},
         "schedule": {"eval_every": 10, "eval_log_points": 4, "ckpt_every": 5, "ckpt_log_points": 3, "state_every": 10}}
 
 
 def tiny(**train) -> RunConfig:
-    cfg = RunConfig().update(json.loads(json.dumps(TINY)))
+    cfg = tiny_config(**TINY)
     cfg.update({"train": train})
     return cfg
 

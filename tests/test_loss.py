@@ -14,6 +14,8 @@ from grokscope.train import answer_loss, collapsed, evaluate
 
 from test_train import tiny
 
+from conftest import QUIET
+
 
 def planted_logits():
     """Three rows whose answer (token 0) leads the others by 30, 20 and 2: float32's log-softmax of
@@ -60,7 +62,7 @@ def test_evaluate_reports_the_collapse_fraction(monkeypatch):
 
 
 def test_loss_dtype_is_stored_validated_and_old_configs_read_as_float32(tmp_path):
-    run = grokscope.train(tiny(), out=tmp_path / "r", progress=False, log=lambda *a: None)
+    run = grokscope.train(tiny(), out=tmp_path / "r", **QUIET)
     assert run.config.train.loss_dtype == "float64"
     assert "collapse" in run.metrics.columns and run.metrics.collapse.between(0, 1).all()
     with pytest.raises(GrokscopeError, match="loss_dtype must be one of"):
@@ -75,7 +77,7 @@ def test_loss_dtype_is_stored_validated_and_old_configs_read_as_float32(tmp_path
 
 
 def test_float32_and_float64_training_differ_and_each_repeats(tmp_path):
-    quiet = dict(progress=False, log=lambda *a: None)
+    quiet = dict(**QUIET)
     runs = {d: grokscope.train(tiny(train={"loss_dtype": d}), out=tmp_path / d, **quiet) for d in ("float32", "float64")}
     again = grokscope.train(tiny(train={"loss_dtype": "float64"}), out=tmp_path / "again", **quiet)
     w32, w64, w64b = (r.model_at(r.steps[-1]).state_dict() for r in (runs["float32"], runs["float64"], again))

@@ -15,6 +15,8 @@ from grokscope.train import Trainer, answer_loss, collapsed, log_stablemax, orth
 
 from test_train import tiny
 
+from conftest import QUIET, silent
+
 CPU = torch.device("cpu")
 
 
@@ -73,13 +75,13 @@ def test_stablemax_does_not_collapse_where_float32_softmax_does():
 
 def test_unknown_softmax_is_one_clear_error(tmp_path):
     with pytest.raises(GrokscopeError, match="softmax must be one of softmax, stablemax"):
-        grokscope.train(tiny(train={"softmax": "sparsemax"}), out=tmp_path / "r", progress=False, log=lambda *a: None)
+        grokscope.train(tiny(train={"softmax": "sparsemax"}), out=tmp_path / "r", **QUIET)
     assert not (tmp_path / "r").exists()
 
 
 def test_a_stablemax_run_trains_and_evaluates_with_stablemax(tmp_path):
     run = grokscope.train(tiny(train={"softmax": "stablemax", "steps": 20}), out=tmp_path / "r", progress=False,
-                          log=lambda *a: None)
+                          log=silent)
     assert run.config.train.softmax == "stablemax"
     data = make_dataset("x+y", 7, 0.6, seed=0)
     model = run.model_at(20)
@@ -171,7 +173,7 @@ def test_bad_grokfast_settings_are_clear_errors(tmp_path):
     for over, msg in (({"grokfast_filter": "median"}, "grokfast_filter must be one of ema, ma"),
                       ({"grokfast_window": 0}, "grokfast_window must be at least 1")):
         with pytest.raises(GrokscopeError, match=msg):
-            grokscope.train(tiny(train=over), out=tmp_path / "r", progress=False, log=lambda *a: None)
+            grokscope.train(tiny(train=over), out=tmp_path / "r", **QUIET)
 
 
 # --- resume: bit-identical with each option -----------------------------------------------------------
@@ -204,9 +206,9 @@ def test_resume_with_the_option_is_bit_identical(tmp_path, over):
 
 def test_resume_through_the_api_with_orthograd_and_ma_is_bit_identical(tmp_path):
     over = {"orthograd": True, "grokfast_lambda": 5.0, "grokfast_filter": "ma", "grokfast_window": 3}
-    ref = grokscope.train(tiny(train=over), out=tmp_path / "ref", progress=False, log=lambda *a: None)
-    grokscope.train(tiny(train=over), out=tmp_path / "cut", steps=40, progress=False, log=lambda *a: None)
-    cut = grokscope.train(resume=tmp_path / "cut", steps=60, progress=False, log=lambda *a: None)
+    ref = grokscope.train(tiny(train=over), out=tmp_path / "ref", **QUIET)
+    grokscope.train(tiny(train=over), out=tmp_path / "cut", steps=40, **QUIET)
+    cut = grokscope.train(resume=tmp_path / "cut", steps=60, **QUIET)
     a, b = ref.state_dict_at(60), cut.state_dict_at(60)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -241,8 +243,8 @@ def test_batch_key_separates_softmaxes_and_refuses_orthograd_and_ma():
 def test_batched_stablemax_follows_the_run_trained_alone(tmp_path):
     from grokscope.batched import train_many
     cfg = tiny(train={"softmax": "stablemax", "steps": 20})
-    alone = grokscope.train(cfg, out=tmp_path / "alone", progress=False, log=lambda *a: None)
-    (batched,) = train_many([cfg], [tmp_path / "batched"], progress=False, log=lambda *a: None)
+    alone = grokscope.train(cfg, out=tmp_path / "alone", **QUIET)
+    (batched,) = train_many([cfg], [tmp_path / "batched"], **QUIET)
     ma, mb = alone.metrics, batched.metrics
     assert ma.train_loss.tolist() == pytest.approx(mb.train_loss.tolist(), rel=1e-4)
     assert ma.val_acc.tolist() == mb.val_acc.tolist()

@@ -16,13 +16,15 @@ from grokscope.config import VARIANTS, apply_variant
 from grokscope.run import CKPT_DIR, STATE_FILE
 from grokscope.train import evaluate, schedule
 
-TINY = {"task": {"op": "x+y", "p": 7, "frac": 0.6}, "model": {"d_model": 16, "n_heads": 2, "d_mlp": 32},
-        "train": {"steps": 60}, "schedule": {"eval_every": 10, "eval_log_points": 4, "ckpt_every": 20,
-                                              "ckpt_log_points": 3, "state_every": 20}}
+from conftest import QUIET, silent, tiny_config
+
+# conftest's tiny run, over 60 steps on 60 % of the table: metrics every 10 steps, a checkpoint and resume state every 20
+TINY = {"task": {"frac": 0.6}, "train": {"steps": 60},
+        "schedule": {"eval_every": 10, "eval_log_points": 4, "ckpt_every": 20, "ckpt_log_points": 3, "state_every": 20}}
 
 
 def tiny(**over) -> RunConfig:
-    cfg = RunConfig().update(json.loads(json.dumps(TINY)))
+    cfg = tiny_config(**TINY)
     for section, values in over.items():
         cfg.update({section: values})
     return cfg
@@ -36,7 +38,7 @@ def test_schedule_log_spaced_then_every():
 
 
 def test_train_writes_a_loadable_run(tmp_path):
-    run = grokscope.train(tiny(), out=tmp_path / "r", progress=False, log=lambda *a: None)
+    run = grokscope.train(tiny(), out=tmp_path / "r", **QUIET)
     assert run.steps == schedule(60, 20, 3) and run.steps[0] == 0 and run.steps[-1] == 60
     m = run.metrics
     assert list(m.columns[:5]) == ["step", "train_loss", "train_acc", "val_loss", "val_acc"]
@@ -69,7 +71,7 @@ def test_a_small_run_really_groks(grokked_run):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_variant_trains(tmp_path, variant):
     cfg = apply_variant(tiny(train={"steps": 12}, schedule={"ckpt_every": 12, "eval_every": 12}), variant)
-    run = grokscope.train(cfg, out=tmp_path / variant, progress=False, log=lambda *a: None)
+    run = grokscope.train(cfg, out=tmp_path / variant, **QUIET)
     assert run.config.train.variant == variant
     assert torch.isfinite(torch.tensor(run.metrics.train_loss.values)).all()
     w0, w1 = run.model_at(0).state_dict(), run.model_at(12).state_dict()
@@ -80,24 +82,24 @@ def test_weight_decay_to_init_pulls_towards_init(tmp_path):
     # lr*wd = 0.5 per step with a tiny Adam lr: the weights shrink towards init, not to zero.
     cfg = tiny(train={"steps": 5, "lr": 1e-6, "weight_decay": 5e5, "warmup": 0, "wd_target": "init"},
                schedule={"ckpt_every": 5})
-    run = grokscope.train(cfg, out=tmp_path / "i", progress=False, log=lambda *a: None)
+    run = grokscope.train(cfg, out=tmp_path / "i", **QUIET)
     w0, w5 = run.model_at(0).state_dict(), run.model_at(5).state_dict()
     torch.testing.assert_close(w5["blocks.0.mlp.W_in"], w0["blocks.0.mlp.W_in"], atol=1e-4, rtol=0)
     cfg.train.wd_target = "origin"
-    run = grokscope.train(cfg, out=tmp_path / "o", progress=False, log=lambda *a: None)
+    run = grokscope.train(cfg, out=tmp_path / "o", **QUIET)
     assert run.model_at(5).state_dict()["blocks.0.mlp.W_in"].abs().max() < 0.05 * w0["blocks.0.mlp.W_in"].abs().max()
 
 
 def test_grokfast_changes_the_trajectory(tmp_path):
-    a = grokscope.train(tiny(train={"steps": 10}), out=tmp_path / "a", progress=False, log=lambda *a: None)
+    a = grokscope.train(tiny(train={"steps": 10}), out=tmp_path / "a", **QUIET)
     b = grokscope.train(tiny(train={"steps": 10, "grokfast_lambda": 2.0}), out=tmp_path / "b", progress=False,
-                        log=lambda *a: None)
+                        log=silent)
     assert not torch.equal(a.model_at(10).embed.W_E, b.model_at(10).embed.W_E)
 
 
 def test_seeded_runs_are_identical(tmp_path):
-    a = grokscope.train(tiny(), out=tmp_path / "a", progress=False, log=lambda *a: None)
-    b = grokscope.train(tiny(), out=tmp_path / "b", progress=False, log=lambda *a: None)
+    a = grokscope.train(tiny(), out=tmp_path / "a", **QUIET)
+    b = grokscope.train(tiny(), out=tmp_path / "b", **QUIET)
     for k, v in a.state_dict_at(60).items():
         assert torch.equal(v, b.state_dict_at(60)[k])
 
@@ -209,15 +211,15 @@ def test_adamw_falls_back_when_the_private_kernel_is_missing(monkeypatch):
 
 
 def test_output_folder_holding_a_run_is_refused_and_untouched(tmp_path):
-    grokscope.train(tiny(), out=tmp_path / "r", progress=False, log=lambda *a: None)
+    grokscope.train(tiny(), out=tmp_path / "r", **QUIET)
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "r").rglob("*")}
     with pytest.raises(GrokscopeError, match="already holds a run"):
-        grokscope.train(tiny(), out=tmp_path / "r", progress=False, log=lambda *a: None)
+        grokscope.train(tiny(), out=tmp_path / "r", **QUIET)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "r").rglob("*")} == before
 
 
 def test_config_not_matching_weights_is_one_clear_error(tmp_path):
-    grokscope.train(tiny(train={"steps": 2}), out=tmp_path / "r", progress=False, log=lambda *a: None)
+    grokscope.train(tiny(train={"steps": 2}), out=tmp_path / "r", **QUIET)
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     cfg["model"]["d_mlp"] = 48
     (tmp_path / "r" / "config.json").write_text(json.dumps(cfg))
@@ -226,7 +228,7 @@ def test_config_not_matching_weights_is_one_clear_error(tmp_path):
 
 
 def test_truncated_checkpoint_is_one_clear_error(tmp_path):
-    run = grokscope.train(tiny(train={"steps": 2}), out=tmp_path / "r", progress=False, log=lambda *a: None)
+    run = grokscope.train(tiny(train={"steps": 2}), out=tmp_path / "r", **QUIET)
     path = run.checkpoint_path(2)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(GrokscopeError, match="unreadable"):
@@ -315,7 +317,7 @@ BAD = [
 ])
 def test_out_of_range_config_is_one_clear_error_before_anything_is_written(tmp_path, section, key, value, msg):
     with pytest.raises(GrokscopeError, match=f"{key} must.*{msg.replace('[', '.').replace(')', '.')}"):
-        grokscope.train(tiny(**{section: {key: value}}), out=tmp_path / "run", progress=False, log=lambda *a: None)
+        grokscope.train(tiny(**{section: {key: value}}), out=tmp_path / "run", **QUIET)
     assert not (tmp_path / "run").exists()
 
 

@@ -22,9 +22,9 @@ from grokscope.guard import LOCK_FILE, FolderLock, estimate
 from grokscope.results import default_out_dir, load_results
 from grokscope.run import Run, ckpt_name
 
-from conftest import TINY_RUN
+from conftest import QUIET, TINY_RUN
 
-QUIET = dict(progress=False, log=lambda *a: None)
+QUIET = dict(**QUIET)
 REPO = Path(__file__).resolve().parents[1]
 
 
