@@ -12,130 +12,23 @@ the figures of ``grokscope.figures``; an analysis that was not run is a line say
 """
 from __future__ import annotations
 
-import html
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 
-from .config import RunConfig
 from .errors import GrokscopeError
-from .figures import COMPARISONS, FIGURES, SECTIONS, RunTables, fig_compare_accuracy, fig_compare_series, figures_in
+from .figures import SECTIONS, figures_on
 from .figures.common import PHASE_COLOURS, PHASE_LABELS
-from .figures.page import Page
+from .figures.inputs import FEW_CHECKPOINTS, ReportRun, load_report_run, locate, report_figures  # noqa: F401 (API)
+from .figures.page import Page, esc as _e
 from .figures.summary import key_steps, model_text, reached_text, recipe_text, steps_text, task_text, verdict
-from .results import ResultStore, default_out_dir
-from .run import atomic_write_text
-from .run import Run, is_run_dir
+from .results import default_out_dir
+from .run import Run
 
 REPORT_FILE = "report.html"
-FEW_CHECKPOINTS = 5  # fewer analysed checkpoints than this: the page says the curves are coarse
-
-
-@dataclass
-class ReportRun:
-    """A run's inputs to the report: its tables, config and where they came from."""
-
-    tables: RunTables
-    config: RunConfig | None
-    run_path: Path | None
-    results_path: Path
-    not_applicable: dict[str, str] = field(default_factory=dict)  # analysis -> why it does not apply
-    notes: list[str] = field(default_factory=list)  # plain text, shown in the summary
-
-
-def _find_run(folder: Path, store: ResultStore) -> Path | None:
-    """The run directory of a results folder: the ``run`` its sidecars name, else ../../checkpoints/<name>."""
-    candidates = []
-    for name in store.names():
-        run = (store.meta(name) or {}).get("run")
-        if run:
-            candidates += [Path(run), folder.parent.parent / run]
-    candidates += [folder.parent.parent / "checkpoints" / folder.name, folder.parent.parent / "runs" / folder.name,
-                   folder.parent.parent / folder.name]  # where results.default_out_dir puts a run's results
-    return next((c for c in candidates if is_run_dir(c)), None)
-
-
-def locate(source: Run | str | Path, results: str | Path | None = None) -> tuple[Path | None, Path]:
-    """(run directory or None, results folder) of a run directory, a ``Run`` or a results folder."""
-    if isinstance(source, Run):
-        return source.path, Path(results) if results is not None else default_out_dir(source.path)
-    path = Path(source)
-    if not path.exists():
-        raise GrokscopeError(f"{path} does not exist: give a run directory or its results folder (analyses/<run>)")
-    if is_run_dir(path):
-        return path, Path(results) if results is not None else default_out_dir(path)
-    if not path.is_dir():
-        raise GrokscopeError(f"{path} is not a run directory or a results folder")
-    store = ResultStore(path)
-    if not store.names():
-        inside = sorted(p.name for p in path.iterdir() if p.is_dir() and (is_run_dir(p) or ResultStore(p).names()))
-        hint = f"; it holds {', '.join(str(path / n) for n in inside[:3])}: pass one of them" if inside else ""
-        raise GrokscopeError(f"{path} is neither a run directory (no config.json) nor a results folder "
-                             f"(no analysis tables){hint}")
-    return _find_run(path, store), Path(results) if results is not None else path
-
-
-def load_report_run(source: Run | str | Path, results: str | Path | None = None) -> ReportRun:
-    """Read everything the report needs; never computes an analysis."""
-    from .analyses import REGISTRY
-    from .analyses.fourier import op_kind
-    from .analyses.phases import find_phases, run_facts
-
-    run_path, folder = locate(source, results)
-    run = Run(run_path) if run_path is not None else None
-    store = ResultStore(folder)
-    tables = store.load_all(run_id=run.run_id if run is not None else None)  # this run's only
-    for name, table in tables.items():  # the params a table was computed with (e.g. t-SNE's subgroup), for captions
-        table.attrs["params"] = dict((store.meta(name) or {}).get("params") or {})
-    others = [n for n in store.names() if n not in tables]
-    notes, not_applicable, kind, config = [], {}, "custom", None
-    metrics = run.metrics if run is not None else pd.DataFrame()
-    if run is not None:
-        config = run.config
-        try:
-            data = run.data
-            kind = op_kind(data)
-            not_applicable = {n: why for n, a in REGISTRY.items() if (why := a.applies(data)) is not None}
-        except GrokscopeError as e:
-            notes.append(f"the run's dataset could not be read ({e})")
-    else:
-        notes.append(f"the run directory of {folder} was not found: no metrics, config or accuracy curves")
-    if run is not None and others:
-        notes.append(f"{len(others)} table{'s' if len(others) > 1 else ''} in {folder} ({', '.join(others[:4])}) "
-                     f"{'were' if len(others) > 1 else 'was'} computed for another run (or before runs had an "
-                     f"identity) and {'are' if len(others) > 1 else 'is'} not shown; `grokscope analyze` recomputes them")
-    name = (config.name or run_path.name) if run is not None else folder.name
-    phases = tables.pop("phases", None)
-    if phases is None and len(metrics):
-        phases = find_phases(metrics, tables, **(run_facts(run) if run is not None else {}))
-        notes.append("the phases were derived from the metrics for this page (`grokscope analyze` stores them)")
-    analysed = sorted({int(s) for t in tables.values() if "step" in t.columns for s in t["step"].dropna()})
-    if tables and len(analysed) < FEW_CHECKPOINTS:
-        n_ckpts = len(run.steps) if run is not None else 0
-        more = (f"analyse more of its {n_ckpts} checkpoints" if n_ckpts > len(analysed)
-                else "train with a smaller --ckpt-every for more")
-        notes.append(f"only {len(analysed)} checkpoint{'s' if len(analysed) != 1 else ''} analysed: the curves "
-                     f"from the analyses are coarse ({more})")
-    if not tables:
-        notes.append(f"no analysis has been run yet: only the training curves are shown; "
-                     f"`grokscope analyze --ckpt-dir {run_path or 'checkpoints/<run>'}` computes them")
-    return ReportRun(RunTables(name, metrics, tables, phases, kind), config, run_path, folder, not_applicable, notes)
-
-
-def report_figures(source: Run | str | Path | ReportRun, results: str | Path | None = None,
-                   log_x: bool = True) -> dict[str, go.Figure]:
-    """The report's figures by name (see ``grokscope.figures.FIGURES``), for a notebook."""
-    r = source if isinstance(source, ReportRun) else load_report_run(source, results)
-    return {name: spec.build(r.tables, log_x) for name, spec in FIGURES.items() if spec.drawable(r.tables)}
 
 
 # --- the page ------------------------------------------------------------------------------------------
-def _e(text) -> str:
-    return html.escape(str(text), quote=True)
-
-
 def _phase_items(phases: pd.DataFrame | None) -> str:
     if phases is None or not len(phases):
         return '<p class="absent">No phases: the run has no metrics.</p>'
@@ -217,9 +110,9 @@ def _how_to_run(r: ReportRun, names: list[str]) -> str:
 def _section(page: Page, r: ReportRun, section, log_x: bool) -> None:
     page.add(f'<section id="{section.id}"><h2>{_e(section.title)}</h2>')
     missing: list[str] = []
-    for spec in figures_in(section.id):
+    for spec in figures_on("run", section.id):
         if spec.drawable(r.tables):
-            page.figure(spec.build(r.tables, log_x), spec.name, spec.caption, spec.time_axis)
+            page.figure(spec.build(r.tables, log_x), spec.name, spec.caption_for(r.tables), spec.time_axis)
         elif spec.needs == ("metrics",):
             page.add('<p class="missing">No metrics: the run directory was not found.</p>')
         missing += [n for n in (*spec.needs, *spec.optional)
@@ -242,16 +135,7 @@ def build_report(source: Run | str | Path, out: str | Path | None = None, result
     page.add(_summary(r))
     for section in SECTIONS:
         _section(page, r, section, log_x)
-    return _write(page, Path(out) if out is not None else r.results_path / REPORT_FILE)
-
-
-def _write(page: Page, path: Path) -> Path:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, page.html())  # no temporary file left behind on a full disk
-    except OSError as e:
-        raise GrokscopeError(f"cannot write the report {path}: {e.strerror}") from None
-    return path
+    return page.write(Path(out) if out is not None else r.results_path / REPORT_FILE)
 
 
 # --- several runs ----------------------------------------------------------------------------------------
@@ -283,24 +167,23 @@ def compare_report(sources: list[Run | str | Path], out: str | Path, log_x: bool
              f'<p>Dotted vertical lines: the step where each run\'s validation accuracy first reached 99 %.</p>'
              f'<div class="controls"><button id="xscale" data-scale="log">step axes: log (click for linear)'
              f"</button></div></header>")
-    page.add('<section id="accuracy"><h2>Accuracy and loss</h2>')
-    page.figure(fig_compare_accuracy({n: r.tables.metrics for n, r in runs.items()}, log_x), "accuracy",
-                "Each colour is a run: compare where the solid (validation) curves rise, long after the dashed "
-                "(train) ones, to see which recipe groks first.")
+    tables = {n: r.tables for n, r in runs.items()}
+    for spec in figures_on("compare"):
+        _compare_section(page, spec, tables, log_x)
+    return page.write(out)
+
+
+def _compare_section(page: Page, spec, tables: dict, log_x: bool) -> None:
+    """One comparison figure in its own section, drawn from the runs that have what it needs; the others named."""
+    have = {n: t for n, t in tables.items() if spec.has is None or spec.has(t)}
+    page.add(f'<section id="{spec.section}"><h2>{_e(spec.title)}</h2>')
+    if have:
+        page.figure(spec.build(have, log_x), spec.name, spec.caption_for(have), spec.time_axis)
+    lacking = [n for n in tables if n not in have]
+    if lacking:
+        page.add(f'<p class="missing">Not computed for {_e(", ".join(lacking))} '
+                 f"(see each run's report for how to compute it).</p>")
     page.add("</section>")
-    grok = {n: key_steps(r.tables.metrics).val for n, r in runs.items()}
-    for c in COMPARISONS:
-        series = {n: c.series(r.tables) for n, r in runs.items()}
-        have = {n: s for n, s in series.items() if len(s)}
-        page.add(f'<section id="{c.name}"><h2>{_e(c.title)}</h2>')
-        if have:
-            page.figure(fig_compare_series(have, c.title, c.y_title, c.log_y, log_x, grok), c.name, c.caption)
-        lacking = [n for n in series if n not in have]
-        if lacking:
-            page.add(f'<p class="missing">Not computed for {_e(", ".join(lacking))} '
-                     f"(see each run's report for how to compute it).</p>")
-        page.add("</section>")
-    return _write(page, Path(out))
 
 
 # --- names that moved ------------------------------------------------------------------------------------

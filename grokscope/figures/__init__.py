@@ -6,24 +6,30 @@ DataFrames (the run's metrics, the analysis tables, the phases table) and return
     fig_accuracy(run.metrics, phases=results["phases"])      # in a notebook: displays itself
     fig_neuron_heatmap(results["neuron_norms"], log_x=False)
 
-``FIGURES`` maps each figure name to its ``FigureSpec`` (title, one-sentence caption, the tables it
-needs, its section); ``SECTIONS`` lists the report's sections in order, with the analyses that feed
-them. Time axes are logarithmic by default (step 0 drawn at 0.5) and carry the phase bands; see
-``common.py``. Comparisons of several runs are in ``compare.py``; the figures of a sweep (a grid of runs,
-one row per run in its results table: Figures 1 center, 2, 6 and 7 of the paper) in ``sweep.py``.
+One registry for every page's figures (``common.py``): ``@figure(name, page=..., ...)`` above a
+``fig_*`` function records its page ("run", "compare" or "sweep"), title, one-sentence caption, what it
+needs and when it applies; ``REGISTRY[page]`` maps names to ``FigureSpec`` and each page draws its own,
+in registration order. ``FIGURES`` is ``REGISTRY["run"]``; ``SECTIONS`` lists the run report's sections
+in order, with the analyses that feed them (a new run figure names one; a new section is one line here).
+Time axes are logarithmic by default (step 0 drawn at 0.5) and carry the phase bands; see ``common.py``.
+Comparisons of several runs are in ``compare.py``; the figures of a sweep (a grid of runs, one row per
+run in its results table: Figures 1 center, 2, 6 and 7 of the paper) in ``sweep.py``. What a run's
+figures draw from, read from disk, is ``inputs.py``; one HTML page of figures, ``page.py``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .circles import fig_circles, fig_circularity
-from .common import FIGURES, PHASE_COLOURS, PHASE_LABELS, STEP0, FigureSpec, RunTables, phase_spans
-from .compare import COMPARISONS, fig_compare_accuracy, fig_compare_series, first_step_at
-from .export import export_report_figures, notebook_mode, save_figure
+from .common import (FIGURES, PAGES, PHASE_COLOURS, PHASE_LABELS, REGISTRY, STEP0, FigureSpec, RunTables, figure,
+                     figures_on, phase_spans)
+from .compare import COMPARISONS, comparison, fig_compare_accuracy, fig_compare_series, first_step_at
+from .export import export_report_figures, notebook_mode, save_figure, save_figures
 from .curves import fig_accuracy, fig_flatness, fig_llc, fig_restricted_loss, fig_sparsity, fig_weight_norms
 from .fourier import fig_fourier_neurons, fig_fourier_spectrum, fig_key_frequencies
 from .neurons import fig_neuron_heatmap, fig_neuron_traces
-from .sweep import fig_best_val_vs_frac, fig_sharpness_vs_val, fig_steps_vs_frac, fig_sweep_heatmap, spearman
+from .sweep import (SweepTable, fig_best_val_vs_frac, fig_sharpness_vs_val, fig_steps_vs_frac, fig_sweep_heatmap,
+                    spearman)
 from .tsne import fig_tsne
 
 
@@ -48,10 +54,12 @@ SECTIONS = [
 
 
 def figures_in(section: str) -> list[FigureSpec]:
-    return [f for f in FIGURES.values() if f.section == section]
+    """The run report's figures of one section."""
+    return figures_on("run", section)
 
 
 __all__ = [
+    "REGISTRY", "PAGES", "figure", "figures_on", "comparison", "SweepTable", "save_figures",
     "FIGURES", "SECTIONS", "COMPARISONS", "FigureSpec", "RunTables", "Section", "figures_in", "phase_spans",
     "PHASE_COLOURS", "PHASE_LABELS", "STEP0", "fig_accuracy", "fig_weight_norms", "fig_neuron_heatmap",
     "fig_neuron_traces", "fig_sparsity", "fig_fourier_spectrum", "fig_key_frequencies", "fig_fourier_neurons",

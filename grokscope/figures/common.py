@@ -10,15 +10,20 @@ becomes one translucent band per phase that happened, in the same colour on ever
 heatmap a full-height band would tint the colours, so there the bands are a strip above the plot
 area with dashed boundary lines across it.
 
-Registry. ``@figure(name, ...)`` above a public ``fig_*`` function records its title, its one-sentence
-caption, the tables it needs and how to call it from a ``RunTables`` (the report's inputs). The
-decorated function still takes plain DataFrames, so a notebook calls it directly and gets the
-picture the report shows, title included.
+Registry. ``@figure(name, page=..., ...)`` above a public ``fig_*`` function records the page it is
+drawn on (``PAGES``: "run", a run's report; "compare", several runs overlaid; "sweep", a sweep's page),
+its title, its one-sentence caption, when it applies and how to call it from the page's source: a
+``RunTables`` (run), a ``{run name: RunTables}`` dict (compare) or a ``SweepTable`` (sweep). The pages
+draw every figure registered for them, in registration order, so adding a figure of any kind is one
+decorated function. The decorated function still takes plain DataFrames, so a notebook calls it
+directly and gets the picture the page shows; a function without a ``title`` parameter gets the
+registered title (one with it titles itself, e.g. from its data).
 """
 from __future__ import annotations
 
 import functools
 import html
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -187,46 +192,82 @@ class RunTables:
         return table is not None and len(table) > 0
 
 
+PAGES = ("run", "compare", "sweep")
+
+
 @dataclass(frozen=True)
 class FigureSpec:
+    """One figure of one page. ``source``: what the page draws from (see the module docstring)."""
+
     name: str
-    section: str
+    section: str  # run page: the ``SECTIONS`` id; compare page: the figure's own section
     title: str
-    caption: str
-    needs: tuple[str, ...]  # tables it draws ("metrics" or analysis names)
+    caption: str | Callable[[Any], str]  # plain text, one sentence; a function of the source where it varies
+    needs: tuple[str, ...]  # run page: tables it draws ("metrics" or analysis names)
     fn: Callable[..., go.Figure]  # the public fig_* function
-    inputs: Callable[[RunTables], dict[str, Any]]  # its keyword arguments from the report's inputs
-    time_axis: bool = True
+    inputs: Callable[[Any], dict[str, Any]]  # its keyword arguments from the page's source
+    time_axis: bool = True  # a step axis (the page's log/linear button switches it)
     any_need: bool = False  # drawable when one of ``needs`` is there (default: all of them)
     optional: tuple[str, ...] = ()  # tables it also draws when they are there
+    page: str = "run"
+    applies: Callable[[Any], bool] | None = None  # when it is drawn (default: its ``needs`` are there)
+    has: Callable[[RunTables], bool] | None = None  # compare page: which runs it can draw (others are named)
+    reproduces: str | Callable[[Any], str] = ""  # sweep page: the paper figure it redraws
 
-    def drawable(self, tables: RunTables) -> bool:
-        return (any if self.any_need else all)(tables.has(n) for n in self.needs)
+    def drawable(self, source) -> bool:
+        if self.applies is not None:
+            return bool(self.applies(source))
+        return (any if self.any_need else all)(source.has(n) for n in self.needs)
 
-    def build(self, tables: RunTables, log_x: bool = True) -> go.Figure:
-        kwargs = self.inputs(tables)
+    def caption_for(self, source) -> str:
+        return self.caption(source) if callable(self.caption) else self.caption
+
+    def reproduces_for(self, source) -> str:
+        return self.reproduces(source) if callable(self.reproduces) else self.reproduces
+
+    def build(self, source, log_x: bool = True) -> go.Figure:
+        kwargs = self.inputs(source)
         if self.time_axis:
             kwargs["log_x"] = log_x
         return self.fn(**kwargs)
 
 
-FIGURES: dict[str, FigureSpec] = {}
+REGISTRY: dict[str, dict[str, FigureSpec]] = {page: {} for page in PAGES}  # page -> name -> spec
+FIGURES = REGISTRY["run"]  # the run report's figures (the same dict)
 
 
-def figure(name: str, *, section: str, title: str, caption: str, needs: tuple[str, ...],
-           inputs: Callable[[RunTables], dict[str, Any]], time_axis: bool = True, any_need: bool = False,
-           optional: tuple[str, ...] = ()):
-    """Register a ``fig_*`` function; the figure it returns gets ``title`` unless the caller gives one."""
+def figures_on(page: str, section: str | None = None) -> list[FigureSpec]:
+    """The figures of ``page`` (of one of its sections), in registration order."""
+    if page not in REGISTRY:
+        raise KeyError(f"unknown figure page {page!r}: {', '.join(PAGES)}")
+    return [f for f in REGISTRY[page].values() if section is None or f.section == section]
+
+
+def _titled(fn, page: str, name: str):
+    """``fn`` whose figure gets the registered title unless the caller gives one."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, title: str | None = None, **kwargs) -> go.Figure:
+        fig = fn(*args, **kwargs)
+        fig.update_layout(title=dict(text=title if title is not None else REGISTRY[page][name].title, x=0.01))
+        return fig
+
+    return wrapper
+
+
+def figure(name: str, *, page: str = "run", section: str = "", title: str, caption: str | Callable[[Any], str],
+           needs: tuple[str, ...] = (), inputs: Callable[[Any], dict[str, Any]], time_axis: bool = True,
+           any_need: bool = False, optional: tuple[str, ...] = (), applies: Callable[[Any], bool] | None = None,
+           has: Callable[[RunTables], bool] | None = None, reproduces: str | Callable[[Any], str] = ""):
+    """Register a ``fig_*`` function on ``page``; the figure it returns gets ``title`` unless the caller
+    gives one (or the function takes a ``title`` of its own)."""
+    if page not in REGISTRY:
+        raise KeyError(f"unknown figure page {page!r}: {', '.join(PAGES)}")
 
     def deco(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, title: str | None = None, **kwargs) -> go.Figure:
-            fig = fn(*args, **kwargs)
-            fig.update_layout(title=dict(text=title if title is not None else FIGURES[name].title, x=0.01))
-            return fig
-
-        FIGURES[name] = FigureSpec(name, section, title, caption, tuple(needs), wrapper, inputs, time_axis, any_need,
-                                   tuple(optional))
+        wrapper = fn if "title" in inspect.signature(fn).parameters else _titled(fn, page, name)
+        REGISTRY[page][name] = FigureSpec(name, section or name, title, caption, tuple(needs), wrapper, inputs,
+                                          time_axis, any_need, tuple(optional), page, applies, has, reproduces)
         return wrapper
 
     return deco

@@ -2,6 +2,11 @@
 
 Each run's grokking step (validation accuracy first at 99 %) is a dotted vertical line in its colour on
 every comparison plot, in place of the phase bands, which would overlap from run to run.
+
+The comparison page (``grokscope report --compare``) draws the figures registered with ``page="compare"``,
+each in its own section: a ``@figure(..., page="compare")`` function takes the runs'
+``{name: RunTables}``; ``@comparison(...)`` registers the common kind, one curve per run, from a
+function that gives a run's series (empty when the run lacks its table: the page names those runs).
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import PALETTE, RunTables, by_step, curve, esc, finish, first_at, step_x, time_axes
+from .common import PALETTE, RunTables, by_step, curve, esc, figure, finish, first_at, step_x, time_axes
 
 
 def first_step_at(metrics: pd.DataFrame | None, column: str, level: float = 0.99) -> int | None:
@@ -35,6 +40,10 @@ def run_colours(names) -> dict[str, str]:
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
 
 
+@figure("accuracy", page="compare", title="Accuracy and loss",
+        caption="Each colour is a run: compare where the solid (validation) curves rise, long after the dashed "
+                "(train) ones, to see which recipe groks first.",
+        inputs=lambda runs: dict(metrics_by_run={n: t.metrics for n, t in runs.items()}))
 def fig_compare_accuracy(metrics_by_run: dict[str, pd.DataFrame], log_x: bool = True,
                          title: str = "Accuracy and loss of each run") -> go.Figure:
     """Validation (solid) and train (dashed) accuracy and loss of several runs; names are escaped."""
@@ -71,6 +80,8 @@ def fig_compare_series(series_by_run: dict[str, pd.Series], title: str, y_title:
 
 @dataclass(frozen=True)
 class Comparison:
+    """A one-curve-per-run comparison, as data (``COMPARISONS``); its figure is in the registry."""
+
     name: str
     title: str
     caption: str
@@ -79,24 +90,54 @@ class Comparison:
     log_y: bool = False
 
 
-def _total_norm(t: RunTables) -> pd.Series:
+COMPARISONS: list[Comparison] = []
+
+
+def comparison(name: str, *, title: str, caption: str, y_title: str, log_y: bool = False):
+    """Register, on the comparison page, one curve per run of the series the decorated function gives
+    (``RunTables -> Series`` indexed by step, empty when the run lacks it) with ``fig_compare_series``."""
+
+    def deco(series: Callable[[RunTables], pd.Series]):
+        def inputs(runs: dict[str, RunTables]) -> dict:
+            return dict(series_by_run={n: series(t) for n, t in runs.items()}, title=title, y_title=y_title,
+                        log_y=log_y, grok_steps={n: first_step_at(t.metrics, "val_acc") for n, t in runs.items()})
+
+        figure(name, page="compare", title=title, caption=caption, inputs=inputs,
+               has=lambda t: len(series(t)) > 0)(fig_compare_series)
+        COMPARISONS.append(Comparison(name, title, caption, y_title, series, log_y))
+        return series
+
+    return deco
+
+
+@comparison("weight_norm", title="Total weight norm", y_title="‖θ‖₂",
+            caption="Weight decay makes the norm fall before grokking; without it the norm keeps growing and "
+                    "grokking, if it comes, comes later.")
+def total_norm(t: RunTables) -> pd.Series:
     s = by_step(t.metrics, "weight_norm")
     return s if len(s) else by_step(t.results.get("weight_norms"), "norm", {"group": "total"})
 
 
-COMPARISONS = [
-    Comparison("weight_norm", "Total weight norm", "Weight decay makes the norm fall before grokking; "
-               "without it the norm keeps growing and grokking, if it comes, comes later.", "‖θ‖₂", _total_norm),
-    Comparison("embed_gini", "Fourier Gini of the embedding", "The run whose embedding concentrates on a few "
-               "frequencies first is the one that groks first.", "Gini",
-               lambda t: by_step(t.results.get("fourier"), "embed_gini")),
-    Comparison("restricted_loss", "Restricted loss", "The restricted loss falls when the Fourier circuit alone "
-               "explains the answers; compare when it falls with each run's grokking step.", "loss (log scale)",
-               lambda t: by_step(t.results.get("fourier"), "restricted_loss"), log_y=True),
-    Comparison("excluded_loss", "Excluded loss", "The excluded loss rises when the memorised answers come to "
-               "depend on the Fourier circuit.", "loss (log scale)",
-               lambda t: by_step(t.results.get("fourier"), "excluded_loss"), log_y=True),
-    Comparison("neuron_gini", "Gini of the MLP neuron norms (all layers)", "Sparser neuron norms (higher Gini) "
-               "mark the small set of neurons that takes over at grokking.", "Gini",
-               lambda t: by_step(t.results.get("sparsity"), "gini", {"scope": "all"})),
-]
+@comparison("embed_gini", title="Fourier Gini of the embedding", y_title="Gini",
+            caption="The run whose embedding concentrates on a few frequencies first is the one that groks first.")
+def embed_gini(t: RunTables) -> pd.Series:
+    return by_step(t.results.get("fourier"), "embed_gini")
+
+
+@comparison("restricted_loss", title="Restricted loss", y_title="loss (log scale)", log_y=True,
+            caption="The restricted loss falls when the Fourier circuit alone explains the answers; compare when "
+                    "it falls with each run's grokking step.")
+def restricted_loss(t: RunTables) -> pd.Series:
+    return by_step(t.results.get("fourier"), "restricted_loss")
+
+
+@comparison("excluded_loss", title="Excluded loss", y_title="loss (log scale)", log_y=True,
+            caption="The excluded loss rises when the memorised answers come to depend on the Fourier circuit.")
+def excluded_loss(t: RunTables) -> pd.Series:
+    return by_step(t.results.get("fourier"), "excluded_loss")
+
+
+@comparison("neuron_gini", title="Gini of the MLP neuron norms (all layers)", y_title="Gini",
+            caption="Sparser neuron norms (higher Gini) mark the small set of neurons that takes over at grokking.")
+def neuron_gini(t: RunTables) -> pd.Series:
+    return by_step(t.results.get("sparsity"), "gini", {"scope": "all"})

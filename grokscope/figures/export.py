@@ -4,6 +4,7 @@
     gf.notebook_mode()                          # once, at the top of a notebook
     gf.save_figure(fig, "figs/accuracy.svg")    # .html: self-contained; .png/.svg/.pdf: through kaleido
     gf.export_report_figures("checkpoints/div97", "figs", formats=("png", "svg"))
+    gf.save_figures({"accuracy": fig}, "figs", formats=("html",))   # any figures by name
 
 ``notebook_mode`` sets plotly's renderers to JupyterLab's own (live) plus the classic notebook one,
 which embeds plotly.js once into the notebook (in the output of the first figure) and each figure as
@@ -24,6 +25,7 @@ from typing import Iterable
 import plotly.graph_objects as go
 
 from ..errors import GrokscopeError
+from .inputs import report_figures
 
 STATIC = ("png", "svg", "pdf", "jpeg", "webp")
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -101,15 +103,24 @@ def export_report_figures(source, folder: str | Path, formats: Iterable[str] = (
                           log_x: bool = True) -> list[Path]:
     """Every figure of a run's report (``report_figures``), saved as ``folder/<name>.<format>`` for each
     format. ``source``: a Run, a run directory or a results folder (as ``grokscope report``)."""
-    from ..report import report_figures
+    formats = _formats(formats)  # before anything is read or written
+    return save_figures(report_figures(source, results, log_x=log_x), folder, formats)
 
+
+def _formats(formats: Iterable[str]) -> list[str]:
+    """The formats, checked (and kaleido ready when one is static)."""
     formats = [f.lower().lstrip(".") for f in formats]
     for fmt in formats:
         if fmt not in ("html", *STATIC):
             raise GrokscopeError(f"unknown figure format {fmt!r}: html, " + ", ".join(STATIC))
     if any(f != "html" for f in formats):
-        _kaleido_ready()  # before anything is written
-    figures = report_figures(source, results, log_x=log_x)
+        _kaleido_ready()
+    return formats
+
+
+def save_figures(figures: dict[str, go.Figure], folder: str | Path, formats: Iterable[str] = ("png",)) -> list[Path]:
+    """Each figure saved as ``folder/<name>.<format>`` for each format (static ones through one browser)."""
+    formats = _formats(formats)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths, static = [], []
@@ -129,4 +140,4 @@ def export_report_figures(source, folder: str | Path, formats: Iterable[str] = (
     return paths
 
 
-__all__ = ["notebook_mode", "save_figure", "export_report_figures", "find_browser"]
+__all__ = ["notebook_mode", "save_figure", "save_figures", "export_report_figures", "find_browser"]

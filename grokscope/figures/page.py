@@ -5,16 +5,21 @@ layout and frames; one small script draws them all with ``Plotly.newPlot`` and w
 "step axis: log / linear" button to every figure marked as a time plot. In the JSON, ``<``, ``>`` and
 ``&`` are written as ``\\u003c``, ``\\u003e``, ``\\u0026`` (still valid JSON), so no text from a run can
 close the script element; every other run-derived string is passed through ``html.escape`` by the
-caller. Nothing is fetched from the network: the page works offline.
+caller (``esc``). Nothing is fetched from the network: the page works offline. ``Page.write`` writes
+the page atomically (a full disk leaves no partial file) or says in one error line why it could not.
 """
 from __future__ import annotations
 
-import html
 import re
+from pathlib import Path
 
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
+
+from ..errors import GrokscopeError
+from ..run import atomic_write_text
+from .common import esc
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#222;margin:0;background:#f6f7f9}
@@ -101,13 +106,26 @@ class Page:
         cls = "figure time" if time_axis else "figure"
         self.parts.append(f'<div class="{cls}" id="{fid}" data-json="{fid}-json" style="min-height:{height}px"></div>')
         if caption:
-            self.parts.append(f'<p class="caption">{html.escape(caption)}</p>')
+            self.parts.append(f'<p class="caption">{esc(caption)}</p>')
         self.data.append(f'<script type="application/json" id="{fid}-json">{figure_json(fig)}</script>')
 
     def html(self) -> str:
         return "\n".join([
             "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{html.escape(self.title)}</title>", f"<style>{CSS}</style>",
+            f"<title>{esc(self.title)}</title>", f"<style>{CSS}</style>",
             f'<script type="text/javascript">{get_plotlyjs()}</script>', "</head>", "<body>", "<main>",
             *self.parts, "</main>", *self.data, f"<script>{SCRIPT}</script>", "</body>", "</html>", ""])
+
+    def write(self, path: str | Path) -> Path:
+        """Write the page to ``path`` (its folder created) and return the path."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, self.html())  # no temporary file left behind on a full disk
+        except OSError as e:
+            raise GrokscopeError(f"cannot write the report {path}: {e.strerror}") from None
+        return path
+
+
+__all__ = ["Page", "esc", "figure_json", "slug"]

@@ -15,10 +15,14 @@ done ones plus any partial run that already reached 99 % (a partial run that has
 undecided). The median is over the runs that reached 99 %: the others do not enter it. When fewer than
 half of the runs that count reached it, the median is undefined: the line has a gap there and an open
 triangle at the step budget marks the point, its hover text saying how many seeds reached 99 %.
+
+The sweep's page draws the figures registered with ``page="sweep"`` from a ``SweepTable`` (the table,
+the swept axes, the series axis): each applies by the axes that vary, never by the preset's name.
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,7 +31,7 @@ import plotly.graph_objects as go
 from scipy.stats import spearmanr
 
 from ..errors import GrokscopeError
-from .common import PALETTE, empty, esc, finish
+from .common import PALETTE, empty, esc, figure, finish
 from .summary import pct, steps_text
 
 VAL99, TRAIN99 = "steps_to_val_99", "steps_to_train_99"
@@ -36,6 +40,28 @@ VALUE_TITLES = {"best_val_acc": "best validation accuracy", "final_val_acc": "fi
                 "final_train_acc": "final train accuracy", "final_val_loss": "final validation loss",
                 "final_train_loss": "final train loss", VAL99: "steps to 99 % validation accuracy",
                 TRAIN99: "steps to 99 % train accuracy", "sharpness": "ε-sharpness"}
+
+SERIES_FIGURE = {"op": "Figure 2 (right)", "variant": "Figure 2 (left)", "outliers": "Figure 6"}
+
+
+@dataclass
+class SweepTable:
+    """What the sweep's page draws from: its results table and swept axes."""
+
+    table: pd.DataFrame
+    axes: list[str] = field(default_factory=list)
+
+    @property
+    def series(self) -> str | None:
+        """The first swept axis other than frac and seed: one line per value on the frac figures."""
+        return next((a for a in self.axes if a not in ("frac", "seed") and a in self.table.columns), None)
+
+    @property
+    def per(self) -> str:
+        return f" per {self.series}" if self.series else ""
+
+    def varies(self, column: str) -> bool:
+        return column in self.table.columns and self.table[column].nunique(dropna=True) > 1
 
 
 # --- the table ------------------------------------------------------------------------------------------
@@ -88,6 +114,13 @@ def median_steps(rows: pd.DataFrame, column: str = VAL99) -> tuple[float, int, i
 
 
 # --- Figure 1 (center) -------------------------------------------------------------------------------------
+@figure("steps_vs_frac", page="sweep", title="Steps until 99 % accuracy vs training fraction", time_axis=False,
+        caption=lambda s: f"Median over seeds{s.per} of the first step where validation (solid) and train (dashed) "
+                          f"accuracy reached 99 %, single seeds faint and an open triangle where fewer than half the "
+                          f"seeds got there: the wait for generalisation grows steeply as the training fraction "
+                          f"shrinks.",
+        reproduces="Figure 1 (center)", applies=lambda s: s.varies("frac"),
+        inputs=lambda s: dict(table=s.table, series=s.series))
 def fig_steps_vs_frac(table: pd.DataFrame, series: str | None = None, title: str | None = None) -> go.Figure:
     """Median over seeds of the steps until validation accuracy first reaches 99 % (solid) and train accuracy
     (dashed) vs training fraction, log y; one colour per value of ``series``; faint markers: single seeds."""
@@ -140,6 +173,11 @@ def fig_steps_vs_frac(table: pd.DataFrame, series: str | None = None, title: str
 
 
 # --- Figure 2 (left and right), Figure 6 ---------------------------------------------------------------------
+@figure("best_val_vs_frac", page="sweep", title="Best validation accuracy vs training fraction", time_axis=False,
+        caption=lambda s: f"Mean over seeds{s.per} of the best validation accuracy, the bars spanning the worst and "
+                          f"best seed: below a threshold fraction the training set is memorised but never generalised.",
+        reproduces=lambda s: SERIES_FIGURE.get(s.series, "Figures 2 and 6 (their layout)"),
+        applies=lambda s: s.varies("frac"), inputs=lambda s: dict(table=s.table, series=s.series))
 def fig_best_val_vs_frac(table: pd.DataFrame, series: str | None = None, title: str | None = None) -> go.Figure:
     """Mean over seeds of the best validation accuracy vs training fraction, one line per value of
     ``series``; error bars: min and max over the seeds (where a point has more than one)."""
@@ -186,6 +224,11 @@ def _cell_text(value: str, v: float) -> str:
     return steps_text(round(v)) if value.startswith("steps") else f"{v:.3g}"
 
 
+@figure("heatmap", page="sweep", title="Mean best validation accuracy over seeds", time_axis=False,
+        caption=lambda s: f"Best validation accuracy of every cell of the grid (mean over seeds), one row per "
+                          f"{s.series}: the edge between the dark and the bright cells is each row's threshold fraction.",
+        reproduces="every cell of the grid at a glance", applies=lambda s: s.varies("frac") and s.series is not None,
+        inputs=lambda s: dict(table=s.table, rows=s.series))
 def fig_sweep_heatmap(table: pd.DataFrame, rows: str, cols: str = "frac", value: str = "best_val_acc",
                       title: str | None = None) -> go.Figure:
     """Mean over seeds (and any other axis) of ``value`` per (``rows``, ``cols``) cell, with the value as text;
@@ -247,6 +290,11 @@ def spearman_text(table: pd.DataFrame) -> str:
     return f"Spearman ρ = {rho:.3f} (p = {p:.2g}, n = {n} runs)"
 
 
+@figure("sharpness", page="sweep", title="Sharpness vs validation accuracy", time_axis=False,
+        caption="One point per run with a sharpness: in the paper the runs that generalise sit at flatter minima, a "
+                "negative rank correlation between sharpness and validation accuracy.",
+        reproduces="Figure 7", applies=lambda s: bool(np.isfinite(_num(s.table, "sharpness")).any()),
+        inputs=lambda s: dict(table=s.table))
 def fig_sharpness_vs_val(table: pd.DataFrame, title: str | None = None) -> go.Figure:
     """Sharpness of the last checkpoint (x) vs final validation accuracy (y), one point per run that has both;
     the title gives Spearman's rho and its p-value. The x axis is logarithmic when the sharpness is positive
@@ -271,5 +319,6 @@ def fig_sharpness_vs_val(table: pd.DataFrame, title: str | None = None) -> go.Fi
     return finish(fig, height=420)
 
 
-__all__ = ["fig_steps_vs_frac", "fig_best_val_vs_frac", "fig_sweep_heatmap", "fig_sharpness_vs_val", "spearman",
+__all__ = ["SweepTable", "SERIES_FIGURE",
+           "fig_steps_vs_frac", "fig_best_val_vs_frac", "fig_sweep_heatmap", "fig_sharpness_vs_val", "spearman",
            "spearman_text", "median_steps", "series_label", "with_results"]

@@ -126,6 +126,9 @@ SWEEP_PRESET_TEXT = {
             "(training equations given a wrong answer)",
     "fig7": "Figure 7 of Power et al. 2022: the sharpness of the final weights against validation accuracy, "
             "with Spearman's rank correlation",
+    "stability": "Prieto et al. 2025 (grokking at the edge of numerical stability): softmax vs StableMax, ⊥Grad off "
+                 "and on, weight decay off and on, loss in float32; whether and when each run reaches 99 % "
+                 "validation accuracy (the runs table: no training fraction varies, so no curve)",
 }
 
 

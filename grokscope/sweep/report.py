@@ -2,33 +2,30 @@
 
     <sweep>/results table (``Sweep.table``)  ->  sweep_report()  ->  <sweep>/report.html
 
-Nothing is recomputed. The figures follow the swept axes, never the preset's name (``_plan``): steps
-to 99 % and best validation accuracy against the training fraction when it varies (one line per value
-of the first other axis), a heatmap of the grid, sharpness against validation accuracy when it was
-computed; then a table of every run. ``sweep_figures`` gives the same figures to a notebook.
+Nothing is recomputed. The figures are those registered for the sweep page (``@figure(..., page="sweep")``
+in ``grokscope.figures.sweep``), each drawn when the swept axes call for it, never by the preset's name:
+steps to 99 % and best validation accuracy against the training fraction when it varies (one line per
+value of the first other axis), a heatmap of the grid, sharpness against validation accuracy when it
+was computed; then a table of every run. ``sweep_figures`` gives the same figures to a notebook.
 """
 from __future__ import annotations
 
-import html
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..errors import GrokscopeError
-from ..figures.page import Page
+from ..figures.common import figures_on
+from ..figures.page import Page, esc as _e
 from ..figures.summary import pct, steps_text
-from ..figures.sweep import fig_best_val_vs_frac, fig_sharpness_vs_val, fig_steps_vs_frac, fig_sweep_heatmap, with_results
-from ..run import atomic_write_text
+from ..figures.sweep import SERIES_FIGURE, SweepTable, with_results  # noqa: F401 (SERIES_FIGURE: its old address)
 from .folder import REPORT_FILE, load_sweep
 from .presets import SWEEP_PRESET_TEXT
 
 SCALE_TEXT = {"small": "small (a reduced grid and budget that runs on a CPU)", "paper": "paper (the paper's settings)"}
-SERIES_FIGURE = {"op": "Figure 2 (right)", "variant": "Figure 2 (left)", "outliers": "Figure 6"}
 STATUSES = ("done", "partial", "pending")
 
 
@@ -38,48 +35,17 @@ class SweepFigure:
     figure: go.Figure
     caption: str  # plain text, one sentence
     reproduces: str  # plain text: the paper figure it redraws
-
-
-def _varies(table: pd.DataFrame, column: str) -> bool:
-    return column in table.columns and table[column].nunique(dropna=True) > 1
-
-
-def _series_axis(sweep, table: pd.DataFrame) -> str | None:
-    """The first swept axis other than frac and seed: one line per value on the frac figures."""
-    return next((a for a in sweep.axes if a not in ("frac", "seed") and a in table.columns), None)
+    time_axis: bool = False  # a step axis (the page's figures are over the grid: none so far)
 
 
 def _plan(sweep, table: pd.DataFrame) -> list[SweepFigure]:
-    """The figures that make sense for the sweep's axes (never chosen by preset name)."""
+    """The sweep page's registered figures that apply to the sweep's axes (none before any run has results)."""
     if not len(with_results(table)):
         return []
-    series = _series_axis(sweep, table)
-    per = f" per {series}" if series else ""
-    plan = []
-    if _varies(table, "frac"):
-        plan.append(SweepFigure(
-            "steps_vs_frac", fig_steps_vs_frac(table, series),
-            f"Median over seeds{per} of the first step where validation (solid) and train (dashed) accuracy reached "
-            f"99 %, single seeds faint and an open triangle where fewer than half the seeds got there: the wait for "
-            f"generalisation grows steeply as the training fraction shrinks.", "Figure 1 (center)"))
-        plan.append(SweepFigure(
-            "best_val_vs_frac", fig_best_val_vs_frac(table, series),
-            f"Mean over seeds{per} of the best validation accuracy, the bars spanning the worst and best seed: below "
-            f"a threshold fraction the training set is memorised but never generalised.",
-            SERIES_FIGURE.get(series, "Figures 2 and 6 (their layout)")))
-        if series is not None:
-            plan.append(SweepFigure(
-                "heatmap", fig_sweep_heatmap(table, series),
-                f"Best validation accuracy of every cell of the grid (mean over seeds), one row per {series}: the "
-                f"edge between the dark and the bright cells is each row's threshold fraction.",
-                "every cell of the grid at a glance"))
-    sharpness = pd.to_numeric(table.get("sharpness", pd.Series(dtype=float)), errors="coerce").astype(float)
-    if np.isfinite(sharpness).any():
-        plan.append(SweepFigure(
-            "sharpness", fig_sharpness_vs_val(table),
-            "One point per run with a sharpness: in the paper the runs that generalise sit at flatter minima, a "
-            "negative rank correlation between sharpness and validation accuracy.", "Figure 7"))
-    return plan
+    source = SweepTable(table, list(sweep.axes))
+    return [SweepFigure(spec.name, spec.build(source), spec.caption_for(source), spec.reproduces_for(source),
+                        spec.time_axis)
+            for spec in figures_on("sweep") if spec.drawable(source)]
 
 
 def sweep_figures(source) -> dict[str, go.Figure]:
@@ -151,8 +117,9 @@ def _sweep_summary(sweep, table: pd.DataFrame, plan: list[SweepFigure]) -> str:
     elif counts.get("partial", 0) or counts.get("pending", 0):
         notes.append(f"Only {done} of {len(table)} runs are done: partial runs count with their results so far, "
                      f"pending runs not at all.")
-    series = _series_axis(sweep, table)
-    pooled = [a for a in sweep.axes if a not in ("frac", "seed", series) and _varies(table, a)]
+    source = SweepTable(table, list(sweep.axes))
+    series = source.series
+    pooled = [a for a in sweep.axes if a not in ("frac", "seed", series) and source.varies(a)]
     if pooled and plan:
         notes.append(f"The figures pool the runs over {', '.join(pooled)}: each point mixes its values "
                      f"(one line per {series} only).")
@@ -179,20 +146,8 @@ def sweep_report(source, out: str | Path | None = None) -> Path:
     if plan:
         page.add('<section id="figures"><h2>Figures</h2>')
         for f in plan:
-            page.figure(f.figure, f.name, f.caption, time_axis=False)
+            page.figure(f.figure, f.name, f.caption, f.time_axis)
         page.add("</section>")
     page.add(f'<section id="runs"><h2>Runs</h2>{_runs_table(sweep, table)}</section>')
-    return _write(page, Path(out) if out is not None else Path(sweep.path) / REPORT_FILE)
+    return page.write(Path(out) if out is not None else Path(sweep.path) / REPORT_FILE)
 
-
-def _e(text) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _write(page: Page, path: Path) -> Path:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, page.html())  # no temporary file left behind on a full disk
-    except OSError as e:
-        raise GrokscopeError(f"cannot write the report {path}: {e.strerror}") from None
-    return path
