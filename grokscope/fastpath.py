@@ -222,7 +222,7 @@ def answer_flops(cfg, batch: int, prefixes: int | None = None, pairs: int | None
 
     ``prefixes``: distinct ``x op`` prefixes (default: min(batch, d_vocab_out)); ``pairs``: distinct
     (position, token) pairs (default: as ``x op y =`` rows, 2 * prefixes + 2)."""
-    from .model import N_CTX
+    from .tasks import N_CTX
 
     d, m, H, dh, L, V = cfg.d_model, cfg.d_mlp, cfg.n_heads, cfg.d_head, cfg.n_layers, cfg.d_vocab_out
     T, S = N_CTX, N_CTX - 2

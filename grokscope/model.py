@@ -11,6 +11,7 @@ import warnings
 import torch
 
 from .config import ModelConfig
+from .tasks import N_CTX
 from .fastpath import (_ACTS, _block_out, _mix, _mix_groups, _norm, _qkv_weights,  # noqa: F401  (re-exported)
                        _scores, _take, answer_flops, answer_logits)
 
@@ -22,7 +23,6 @@ with warnings.catch_warnings():
 # silence that one warning here, where every model is built.
 _DEPRECATION = r".*HookedTransformer is deprecated.*"
 
-N_CTX = 4  # x op y =
 NORM_TYPES = {"LN": "LN", "RMS": "RMS", "none": None}
 
 

@@ -21,7 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-PROVENANCE_FILE = "provenance.json"
+from .run import PROVENANCE_FILE, append_session, read_provenance  # noqa: F401  (the file is the run's)
+
 
 
 def _version(dist: str) -> str | None:
@@ -113,23 +114,8 @@ def run_provenance(cfg, device) -> dict[str, Any]:
 
 
 def record_session(run_dir: str | Path, cfg, device, start: int) -> None:
-    """Add this training session (new run or resume at ``start``) to ``<run_dir>/provenance.json``."""
-    from .run import atomic_write_text
-
-    path = Path(run_dir) / PROVENANCE_FILE
-    sessions = read_provenance(run_dir)
-    sessions.append({"start_step": int(start), **run_provenance(cfg, device)})
-    atomic_write_text(path, json.dumps({"sessions": sessions}, indent=1) + "\n")
-
-
-def read_provenance(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The run's training sessions, oldest first ([] for a run saved before provenance was recorded)."""
-    try:
-        d = json.loads((Path(run_dir) / PROVENANCE_FILE).read_text())
-    except (OSError, ValueError):
-        return []
-    sessions = d.get("sessions") if isinstance(d, dict) else None
-    return [s for s in sessions if isinstance(s, dict)] if isinstance(sessions, list) else []
+    """Add this training session (new run or resume at ``start``) to the run's provenance.json."""
+    append_session(run_dir, {"start_step": int(start), **run_provenance(cfg, device)})
 
 
 def describe(record: dict[str, Any]) -> str:

@@ -39,6 +39,7 @@ from .tasks import Dataset, make_dataset
 
 CONFIG_FILE = "config.json"
 DATA_FILE = "data.safetensors"
+PROVENANCE_FILE = "provenance.json"  # each training session: versions, machine, precision (grokscope.provenance)
 METRICS_FILE = "metrics.csv"
 STATE_FILE = "state.safetensors"
 CKPT_DIR = "ckpt"
@@ -425,8 +426,6 @@ class Run:
     def provenance(self) -> list[dict]:
         """One record per training session (versions, machine, device, threads, precision, command line),
         from provenance.json; [] for a run saved before it was recorded. See grokscope.provenance."""
-        from .provenance import read_provenance
-
         return read_provenance(self.path)
 
     @property
@@ -670,3 +669,21 @@ class RunWriter:
             self.metrics_f.close()
         except OSError:
             pass
+
+
+# --- provenance.json: each training session's record (what it holds: grokscope.provenance) ----------------
+def read_provenance(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The run's training sessions, oldest first ([] for a run saved before provenance was recorded)."""
+    try:
+        d = json.loads((Path(run_dir) / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    sessions = d.get("sessions") if isinstance(d, dict) else None
+    return [s for s in sessions if isinstance(s, dict)] if isinstance(sessions, list) else []
+
+
+def append_session(run_dir: str | Path, record: dict[str, Any]) -> None:
+    """Add one training session's record to ``<run_dir>/provenance.json`` (atomically)."""
+    sessions = read_provenance(run_dir)
+    sessions.append(record)
+    atomic_write_text(Path(run_dir) / PROVENANCE_FILE, json.dumps({"sessions": sessions}, indent=1) + "\n")

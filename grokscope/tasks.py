@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
 
 from .errors import GrokscopeError, did_you_mean
 
+N_CTX = 4  # tokens of an equation: x op y =
+
 if TYPE_CHECKING:  # torch is imported where a table is built: listing the operations needs no torch
     import torch
 

@@ -311,6 +311,12 @@ def test_no_import_cycles_at_module_level():
     assert not [m for m in graph if m in _reaches(graph, m)]
 
 
+def test_no_import_cycles_even_through_imports_inside_functions():
+    """One owner per noun: no module needs another that needs it back, not even lazily."""
+    graph = _import_graph(function_level=True)
+    assert not [m for m in graph if m in _reaches(graph, m)]
+
+
 def test_no_import_cycle_through_the_cli():
     """Nothing the CLI imports (even inside a function) imports the CLI back."""
     graph = _import_graph(function_level=True)
