@@ -208,9 +208,9 @@ def test_circularity_joins_the_progress_measures():
     from grokscope.analyses.phases import BY_KEY, Measures
 
     steps = [0, 10, 100, 1000, 2000, 4000]
-    table = pd.DataFrame([(s, m, k, 0.1, r2) for s in steps for m in ("embed", "unembed") for k, r2 in
-                          ((3, 0.5 + 0.08 * i if m == "unembed" else 0.5), (7, 0.6))
-                          for i in [steps.index(s)]], columns=["step", "matrix", "freq", "share", "r2"])
+    table = pd.DataFrame([(s, m, k, 0.1, r2) for i, s in enumerate(steps) for m in ("embed", "unembed") for k, r2 in
+                          ((3, 0.5 + 0.08 * i if m == "unembed" else 0.5), (7, 0.6))],
+                         columns=["step", "matrix", "freq", "share", "r2"])
     metrics = pd.DataFrame({"step": steps, "train_loss": 1.0, "val_loss": 2.0, "train_acc": 1.0, "val_acc": 0.5})
     ms = Measures(metrics, {"circles": table})
     assert ms.has("unembed_circle_r2") and ms.has("embed_circle_r2")
