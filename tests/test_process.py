@@ -164,3 +164,21 @@ def test_ctrl_c_in_train_many_saves_every_run_then_raises(tmp_path, monkeypatch)
         grokscope.train_many([tiny(), tiny(train={"seed": 1})], [tmp_path / "a", tmp_path / "b"], **QUIET)
     assert [r.path for r in info.value.runs] == [tmp_path / "a", tmp_path / "b"]
     assert all(5 in grokscope.load_run(tmp_path / n).steps for n in "ab")
+
+
+def test_only_processes_grokscope_owns_change_the_heap():
+    """``configure_cpu`` (flush subnormals for good, and mallopt, which cannot be undone) is called only
+    where grokscope owns the process: the ``grokscope`` command and a sweep's worker processes. Library
+    calls use ``cpu_settings``, which puts the caller's settings back."""
+    import ast
+
+    callers = set()
+    for path in (ROOT / "grokscope").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+                if name in ("configure_cpu", "_keep_heap"):
+                    callers.add((path.relative_to(ROOT).as_posix(), name))
+    assert callers == {("grokscope/cli.py", "configure_cpu"), ("grokscope/sweep/runner.py", "configure_cpu"),
+                       ("grokscope/fastpath.py", "_keep_heap")}, callers

@@ -66,7 +66,7 @@ def run_job(sweep_path: str, names: list[str], threads: int | None = None, progr
     Returns {cell: "ok" | "interrupted" | error line}. Runs in a pool worker or a Ray task."""
     from ..fastpath import configure_cpu
 
-    if threads is not None:  # a worker process of the sweep's own (in the caller's process: see train.cpu_settings)
+    if threads is not None:  # a worker process of the sweep's own (in the caller's process: see fastpath.cpu_settings)
         configure_cpu(threads)
     sweep = Sweep(sweep_path)
     cells = [c for c in sweep.cells if c.name in set(names)]
