@@ -61,8 +61,9 @@ def _published(r: ReportRun) -> str:
     rows = published_comparison(r.tables.phases, r.tables.results.get("fourier"))
     body = "".join(f"<tr><td>{_e(a)}</td><td>{_e(b)}</td><td>{_e(c)}</td></tr>" for a, b, c in rows)
     return ('<h3>Beside Nanda et al. 2023 (same setting)</h3><table class="runs published"><tr><th></th><th>this run</th>'
-            f'<th>published</th></tr>{body}</table><p class="note">Their phases are read off their curves (epochs '
-            "= full-batch steps); their sequence is x y = (no operation token) and their seed differs, so the key "
+            f'<th>published</th></tr>{body}</table><p class="note">Their phases are those of the paper\'s text '
+            "(memorisation 0-1.4k, circuit formation 1.4k-9.4k, clean-up 9.4k-14k epochs; epochs = full-batch "
+            "steps); their sequence is x y = (no operation token) and their seed differs, so the key "
             "frequencies differ: the count is what carries over.</p>")
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from grokscope.analyses.phases import (COLUMNS, LEADLAG_COLUMNS, PHASES, boundary_steps, find_leadlag, find_phases,
-                                       smooth)
+                                       published_comparison, smooth)
 
 N_ANS = 113
 CHANCE = math.log(N_ANS)
@@ -228,3 +228,15 @@ def test_smoothing_removes_spikes_and_keeps_steps():
     end = pd.Series(np.ones(50), index=np.arange(0, 5000, 100))
     end.iloc[-1] = 50.0
     assert (smooth(end) == 1.0).all()  # a spike at the last evaluation too
+
+
+def test_published_comparison_gives_the_papers_phase_ends():
+    """Nanda et al.'s text: memorisation 0-1.4k, circuit formation 1.4k-9.4k, clean-up 9.4k-14k epochs
+    (not a demo notebook's own run); each row sets our end beside theirs."""
+    metrics, results = planted()
+    table = find_phases(metrics, results, n_answers=N_ANS)
+    rows = {what: (ours, theirs) for what, ours, theirs in published_comparison(table, None)}
+    assert [rows[f"{p} ends"][1] for p in ("memorisation", "circuit formation", "clean-up")] == \
+        ["~1400 epochs", "~9400 epochs", "~14000 epochs"]
+    assert rows["clean-up ends"][0] == f"step {int(table.set_index('phase').loc['clean_up', 'end_step'])}"
+    assert rows["key frequencies"] == ("not analysed", "5: 14, 35, 41, 42, 52 (their seed)")

@@ -552,8 +552,10 @@ def find_leadlag(metrics: pd.DataFrame, results: dict[str, pd.DataFrame] | None 
 
 # --- the published run ----------------------------------------------------------------------------------
 # Nanda et al. 2023 ("Progress measures for grokking via mechanistic interpretability"), their main run:
-# phase ends in epochs (= full-batch steps) and their seed's five key frequencies.
-NANDA_2023 = {"ends": {"memorisation": 1400, "circuit_formation": 9400, "clean_up": 13300},
+# phase ends in epochs (= full-batch steps) as the paper's text gives them (memorisation 0-1.4k, circuit
+# formation 1.4k-9.4k, clean-up 9.4k-14k; the ~13.3k once used here is a TransformerLens demo notebook's
+# own run, not the paper), and their seed's five key frequencies.
+NANDA_2023 = {"ends": {"memorisation": 1400, "circuit_formation": 9400, "clean_up": 14000},
               "key_freqs": [14, 35, 41, 42, 52]}
 
 
