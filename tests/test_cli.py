@@ -1,4 +1,4 @@
-"""The command line: fast listings, --version, plain help texts, default run names, the README's commands."""
+"""The command line: fast listings, --version, plain help texts, default run names, the commands of the README and docs."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +20,11 @@ from conftest import QUIET
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]  # the README and the docs site's pages
+
+
+def docs_text() -> str:
+    return "\n".join(p.read_text() for p in DOCS)
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
@@ -168,10 +173,10 @@ def test_eval_log_points_flag_sets_the_schedule():
     assert (cfg.schedule.eval_log_points, cfg.schedule.eval_every) == (7, 50)
 
 
-# --- the README's command lines -----------------------------------------------------------------------
+# --- the command lines of the README and the docs ---------------------------------------------------------
 def readme_commands() -> tuple[list[str], list[str]]:
-    """(command lines in the README's shell code blocks, inline `grokscope ...` spans in its prose)."""
-    text = README.read_text()
+    """(command lines in the shell code blocks of the README and docs, inline `grokscope ...` spans in their prose)."""
+    text = docs_text()
     block_lines, prose, inside, lang = [], [], False, ""
     for line in text.splitlines():
         if line.startswith("```"):
@@ -256,10 +261,10 @@ def test_every_readme_command_line_parses():
 
 
 def test_every_option_the_readme_names_exists():
-    """Every --flag the README names, in a `grokscope ...` line or alone (`--eval-log-points`), is one."""
+    """Every --flag the README and docs name, in a `grokscope ...` line or alone (`--eval-log-points`), is one."""
     blocks, inline = readme_commands()
     known = set().union(*option_names().values())
-    alone = [s for s in re.findall(r"`([^`\n]+)`", README.read_text()) if s.startswith("--")]
+    alone = [s for s in re.findall(r"`([^`\n]+)`", docs_text()) if s.startswith("--")]
     lines = [line for line in blocks if grokscope_argvs(line)] + inline + alone
     named = {m for s in lines for m in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", s)}
     assert named and named - known == set()
