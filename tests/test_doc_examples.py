@@ -149,3 +149,24 @@ def marked(example: Example):
 def test_example_runs_in_a_fresh_interpreter(example, tmp_path, request):
     run_dir = request.getfixturevalue("small_run") if example.needs else None
     run_example(example, tmp_path, run_dir)
+
+
+# --- what the pages name exists -------------------------------------------------------------------------
+def page_text() -> str:
+    return "\n".join(p.read_text() for p in PAGES)
+
+
+def test_every_repository_path_the_pages_name_exists():
+    """`grokscope/run.py`, `benchmarks/bench_train.py`, ... named in the README and docs are files of the repo."""
+    named = {m.rstrip(".,:;)") for m in re.findall(r"(?<![\w/.-])(?:grokscope|tests|benchmarks|examples|docs)/[\w./-]*",
+                                                    page_text())}
+    assert len(named) >= 20
+    assert sorted(n for n in named if not (ROOT / n).exists()) == []
+
+
+def test_every_test_the_pages_name_exists():
+    """The known-answer tests the pages cite by name are tests of the suite."""
+    named = set(re.findall(r"`(test_\w+)`", page_text()))
+    defined = {m for p in (ROOT / "tests").rglob("*.py") for m in re.findall(r"def (test_\w+)", p.read_text())}
+    assert len(named) >= 30
+    assert sorted(named - defined) == []

@@ -6,6 +6,7 @@ mkdocstrings directive (``::: grokscope.x``), which renders the module's docstri
 """
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 from mkdocs.structure.files import File
@@ -14,17 +15,22 @@ PACKAGE = "grokscope"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def modules() -> list[str]:
-    """Dotted names of the package's public modules and sub-packages, sorted (private `_x` modules left out)."""
-    out = []
-    for path in sorted((ROOT / PACKAGE).rglob("*.py")):
+def module_files() -> dict[str, Path]:
+    """Dotted name -> file of the package's public modules and sub-packages (private `_x` modules left out)."""
+    out = {}
+    for path in (ROOT / PACKAGE).rglob("*.py"):
         parts = list(path.relative_to(ROOT).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
-        if any(p.startswith("_") for p in parts):
-            continue
-        out.append(".".join(parts))
-    return sorted(out)
+        if not any(p.startswith("_") for p in parts):
+            out[".".join(parts)] = path
+    return dict(sorted(out.items()))
+
+
+def summary(path: Path) -> str:
+    """The first line of a module's docstring (read without importing it)."""
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
 def page_uri(module: str) -> str:
@@ -33,18 +39,20 @@ def page_uri(module: str) -> str:
 
 def on_config(config):
     """Append the "API reference" section to the nav: an index, then one page per module."""
-    pages = [{"Index": "api/index.md"}] + [{m: page_uri(m)} for m in modules()]
+    pages = [{"Index": "api/index.md"}] + [{m: page_uri(m)} for m in module_files()]
     config["nav"] = [*(config["nav"] or []), {"API reference": pages}]
     return config
 
 
 def on_files(files, config):
     """Add the generated pages to the site's files."""
-    mods = modules()
+    mods = module_files()
     index = ["# API reference", "",
              "Generated from the docstrings of every module when the site is built. "
-             "Import each name from the module that defines it.", ""]
-    index += [f"- [`{m}`]({m}.md)" for m in mods]
+             "Import each name from the module that defines it.", "",
+             "| module | what it holds |", "|---|---|"]
+    escaped = {m: summary(path).replace("|", "\\|") for m, path in mods.items()}  # a table cell
+    index += [f"| [`{m}`]({m}.md) | {escaped[m]} |" for m in mods]
     files.append(File.generated(config, "api/index.md", content="\n".join(index) + "\n"))
     for m in mods:
         files.append(File.generated(config, page_uri(m), content=f"# `{m}`\n\n::: {m}\n"))
