@@ -29,6 +29,23 @@ def _dest(flag: str) -> str:
     return flag.replace("-", "_")
 
 
+def _thread_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--threads takes a whole number of at least 1, got {text!r}")
+    return n
+
+
+def _add_threads(p: argparse.ArgumentParser, what: str = "this process") -> None:
+    """--threads, for the commands that compute (COMPUTING): torch's thread count, default one."""
+    p.add_argument("--threads", type=_thread_count, default=1, metavar="N",
+                   help=f"torch threads (intra-op and inter-op) for {what} (default 1: for models this small one "
+                        "thread is faster, and far faster when anything else runs; see docs/speed.md)")
+
+
 def _report_line(path: Path) -> str:
     return f"grokscope: report -> {path} ({path.stat().st_size / 1e6:.1f} MB)"
 
@@ -60,6 +77,7 @@ def _add_train(sub, help_: str) -> None:
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (with --steps: a new budget)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_field(p, fields["compile"])
+    _add_threads(p)
     for f in axes().values():
         _add_field(p, f)
     p.set_defaults(func=cmd_train)
@@ -159,6 +177,7 @@ def _add_analyze(sub, help_: str) -> None:
     p.add_argument("--steps", metavar="S1,S2", help="only these checkpoint steps")
     p.add_argument("--out", metavar="DIR", help="results folder (default: analyses/<run dir name>, beside the run's checkpoints/ folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads(p)
     p.set_defaults(func=cmd_analyze)
 
 
@@ -235,6 +254,7 @@ def _add_sweep(sub, help_: str) -> None:
                                                     "the --out folder must be shared with its nodes")
     p.add_argument("--dry-run", action="store_true", help="list the runs and stop")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (with --workers 1)")
+    _add_threads(p, "the command and each of its local worker processes")
     p.add_argument("--variant", "--variants", dest="variant", metavar="LIST", help="Figure 2 (left) variants")
     for flag, f in axes().items():
         names = [f"--{flag}"] + [f"--{k}" for k, v in ALIASES.items() if v == flag]
@@ -286,7 +306,7 @@ def cmd_sweep(args) -> int:
         return 0
     try:
         run_sweep(spec, args.out, workers=args.workers, batch=args.batch, ray_address=args.ray,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, threads=args.threads)
     except KeyboardInterrupt:
         print(f"\ngrokscope: interrupted; continue with: grokscope sweep --out {args.out}", file=sys.stderr)
         return 130
@@ -486,8 +506,9 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 # Commands that compute: the process is grokscope's own, so it gets the process-wide CPU settings
-# (subnormal floats flushed, the heap kept between steps; see fastpath.configure_cpu) that a call from
-# Python only gets for its duration (flushing) or not at all (the heap).
+# (subnormal floats flushed, the heap kept between steps, --threads torch threads, default one; see
+# fastpath.configure_cpu), set before any work, that a call from Python only gets for its duration
+# (flushing) or not at all (the heap, the threads: a notebook keeps its own).
 COMPUTING = ("train", "analyze", "sweep")
 
 
@@ -499,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in COMPUTING:
             from .fastpath import configure_cpu
 
-            configure_cpu()
+            configure_cpu(args.threads)
         return args.func(args)
     except GrokscopeError as e:
         print(f"grokscope: error: {e}", file=sys.stderr)

@@ -449,10 +449,19 @@ def adamw_(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list
 def configure_cpu(threads: int | None = None) -> None:
     """Process-wide settings for training and analysis on the CPU (idempotent), for a process
     grokscope owns (the ``grokscope`` command, a sweep's worker processes, a benchmark): they are
-    not undone. A call from Python gets ``cpu_settings()`` instead."""
+    not undone. A call from Python gets ``cpu_settings()`` instead.
+
+    ``threads``: torch's intra-op and inter-op thread counts (the command's ``--threads``, default 1:
+    for models this small one thread per process is faster, and far faster when anything else runs;
+    docs/speed.md has the measurement). The inter-op count can be set only before the process's first
+    inter-op work; later it stays as it was."""
     torch.set_flush_denormal(True)  # weight decay drives weights subnormal; slows the CPU many-fold
     if threads:
         torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(threads)
+        except RuntimeError:  # already set, or inter-op work already started: torch allows it once
+            pass
     _keep_heap()
 
 

@@ -109,8 +109,61 @@ def test_the_command_configures_its_own_process(tmp_path, monkeypatch):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(tiny().to_json())
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r"), "--no-progress"]) == 0
-    assert calls == [None]
-    assert main(["ops"]) == 0 and calls == [None]
+    assert calls == [1]  # one torch thread unless --threads says otherwise
+    assert main(["ops"]) == 0 and calls == [1]
+    assert main(["train", "--resume", str(tmp_path / "r"), "--steps", "16", "--no-progress", "--threads", "3"]) == 0
+    assert calls == [1, 3]
+
+
+@pytest.mark.parametrize("command", ["train", "analyze", "sweep"])
+def test_threads_flag_parses_with_a_default_of_one(command):
+    from grokscope.cli import make_parser
+
+    needed = {"train": [], "analyze": ["--ckpt-dir", "r"], "sweep": ["--out", "s"]}[command]
+    parse = make_parser(command).parse_args
+    assert parse([command, *needed]).threads == 1
+    assert parse([command, *needed, "--threads", "4"]).threads == 4
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_a_bad_thread_count_is_one_line_and_exit_2(value, capsys):
+    from grokscope.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--threads", value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--threads" in err[0] and repr(value) in err[0], err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag, expected", [([], 1), (["--threads", "2"], 2)])
+def test_the_command_runs_with_one_torch_thread_unless_told(tmp_path, flag, expected):
+    """The thread counts torch reports while the command trains (and after it), in a process whose
+    OMP_NUM_THREADS asks for 3 (torch's default is then more than one): the command's setting wins,
+    intra-op and inter-op."""
+    import os
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(tiny().to_json())
+    code = """
+import sys, torch
+from grokscope.cli import main
+from grokscope.train import Trainer
+before = torch.get_num_threads()
+seen = set()
+step = Trainer.step
+Trainer.step = lambda self: seen.add((torch.get_num_threads(), torch.get_num_interop_threads())) or step(self)
+rc = main(sys.argv[1:])
+print(rc, before, sorted(seen), torch.get_num_threads(), torch.get_num_interop_threads())
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "3"}
+    argv = ["train", "--config", str(cfg), "--out", str(tmp_path / "r"), "--no-progress", *flag]
+    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rc, before, seen = r.stdout.splitlines()[-1].split(" ", 2)
+    assert rc == "0" and int(before) > 1  # torch's own default here is more than one thread
+    assert seen == f"[({expected}, {expected})] {expected} {expected}", r.stdout
 
 
 def interrupt_at(monkeypatch, at: int) -> None:

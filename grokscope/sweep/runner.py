@@ -258,10 +258,12 @@ def run_on_ray(address: str, sweep_path: str, jobs: list[list[str]], gpus_per_ta
 
 # --- the entry point ------------------------------------------------------------------------------------------
 def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = None, batch: int | None = None,
-              ray_address: str | None = None, progress: bool = True, log=print, status_every: float = 60.0) -> Sweep:
+              ray_address: str | None = None, progress: bool = True, log=print, status_every: float = 60.0,
+              threads: int | None = None) -> Sweep:
     """Run (or continue: ``spec=None``) the sweep in ``out``; returns it with its table written.
 
-    With a pool, a line every ``status_every`` seconds says how far the runs are."""
+    With a pool, a line every ``status_every`` seconds says how far the runs are; ``threads``: torch
+    threads per pool worker (default one on the CPU; on a GPU torch's own)."""
     for name, value in (("workers", workers), ("batch", batch)):
         if value is not None and value < 1:  # before anything is written
             raise GrokscopeError(f"--{name} must be at least 1, got {value}")
@@ -279,10 +281,10 @@ def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = 
             if not (path / SWEEP_FILE).exists():
                 lock.discard()
             raise
-        return _run_sweep(sweep, path, workers, batch, ray_address, progress, log, status_every)
+        return _run_sweep(sweep, path, workers, batch, ray_address, progress, log, status_every, threads)
 
 
-def _run_sweep(sweep: Sweep, path: Path, workers, batch, ray_address, progress, log, status_every) -> Sweep:
+def _run_sweep(sweep: Sweep, path: Path, workers, batch, ray_address, progress, log, status_every, threads) -> Sweep:
     import torch
 
     gpu = torch.cuda.is_available()
@@ -304,7 +306,7 @@ def _run_sweep(sweep: Sweep, path: Path, workers, batch, ray_address, progress, 
         for j in jobs:
             tally(run_job(spath, [c.name for c in j], None, progress))
     else:
-        _run_pool(sweep, spath, jobs, workers, 1 if not gpu else None, status_every, tally, log)
+        _run_pool(sweep, spath, jobs, workers, threads or (1 if not gpu else None), status_every, tally, log)
     _finish(sweep, path, tally.failed, log)
     return sweep
 
