@@ -252,6 +252,8 @@ def _bridge(tl_cfg, layout: dict, dtype: torch.dtype):
         else:
             params[name] = getattr(mod, attr)
         assert tuple(params[name].shape) == shape, (name, tuple(params[name].shape), shape)
+    for component, names in _components(bridge, params).items():
+        _expose(component, {n.rsplit(".", 1)[-1]: params[n] for n in names})
     for block in bridge.blocks:  # grokscope's fast path reads HookedTransformer's attribute
         block.attn.attn_scale = math.sqrt(dh)
     for module in bridge.modules():  # LayerNorm and RMSNorm as HookedTransformer computes them, in the model's
@@ -260,6 +262,32 @@ def _bridge(tl_cfg, layout: dict, dtype: torch.dtype):
     bridge.__class__ = _hooked_bridge_class()
     bridge._hooked_params, bridge._hooked_layout = params, layout
     return bridge
+
+
+def _components(bridge, params: dict) -> dict:
+    """Bridge component -> the HookedTransformer parameter names it shows (``blocks.0.attn`` -> W_Q, ...)."""
+    out: dict = {}
+    for name in params:
+        component = bridge
+        for part in name.split(".")[:-1]:
+            component = component[int(part)] if part.isdigit() else getattr(component, part)
+        out.setdefault(component, []).append(name)
+    return out
+
+
+_EXPOSING: dict = {}
+
+
+def _expose(component, leaves: dict) -> None:
+    """Make ``component.W_Q`` (and each name in ``leaves``) the HookedTransformer-layout leaf itself, as
+    on HookedTransformer, instead of TL 4's view of the native weight (its strides take other matmul
+    kernels, whose roundings would make training differ from TL 3's in the last bits)."""
+    key = (type(component), tuple(sorted(leaves)))
+    if key not in _EXPOSING:
+        props = {n: property(lambda self, n=n: self.__dict__["_hooked_leaves"][n]) for n in leaves}
+        _EXPOSING[key] = type(type(component).__name__, (type(component),), props)
+    object.__setattr__(component, "_hooked_leaves", leaves)
+    component.__class__ = _EXPOSING[key]
 
 
 _HOOKED_BRIDGE = None
