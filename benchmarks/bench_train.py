@@ -59,12 +59,18 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> float:
 
 
 def plain_loop(steps: int) -> float:
-    """What a user writes from the TransformerLens grokking demo; returns wall seconds."""
-    from transformer_lens import HookedTransformer
+    """What a user writes from the TransformerLens grokking demo; returns wall seconds. On TransformerLens 4
+    (no HookedTransformer) the model is the TransformerBridge grokscope builds, through its own forward."""
+    from grokscope.model import TL_MAJOR
 
     cfg = grokscope.preset("paper")
     data = make_dataset("x/y", 97, 0.5, seed=0)
-    model = HookedTransformer(build_model(cfg.model, data.d_vocab, data.n_elements).cfg)
+    if TL_MAJOR < 4:
+        from transformer_lens import HookedTransformer
+
+        model = HookedTransformer(build_model(cfg.model, data.d_vocab, data.n_elements).cfg)
+    else:
+        model = build_model(cfg.model, data.d_vocab, data.n_elements)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10))
     tx, ty, vx, vy = data.train_x, data.train_y, data.val_x, data.val_y

@@ -236,8 +236,9 @@ def schedule(total: int, every: int, log_points: int) -> list[int]:
 
 
 def config_json(cfg: RunConfig, data: Dataset) -> str:
-    """A run's config.json: the RunConfig, and under "hooked_config" the model's HookedTransformerConfig
-    as TransformerLens' own dict (``HookedTransformerConfig.from_dict`` takes it; see model.hooked_config_dict)."""
+    """A run's config.json: the RunConfig, and under "hooked_config" the model's config as TransformerLens'
+    own dict (``HookedTransformerConfig.from_dict`` takes it on TL 3, ``TransformerBridge.boot_native`` on
+    TL 4; see model.hooked_config_dict and docs/transformerlens.md)."""
     from .model import hooked_config_dict
 
     d = cfg.to_dict()
@@ -412,15 +413,15 @@ class Run:
 
     @property
     def hooked_config(self):
-        """The model's ``HookedTransformerConfig`` (TransformerLens), from config.json's "hooked_config"
-        (derived from the config and the data for runs saved before it was stored)."""
-        from .model import hooked_config_dict
-        from transformer_lens import HookedTransformerConfig
+        """The model's TransformerLens config (a ``HookedTransformerConfig`` on TransformerLens 3, a
+        ``TransformerBridgeConfig`` on 4), from config.json's "hooked_config" (derived from the config and
+        the data for runs saved before it was stored)."""
+        from .model import hooked_config_dict, transformer_lens_config
 
         stored = json.loads((self.path / CONFIG_FILE).read_text()).get("hooked_config")
         if stored is None:
             stored = hooked_config_dict(self.config.model, self.data.d_vocab, self.data.n_elements)
-        return HookedTransformerConfig.from_dict(stored)
+        return transformer_lens_config(stored)
 
     @property
     def provenance(self) -> list[dict]:
@@ -463,7 +464,8 @@ class Run:
         return state
 
     def model_at(self, step: int, device: str | torch.device = "cpu"):
-        """A HookedTransformer with the weights of ``step``, in eval mode."""
+        """The model (HookedTransformer's interface on either TransformerLens major: ``model.build_model``)
+        with the weights of ``step``, in eval mode."""
         from .model import build_model
 
         data = self.data

@@ -5,6 +5,8 @@ An example is a fenced ``python`` block. The line just above it may say how it r
     <!-- example: needs checkpoints/quick -->   a small trained run is put at that path first
     <!-- example: slow -->                      it trains a real run (left out by ``-m "not slow"``)
     <!-- example: skip, REASON -->              not run (keep this rare, and say why)
+    <!-- example: transformer-lens 4 -->        runs only under that TransformerLens major (combine
+                                                with the others: ``needs checkpoints/quick, transformer-lens 3``)
 
 Each runs as a script (``python example.py``, so ``if __name__ == "__main__":`` works) in a fresh
 interpreter with the working folder a new temporary one: it must import what it uses, and it may write
@@ -21,6 +23,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -43,7 +46,7 @@ class Example:
 
     @property
     def needs(self) -> str | None:
-        m = re.search(r"needs\s+(\S+)", self.directive)
+        m = re.search(r"needs\s+([^\s,]+)", self.directive)
         return m.group(1) if m else None
 
     @property
@@ -54,6 +57,11 @@ class Example:
     def skip(self) -> str | None:
         m = re.match(r"skip\b,?\s*(.*)", self.directive)
         return m.group(1) if m else None
+
+    @property
+    def tl_major(self) -> int | None:
+        m = re.search(r"transformer-lens\s+(\d+)", self.directive)
+        return int(m.group(1)) if m else None
 
 
 def examples() -> list[Example]:
@@ -73,13 +81,14 @@ def examples() -> list[Example]:
 
 
 EXAMPLES = examples()
+TL_MAJOR = int(version("transformer-lens").split(".")[0])
 
 
 def test_the_docs_have_examples_and_every_directive_is_known():
     assert len(EXAMPLES) >= 10 and {e.page for e in EXAMPLES} >= {"README.md", "docs/analyses.md"}
     for e in EXAMPLES:
         assert e.skip is None or e.skip, f"{e.id}: a skipped example says why"
-        rest = re.sub(r"needs\s+\S+|\bslow\b|skip\b.*", "", e.directive).strip(" ,")
+        rest = re.sub(r"needs\s+[^\s,]+|\bslow\b|transformer-lens\s+\d+|skip\b.*", "", e.directive).strip(" ,")
         assert rest == "", f"{e.id}: unknown directive {e.directive!r}"
 
 
@@ -142,6 +151,9 @@ def marked(example: Example):
     marks = [pytest.mark.slow]  # a subprocess each (the suite's rule for slow)
     if example.skip:
         marks.append(pytest.mark.skip(reason=f"{example.id}: {example.skip}"))
+    if example.tl_major is not None and example.tl_major != TL_MAJOR:
+        marks.append(pytest.mark.skip(reason=f"{example.id}: for TransformerLens {example.tl_major}, "
+                                             f"{TL_MAJOR} is installed"))
     return pytest.param(example, id=example.id, marks=marks)
 
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from conftest import QUIET, tiny_config
 
 import grokscope
 from grokscope import GrokscopeError, RunConfig
+from grokscope.model import TL_MAJOR
 from grokscope.run import CONFIG_FILE
 
 
@@ -21,15 +24,26 @@ def tiny(op="x+y", p=7, **model) -> RunConfig:
                        schedule={"eval_every": 3, "ckpt_every": 3})
 
 
-def plain_transformer_lens(config_json: str, checkpoint: str):
-    """What a reader without grokscope does: TransformerLens, the stored dict, the safetensors file."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+DOC = Path(__file__).resolve().parent.parent / "docs" / "transformerlens.md"
 
+
+def doc_snippet(major: int) -> str:
+    """The Python block under "TransformerLens <major>:" in docs/transformerlens.md."""
+    found = re.search(rf"^TransformerLens {major}:\n\n(?:<!--.*?-->\n)?```python\n(.*?)^```", DOC.read_text(), re.S | re.M)
+    assert found, f"docs/transformerlens.md has no snippet for TransformerLens {major}"
+    return found.group(1)
+
+
+def plain_transformer_lens(run_dir: Path):
+    """What a reader without grokscope does: the installed major's snippet of docs/transformerlens.md (the
+    stored dict, the run's last safetensors file, TransformerLens alone), run on ``run_dir``."""
+    code = doc_snippet(TL_MAJOR)
+    assert 'run = "checkpoints/quick"' in code and "grokscope" not in code
+    namespace: dict = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = HookedTransformer(HookedTransformerConfig.from_dict(json.loads(config_json)["hooked_config"]))
-    model.load_state_dict(load_file(checkpoint), strict=True)
-    return model.to("cpu").eval()
+        exec(code.replace('run = "checkpoints/quick"', f"run = {str(run_dir)!r}"), namespace)
+    return namespace["model"].to("cpu")
 
 
 @pytest.mark.parametrize("model", [{}, {"norm": "RMS"}, {"norm": "none", "act_fn": "gelu"},
@@ -37,7 +51,7 @@ def plain_transformer_lens(config_json: str, checkpoint: str):
 def test_plain_transformer_lens_loads_a_checkpoint_from_the_stored_config(tmp_path, model):
     run = grokscope.train(tiny(**model), out=tmp_path / "r", **QUIET)
     step = run.steps[-1]
-    plain = plain_transformer_lens((run.path / CONFIG_FILE).read_text(), str(run.checkpoint_path(step)))
+    plain = plain_transformer_lens(run.path)
     ours = run.model_at(step)
     tokens = run.data.all_x
     with torch.no_grad():
