@@ -36,8 +36,6 @@ if TL_MAJOR < 4:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from transformer_lens import HookedTransformer, HookedTransformerConfig
-else:  # the name grokscope's signatures use for "the model"; TransformerLens 4 has no HookedTransformer
-    from transformer_lens.model_bridge import TransformerBridge as HookedTransformer
 
 # TransformerLens 3.x warns on every HookedTransformer(...) that 4.0 removes it; grokscope runs on 4 too
 # and silences that one warning here, where every model is built.
@@ -136,7 +134,7 @@ def init_weights(cfg: ModelConfig, d_vocab: int, d_vocab_out: int, seed: int = 0
     return out
 
 
-def frozen_names(model: HookedTransformer, cfg: ModelConfig) -> list[str]:
+def frozen_names(model: torch.nn.Module, cfg: ModelConfig) -> list[str]:
     """Parameters that are not trained under this config (fixed positions, zero biases)."""
     names = []
     for name, _ in model.named_parameters():
@@ -149,7 +147,7 @@ def frozen_names(model: HookedTransformer, cfg: ModelConfig) -> list[str]:
 
 
 def build_model(cfg: ModelConfig, d_vocab: int, d_vocab_out: int, seed: int = 0,
-                device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> HookedTransformer:
+                device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """A freshly initialised model (``init_weights``) with HookedTransformer's interface on either
     TransformerLens major; the global RNG is left as it was."""
     tl_cfg = hooked_config(cfg, d_vocab, d_vocab_out, "cpu", dtype)
@@ -299,7 +297,9 @@ def _hooked_bridge_class():
     if _HOOKED_BRIDGE is not None:
         return _HOOKED_BRIDGE
 
-    class _HookedBridge(HookedTransformer):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    class _HookedBridge(TransformerBridge):
         def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
             for name, p in self._hooked_params.items():
                 yield prefix + name, p
@@ -352,4 +352,4 @@ def n_params(model: torch.nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["HookedTransformer", "build_model", "weight_norm", "squared_norm", "answer_logits", "answer_flops", "sinusoidal_positions", "N_CTX"]
+__all__ = ["TL_MAJOR", "build_model", "init_weights", "weight_norm", "squared_norm", "answer_logits", "answer_flops", "sinusoidal_positions", "N_CTX"]
