@@ -94,7 +94,9 @@ def _summary(r: ReportRun) -> str:
 
 def _how_to_run(r: ReportRun, names: list[str]) -> str:
     """HTML: why these analyses are missing and the command that computes them."""
-    parts = [f"{_e(n)} does not apply to this task: {_e(r.not_applicable[n])}." for n in names if n in r.not_applicable]
+    from .analyses.base import unavailable
+
+    parts = [f"{_e(unavailable(n, r.not_applicable[n]))}." for n in names if n in r.not_applicable]
     todo = [n for n in names if n not in r.not_applicable]
     if todo:
         run = str(r.run_path) if r.run_path is not None else "checkpoints/<run>"
