@@ -28,8 +28,8 @@ def _cyclic_label(op_kind: str) -> str:
         caption="Each panel is one key frequency k: the embedding (top) and unembedding (bottom) rows projected on "
                 "the plane of that frequency's cos and sin coefficients, so that an element x sits at angle 2πkx/p "
                 "when the rows follow the frequency (for x*y and x/y, g^j at 2πkj/(p−1): the discrete-log order). "
-                "Colours: x mod 8 (j mod 8); lines join x to x + 8, equal chords on a circle. Drag the slider: "
-                "the circles form during circuit formation and sharpen in clean-up. These planes show one "
+                "Colours: x mod 8 (j mod 8); lines join x to x + 8, equal chords on a circle. Drag the slider and "
+                "look for where the circles form and sharpen (the R² below times it). These planes show one "
                 "frequency each exactly; how they combine is not shown (see the t-SNE maps above).",
         needs=("circle_points",), time_axis=False,
         inputs=lambda t: dict(points=t.results["circle_points"], op_kind=t.op_kind))
