@@ -541,6 +541,7 @@ class _Loop:
 
     def __init__(self, trainer, writers: list[RunWriter], progress: bool, desc: str, log=print):
         self.trainer, self.writers, w0, self.log = trainer, writers, writers[0], log
+        self.early = ""  # why every run ended before the budget (``stopped_early``)
         self.eval_steps, self.ckpt_set = w0.eval_steps, set(w0.ckpt_steps)
         self.t0 = time.perf_counter()
         self.bar = tqdm(total=w0.prep.cfg.train.steps, initial=w0.prep.start, disable=not progress, dynamic_ncols=True,
@@ -585,7 +586,7 @@ class _Loop:
         self.bar.total = step
         self.bar.set_postfix_str(f"{self.bar.postfix}; {why}", refresh=False)
         self.bar.refresh()
-        self.log(f"grokscope: {why}")
+        self.early = why  # said in the log once the bar is closed (not on the bar's line)
 
     def save(self, step: int, state: bool) -> None:
         """A checkpoint of every running run; with ``state`` its resume state too."""
@@ -614,6 +615,8 @@ class _Loop:
 
     def close(self) -> None:
         self.bar.close()
+        if self.early:
+            self.log(f"grokscope: {self.early}")
         for w in self.writers:
             w.close()
 

@@ -83,7 +83,7 @@ def fig_key_frequencies(fourier: pd.DataFrame, phases: pd.DataFrame | None = Non
     varying = "key_freqs" in fourier.columns and fourier["key_freqs"].astype(str).nunique() > 1
     n = 2 if varying else 1
     fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.12,
-                        subplot_titles=["Fourier sparsity", "key frequencies of each checkpoint"][:n])
+                        subplot_titles=["Fourier sparsity", "key frequencies of each checkpoint"] if varying else None)
     for column, name, colour in (("embed_gini", "Gini, embedding", "#e4572e"),
                                  ("unembed_gini", "Gini, unembedding", "#8e5cc9"),
                                  ("embed_key_frac", "embedding norm² on key freqs", "#2e9e6f"),
