@@ -44,7 +44,7 @@ table.phase-summary td:nth-child(-n+2){white-space:nowrap}table.phase-summary ul
 table.phase-summary details{color:#555;font-size:.92em;margin-top:3px}table.phase-summary summary{cursor:pointer;color:#1f5fa8}
 table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:" \\2195";color:#aaa}
 table.sortable th[data-dir=asc]:after{content:" \\2191";color:#222}table.sortable th[data-dir=desc]:after{content:" \\2193";color:#222}
-.note-plain{color:#555;font-size:.92em;margin:2px 0}
+.note-plain{color:#555;font-size:.92em;margin:2px 0}table.leadlag td:nth-child(4){white-space:nowrap}
 table.runs{border-collapse:collapse;margin:.4em 0}table.runs td,table.runs th{border-bottom:1px solid #e2e4e8;padding:3px 10px;text-align:left}
 """
 
