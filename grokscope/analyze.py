@@ -21,6 +21,7 @@ import pandas as pd
 
 from .analyses import REGISTRY, Analysis, get_analysis
 from .analyses._common import sharing
+from .analyses.base import unavailable
 from .errors import GrokscopeError, did_you_mean
 from .results import ResultStore, default_out_dir, load_results
 from .guard import FolderLock
@@ -67,7 +68,7 @@ def select(only: str | Iterable[str] | None, data) -> list[Analysis]:
             a = get_analysis(name)
             why = a.applies(data)
             if why is not None:
-                raise GrokscopeError(f"analysis {name!r} does not apply to this run: {why}")
+                raise GrokscopeError(unavailable(name, why))
             chosen.append(a)
         for a in list(chosen):  # a run analysis brings the (cheap, applicable) tables it reads
             for need in a.needs:

@@ -335,7 +335,9 @@ def cmd_figures(args) -> int:
     from .figures.export import export_report_figures
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    paths = export_report_figures(args.source, args.out, formats=formats, results=args.results, log_x=not args.linear)
+    steps = _int_list(args.steps) if args.steps else None
+    paths = export_report_figures(args.source, args.out, formats=formats, results=args.results, log_x=not args.linear,
+                                  steps=steps)
     print(f"grokscope: {len(paths)} files -> {args.out}")
     return 0
 
@@ -350,6 +352,8 @@ def _add_figures(sub, help_: str) -> None:
     p.add_argument("--format", default="png", metavar="F1,F2", help="png, svg, pdf, jpeg, webp, html (default png)")
     p.add_argument("--results", metavar="DIR", help="the results folder, when it is not analyses/<run dir name>")
     p.add_argument("--linear", action="store_true", help="linear step axes (default logarithmic)")
+    p.add_argument("--steps", metavar="S1,S2", help="static files draw the slider figures (t-SNE, circles) at these "
+                                                    "checkpoints, one file each (default: the last)")
     p.set_defaults(func=cmd_figures)
 
 

@@ -21,7 +21,8 @@ from .figures import SECTIONS, figures_on
 from .figures.common import PHASE_COLOURS, PHASE_LABELS
 from .figures.inputs import FEW_CHECKPOINTS, ReportRun, load_report_run, locate, report_figures  # noqa: F401 (API)
 from .figures.page import Page, esc as _e
-from .figures.summary import key_steps, model_text, reached_text, recipe_text, steps_text, task_text, verdict
+from .figures.summary import (TOP_MOVES, key_steps, loss_spikes, model_text, phase_rows, reached_text, recipe_text,
+                              spike_text, steps_text, task_text, verdict)
 from .results import default_out_dir
 from .run import Run
 
@@ -29,27 +30,65 @@ REPORT_FILE = "report.html"
 
 
 # --- the page ------------------------------------------------------------------------------------------
-def _phase_items(phases: pd.DataFrame | None) -> str:
-    if phases is None or not len(phases):
+def _phase_table(r: ReportRun) -> str:
+    """The opening table: one row per phase, its steps, what set its boundaries and the measures inside
+    the network that moved most (the rest, and the phase's full sentence, behind a toggle)."""
+    rows = phase_rows(r.tables.phases, r.tables.metrics, r.tables.results)
+    if not rows:
         return '<p class="absent">No phases: the run has no metrics.</p>'
-    items = []
-    for _, row in phases.iterrows():
-        phase, present = str(row["phase"]), str(row.get("present", True)).strip().lower() == "true"
-        chip = f'<span class="chip" style="background:{PHASE_COLOURS.get(phase, "#999")}"></span>'
-        cls = "" if present else ' class="absent"'
-        items.append(f"<li{cls}>{chip}{_e(row.get('description', PHASE_LABELS.get(phase, phase)))}</li>")
-    return '<ul class="phases">' + "".join(items) + "</ul>"
+    body = []
+    for row in rows:
+        chip = f'<span class="chip" style="background:{PHASE_COLOURS.get(row.phase, "#999")}"></span>'
+        name = f"<td>{chip}{_e(PHASE_LABELS.get(row.phase, row.phase))}</td>"
+        if not row.present:
+            body.append(f'<tr class="absent">{name}<td>absent</td><td colspan="2">{_e(row.bounds)}</td></tr>')
+            continue
+        top = "".join(f"<li>{_e(t)}</li>" for t in row.moves[:TOP_MOVES]) or "<li>no measure moved by a meaningful amount</li>"
+        rest = "".join(f"<li>{_e(t)}</li>" for t in row.moves[TOP_MOVES:])
+        n_more = len(row.moves) - TOP_MOVES
+        more = f"{n_more} more measure{'s' if n_more > 1 else ''}, and " if rest else ""
+        details = (f"<details><summary>{more}the phase in full</summary>{f'<ul>{rest}</ul>' if rest else ''}"
+                   f"<p>{_e(row.description)}</p></details>")
+        body.append(f"<tr>{name}<td>{_e(row.steps)}</td><td>{_e(row.bounds)}</td>"
+                    f"<td><ul>{top}</ul>{details}</td></tr>")
+    return ('<table class="phase-summary"><thead><tr><th>phase</th><th>steps</th><th>what set its boundaries</th>'
+            "<th>what changed inside the network (largest change first)</th></tr></thead><tbody>"
+            + "".join(body) + "</tbody></table>")
 
 
-def _leadlag_items(r: ReportRun) -> str:
-    """The lead/lag sentences of the measures that moved, in the order they moved."""
+def _leadlag_table(r: ReportRun) -> str:
+    """The lead/lag table (click a header to sort): when each measure made its main change, against
+    the validation loss's."""
+    from .analyses.phases import BY_KEY, fmt
+
     ll = r.tables.results.get("phases_leadlag")
     if ll is None or not len(ll) or "moved" not in ll.columns:
         return ""
-    moved = ll[ll["moved"].astype(str).str.lower() == "true"].copy()
-    moved["_at"] = pd.to_numeric(moved["step"], errors="coerce")
-    items = "".join(f"<li>{_e(t)}</li>" for t in moved.sort_values("_at")["description"])
-    return f'<h3>Lead and lag: when each measure moved</h3><ul class="leadlag">{items}</ul>' if items else ""
+    rows = []
+    ll = ll.assign(_at=pd.to_numeric(ll["step"], errors="coerce").where(ll["moved"].astype(str).str.lower() == "true"))
+    for _, x in ll.sort_values("_at", kind="stable").iterrows():  # in the order they moved; unmoved last
+        m = BY_KEY.get(str(x["measure"]))
+        moved = str(x["moved"]).strip().lower() == "true" and not pd.isna(x["step"])
+        step = int(x["step"]) if moved else None
+        lead = int(x["lead"]) if moved and not pd.isna(x["lead"]) else None
+        vals = f"{fmt(m, float(x['value_from']))} → {fmt(m, float(x['value_to']))}"
+        verb = ("fell" if int(x["direction"]) < 0 else "rose") if moved else "did not move"
+        if str(x["measure"]) == "val_loss":
+            when = "the reference" if moved else ""
+        elif lead is None:
+            when = ""
+        else:
+            when = f"{abs(lead)} steps {'before' if lead > 0 else 'after'}" if lead else "with it"
+        cells = [(str(x["label"]), str(x["label"])), (verb, verb), (steps_text(step) if moved else "–", step),
+                 (vals, ""), (fmt(m, float(x["level"])) if moved else "–", ""), (when, lead)]
+        rows.append("<tr>" + "".join(f'<td data-sort="{"" if k is None else _e(k)}">{_e(v)}</td>' for v, k in cells)
+                    + "</tr>")
+    head = ["measure", "change", "step", "from → to", "timed at", "lead on validation loss"]
+    return ('<h3>Lead and lag: when each measure made its main change</h3><p class="note-plain">Click a column to '
+            "sort. A loss is timed where it crosses 1 nat, any other measure half-way through its change; the lead "
+            "counts the steps before the validation loss's own change (negative: after).</p>"
+            '<table class="runs sortable leadlag"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
 def _published(r: ReportRun) -> str:
@@ -74,6 +113,7 @@ def _summary(r: ReportRun) -> str:
         facts += [("task", task_text(r.config)), ("model", model_text(r.config)), ("recipe", recipe_text(r.config))]
     facts += [("train accuracy ≥ 99 %", reached_text(k.train, k.best_train)),
               ("validation accuracy ≥ 99 %", reached_text(k.val, k.best_val, k.best_val_step))]
+    facts += [("train-loss spike", spike_text(s)) for s in loss_spikes(r.tables.metrics, r.tables.phases)]
     if r.run_path is not None:
         from .provenance import describe_run
 
@@ -88,14 +128,16 @@ def _summary(r: ReportRun) -> str:
     return (f'<header class="summary"><h1>grokscope report: {_e(r.tables.name)}</h1>'
             f'<p class="verdict">{_e(verdict(k))}</p><dl class="facts">'
             + "".join(f"<dt>{_e(a)}</dt><dd>{_e(b)}</dd>" for a, b in facts) + "</dl>"
-            + f"<h2>Phases</h2>{_phase_items(r.tables.phases)}{_leadlag_items(r)}{_published(r)}{notes}"
+            + f"<h2>Phases: what changed inside the network</h2>{_phase_table(r)}{_leadlag_table(r)}{_published(r)}{notes}"
             + f'<div class="controls legend">{legend}<button id="xscale" data-scale="log">step axes: log '
               f"(click for linear)</button></div><nav class=\"toc\">{toc}</nav></header>")
 
 
 def _how_to_run(r: ReportRun, names: list[str]) -> str:
     """HTML: why these analyses are missing and the command that computes them."""
-    parts = [f"{_e(n)} does not apply to this task: {_e(r.not_applicable[n])}." for n in names if n in r.not_applicable]
+    from .analyses.base import unavailable
+
+    parts = [f"{_e(unavailable(n, r.not_applicable[n]))}." for n in names if n in r.not_applicable]
     todo = [n for n in names if n not in r.not_applicable]
     if todo:
         run = str(r.run_path) if r.run_path is not None else "checkpoints/<run>"

@@ -527,11 +527,21 @@ def _sigint_sets_flag():
             signal.signal(signal.SIGINT, old_handler)
 
 
+def early_stop_text(step: int, total: int, level: float, reached: int | None, margin: float, n_runs: int = 1) -> str:
+    """Why training ended before its budget, in one line."""
+    who = "stopped early" if n_runs == 1 else f"all {n_runs} runs stopped early (the last"
+    why = f"validation accuracy reached {level:g}" + (f" at step {reached}" if reached is not None and n_runs == 1 else "")
+    if margin > 0:
+        why += f", then trained on to {1 + margin:g}x that step (stop-margin {margin:g})"
+    return f"{who} at step {step} of {total}{')' if n_runs > 1 else ''}: {why}"
+
+
 class _Loop:
     """``fit``'s bookkeeping for K runs that step together: evaluate and record, checkpoint, early stop."""
 
-    def __init__(self, trainer, writers: list[RunWriter], progress: bool, desc: str):
-        self.trainer, self.writers, w0 = trainer, writers, writers[0]
+    def __init__(self, trainer, writers: list[RunWriter], progress: bool, desc: str, log=print):
+        self.trainer, self.writers, w0, self.log = trainer, writers, writers[0], log
+        self.early = ""  # why every run ended before the budget (``stopped_early``)
         self.eval_steps, self.ckpt_set = w0.eval_steps, set(w0.ckpt_steps)
         self.t0 = time.perf_counter()
         self.bar = tqdm(total=w0.prep.cfg.train.steps, initial=w0.prep.start, disable=not progress, dynamic_ncols=True,
@@ -566,6 +576,17 @@ class _Loop:
         else:
             self.bar.set_postfix(train_99=sum(r[1] >= 0.99 for r in results), val_99=sum(r[3] >= 0.99 for r in results),
                                  refresh=False)
+        if ending and not self.running():
+            self.stopped_early(step)
+
+    def stopped_early(self, step: int) -> None:
+        """Every run has ended before the budget: the bar completes at this step and says why."""
+        w0, total = self.writers[0], self.writers[0].prep.cfg.train.steps
+        why = early_stop_text(step, total, w0.stop_at, w0.reached, w0.margin, len(self.writers))
+        self.bar.total = step
+        self.bar.set_postfix_str(f"{self.bar.postfix}; {why}", refresh=False)
+        self.bar.refresh()
+        self.early = why  # said in the log once the bar is closed (not on the bar's line)
 
     def save(self, step: int, state: bool) -> None:
         """A checkpoint of every running run; with ``state`` its resume state too."""
@@ -594,6 +615,8 @@ class _Loop:
 
     def close(self) -> None:
         self.bar.close()
+        if self.early:
+            self.log(f"grokscope: {self.early}")
         for w in self.writers:
             w.close()
 
@@ -610,7 +633,7 @@ def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str =
     others go on, and the loop ends when every run has ended or the budget is spent."""
     start, total = writers[0].prep.start, writers[0].prep.cfg.train.steps
     with _sigint_sets_flag() as flag:
-        loop = _Loop(trainer, writers, progress, desc)
+        loop = _Loop(trainer, writers, progress, desc, log)
         try:
             if start == 0:
                 loop.record(0)

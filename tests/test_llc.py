@@ -129,9 +129,11 @@ def test_llc_analysis_on_a_transformer_checkpoint(tmp_path):
 
 
 def test_llc_without_devinterp_is_one_clear_error(monkeypatch):
+    import importlib.util
+
     import grokscope.analyses.llc as llc
     from grokscope.errors import GrokscopeError
-    monkeypatch.setattr(llc.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     from grokscope.analyses import get_analysis
     assert "pip install 'grokscope[llc]'" in get_analysis("llc").applies(None)
     with pytest.raises(GrokscopeError, match="devinterp"):
@@ -159,3 +161,28 @@ def test_llc_joins_the_lead_lag_table():
     assert 800 <= row.step <= 1000, row.to_dict()
     assert "local learning coefficient" in row.description and "fell" in row.description
     assert "llc" not in find_leadlag(metrics, {}).measure.tolist()
+
+
+def test_a_missing_extra_names_the_extra_and_its_install_command(tmp_path, monkeypatch):
+    """Without devinterp the LLC still applies to the task: the message names the extra to install."""
+    import html
+    import sys
+
+    from conftest import QUIET, tiny_config
+
+    import grokscope
+    from grokscope.analyze import analyze
+    from grokscope.errors import GrokscopeError
+    from grokscope.report import build_report
+
+    monkeypatch.setitem(sys.modules, "devinterp", None)  # as if the `llc` extra were not installed
+    line = "the llc analysis needs the `llc` extra (devinterp): pip install 'grokscope[llc]'"
+    assert devinterp_missing() == line
+    run = grokscope.train(tiny_config(train={"steps": 4}, schedule={"eval_every": 2, "ckpt_every": 2}),
+                          out=tmp_path / "run", **QUIET)
+    with pytest.raises(GrokscopeError) as e:
+        analyze(run, only="llc", out=tmp_path / "res", progress=False)
+    assert str(e.value) == line
+    analyze(run, only="weight_norms", out=tmp_path / "res", progress=False)
+    text = build_report(run, results=tmp_path / "res").read_text()
+    assert html.escape(line) in text and "does not apply" not in text

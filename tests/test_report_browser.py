@@ -300,3 +300,39 @@ def test_log_linear_switch_and_compare_page(browser, report, grokked_run, tiny_r
     rendered = "[...document.querySelectorAll('div.figure')].every(d => d.querySelector('.main-svg'))"
     assert n >= 2 and browser.js(rendered)
     save(browser, tmp_path, "compare-top.png", {"x": 0, "y": 0, "width": 1280, "height": 1300})
+
+
+def test_the_lead_lag_table_sorts_by_the_column_clicked(browser, tmp_path):
+    """Planted tables; the page's own script sorts: by step up, then down; blank cells (measures that did
+    not move) stay last either way."""
+    from grokscope.analyses.phases import find_leadlag
+    from grokscope.figures import fig_accuracy
+    from grokscope.figures.inputs import ReportRun
+    from grokscope.figures.page import Page
+    from grokscope.report import _leadlag_table
+
+    from test_report import tables
+
+    t = tables()
+    t.results["phases_leadlag"] = find_leadlag(t.metrics, t.results)
+    page = Page("lead/lag")
+    page.add(_leadlag_table(ReportRun(t, None, None, tmp_path)))
+    page.figure(fig_accuracy(t.metrics, t.phases), "accuracy")  # the page waits for its figures to render
+    path = page.write(tmp_path / "leadlag.html")
+    browser.events.clear()
+    browser.open(path)
+    column = ("[...document.querySelectorAll('table.leadlag tbody tr')]"
+              ".map(r => r.cells[2].dataset.sort).map(v => v === '' ? null : Number(v))")
+    start = browser.js(column)
+    moved = [v for v in start if v is not None]
+    assert moved == sorted(moved) and len(moved) >= 3
+    header = "document.querySelectorAll('table.leadlag thead th')[2]"
+    browser.js(f"{header}.click()")
+    assert browser.js(column) == sorted(moved) + [None] * (len(start) - len(moved))
+    browser.js(f"{header}.click()")
+    assert browser.js(column) == sorted(moved, reverse=True) + [None] * (len(start) - len(moved))
+    browser.js("document.querySelectorAll('table.leadlag thead th')[0].click()")  # by name
+    names = "[...document.querySelectorAll('table.leadlag tbody tr')].map(r => r.cells[0].textContent)"
+    assert browser.js(f"(n => n.every((x, i) => i === 0 || n[i - 1].localeCompare(x) <= 0))({names})")
+    assert sorted(browser.js(names)) == sorted(t.results["phases_leadlag"]["label"])
+    assert browser.problems() == []

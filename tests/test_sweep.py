@@ -410,3 +410,24 @@ def test_early_stop_ends_one_run_of_a_batch(tmp_path):
     assert again.steps[-1] == s and list(again.metrics.step) == list(st.step)
     with pytest.raises(GrokscopeError, match=r"stop_val_acc must be in \[0, 1\]"):
         tiny_cfg(stop_val_acc=1.5).validate()
+
+
+@pytest.mark.slow
+def test_an_unguarded_script_runs_a_sweep_in_a_pool(tmp_path):
+    """The docs' example as a plain script, without ``if __name__ == "__main__":``: the pool's spawned
+    workers do not run the script again (they would start the sweep again and meet its folder lock)."""
+    script = tmp_path / "sweep_script.py"
+    script.write_text(
+        "import grokscope\n"
+        "spec = grokscope.SweepSpec.make(fixed={'p': 7, 'steps': 10, 'd-model': 16, 'd-mlp': 32, 'n-heads': 2,\n"
+        "                                       'eval-every': 5, 'ckpt-every': 10, 'state-every': 10},\n"
+        "                                grid={'op': 'x+y,x-y', 'frac': [0.5]})\n"
+        "print('script body ran', flush=True)\n"
+        "sweep = grokscope.run_sweep(spec, 'sweeps/mine', workers=2, progress=False)\n"
+        "print(sweep.table[['cell', 'status']].to_string())\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(g.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("script body ran") == 1  # the workers did not run the script
+    assert "2/2 runs done" in r.stdout and "2 local worker(s)" in r.stdout
+    assert set(load_sweep(tmp_path / "sweeps" / "mine").table.status) == {"done"}

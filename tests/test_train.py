@@ -371,3 +371,21 @@ def test_every_command_has_working_help():
             assert e.code == 0, command
         else:
             raise AssertionError(f"{command} --help did not exit")
+
+
+def test_an_early_stop_completes_the_bar_and_says_why(tmp_path, capsys):
+    """A run that reaches ``stop_val_acc`` ends before its budget: its bar ends at 100 % (not frozen part
+    way, like a crash) and it, and the log, say at which step and why."""
+    alone = grokscope.train(tiny_config(), out=tmp_path / "alone", **QUIET)
+    m = alone.metrics
+    theta = float(m.loc[m.step > 0, "val_acc"].max())
+    reached = int(m.loc[(m.step > 0) & (m.val_acc >= theta), "step"].iloc[0])
+    assert reached < 20  # the planted stop lands before the 20-step budget
+    lines = []
+    capsys.readouterr()
+    run = grokscope.train(tiny_config(train={"stop_val_acc": theta}), out=tmp_path / "stop", log=lines.append)
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    why = f"stopped early at step {reached} of 20: validation accuracy reached {theta:g} at step {reached}"
+    assert run.steps[-1] == reached
+    assert "100%" in bar and f"{reached}/{reached}" in bar and why in bar, bar
+    assert f"grokscope: {why}" in lines

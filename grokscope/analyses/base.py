@@ -8,13 +8,15 @@ Two kinds:
 - ``run``: ``fn(run, results, **params) -> pandas.DataFrame``, computed from the run's metrics and
   the other analyses' results (``results``: name -> DataFrame); e.g. the phases.
 
-``applies(data) -> str | None`` returns why the analysis does not apply to a task (None: it applies).
+``applies(data) -> str | None`` returns why the analysis does not apply to a task (None: it applies);
+a ``MissingExtra`` reason (``extra_missing``) says it would apply once an optional extra is installed.
 ``default_steps``: ``"all"`` checkpoints, ``"few"`` (a handful, log-spaced plus the phase
 boundaries: flatness), or ``"slider"`` (about 20 log-spaced plus the phase boundaries: the t-SNE
 maps and key-frequency circles, one slider step each).
 """
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -39,6 +41,22 @@ class Analysis:
 
 
 REGISTRY: dict[str, Analysis] = {}
+
+
+class MissingExtra(str):
+    """Why an analysis cannot run here that is not about the task: an optional extra is not installed."""
+
+
+def extra_missing(analysis: str, extra: str, module: str) -> MissingExtra | None:
+    """None if ``module`` imports, else the line that names the extra and its install command."""
+    if importlib.util.find_spec(module) is not None:
+        return None
+    return MissingExtra(f"the {analysis} analysis needs the `{extra}` extra ({module}): pip install 'grokscope[{extra}]'")
+
+
+def unavailable(name: str, why: str) -> str:
+    """The one line that says why analysis ``name`` is not run: a missing extra, or a task it does not fit."""
+    return why if isinstance(why, MissingExtra) else f"{name} does not apply to this task: {why}"
 
 
 def register(name: str, *, summary: str, version: int = 1, kind: str = "checkpoint", default_steps: str = "all",

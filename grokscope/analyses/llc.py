@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import math
 import shutil
 import tempfile
@@ -46,14 +45,12 @@ import torch
 
 from ..errors import GrokscopeError
 from ..model import answer_logits
-from .base import register
-
-INSTALL_HINT = "the LLC needs the devinterp library: pip install 'grokscope[llc]' (or pip install devinterp)"
+from .base import extra_missing, register
 
 
 def devinterp_missing() -> str | None:
-    """Why the LLC cannot run here (None: devinterp is importable)."""
-    return None if importlib.util.find_spec("devinterp") is not None else INSTALL_HINT
+    """Why the LLC cannot run here (None: devinterp, from the `llc` extra, is importable)."""
+    return extra_missing("llc", "llc", "devinterp")
 
 
 def estimate_llc(model: torch.nn.Module, row_loss: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor], n: int, *,

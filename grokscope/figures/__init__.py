@@ -47,7 +47,7 @@ SECTIONS = [
     Section("sparsity", "Sparsity of the neurons", ("sparsity", "neuron_ablation")),
     Section("fourier", "Fourier structure", ("fourier_spectrum", "fourier", "fourier_neurons")),
     Section("circuits", "Restricted and excluded loss", ("fourier",)),
-    Section("tsne", "Figure 3: t-SNE maps and key-frequency circles", ("tsne", "circle_points", "circles")),
+    Section("tsne", "The rows' geometry: t-SNE maps and key-frequency circles", ("tsne", "circle_points", "circles")),
     Section("flatness", "Flatness: sharpness and Hessian", ("sharpness", "hessian")),
     Section("llc", "Local learning coefficient", ("llc",)),
 ]

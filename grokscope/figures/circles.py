@@ -10,6 +10,16 @@ from .common import PALETTE, add_phase_bands, by_step, curve, empty, figure, fin
 from .tsne import slider_maps
 
 MAX_FREQS = 8  # panels per matrix: the largest key frequencies
+MAX_COLS = 4  # panels per row: more key frequencies wrap onto more rows (titles keep their width)
+
+
+def grid_cols(n: int, max_cols: int = MAX_COLS) -> int:
+    """Columns for ``n`` panels of one matrix: all in one row up to ``max_cols``, else as few rows as
+    that needs, filled evenly (5 -> 3 + 2, 6 -> 3 + 3, 7 -> 4 + 3)."""
+    if n <= max_cols:
+        return max(1, n)
+    rows = -(-n // max_cols)
+    return -(-n // rows)
 NAMES = {"embed": "embedding", "unembed": "unembedding"}
 
 
@@ -28,8 +38,8 @@ def _cyclic_label(op_kind: str) -> str:
         caption="Each panel is one key frequency k: the embedding (top) and unembedding (bottom) rows projected on "
                 "the plane of that frequency's cos and sin coefficients, so that an element x sits at angle 2πkx/p "
                 "when the rows follow the frequency (for x*y and x/y, g^j at 2πkj/(p−1): the discrete-log order). "
-                "Colours: x mod 8 (j mod 8); lines join x to x + 8, equal chords on a circle. Drag the slider: "
-                "the circles form during circuit formation and sharpen in clean-up. These planes show one "
+                "Colours: x mod 8 (j mod 8); lines join x to x + 8, equal chords on a circle. Drag the slider and "
+                "look for where the circles form and sharpen (the R² below times it). These planes show one "
                 "frequency each exactly; how they combine is not shown (see the t-SNE maps above).",
         needs=("circle_points",), time_axis=False,
         inputs=lambda t: dict(points=t.results["circle_points"], op_kind=t.op_kind))
@@ -40,11 +50,17 @@ def fig_circles(points: pd.DataFrame, op_kind: str = "modular") -> go.Figure:
         return empty("no key-frequency circles in this table")
     freqs = [int(k) for k in dict.fromkeys(points["freq"])][:MAX_FREQS]
     matrices = [m for m in NAMES if m in set(points["matrix"])]
-    panels = [(f"{m}-{k}", {"matrix": m, "freq": k}) for m in matrices for k in freqs]
-    titles = [f"{NAMES[m]}, k = {k}" for m in matrices for k in freqs]
+    cols = grid_cols(len(freqs))
+    per_matrix = -(-len(freqs) // cols) * cols  # each matrix starts a row; its last row may have gaps
+    panels, titles = [], []
+    for m in matrices:
+        for i in range(per_matrix):
+            k = freqs[i] if i < len(freqs) else None
+            panels.append((f"{m}-{k}", {"matrix": m, "freq": k}) if k is not None else None)
+            titles.append(f"{NAMES[m]}, k = {k}" if k is not None else "")
     label = "j mod 8" if op_kind == "multiplicative" else "residue mod 8"
-    fig = slider_maps(points, panels, titles, cols=len(freqs), label=label, square=True,
-                      axis_titles=("cos axis", "sin axis"), height_per_row=min(330, max(200, 1000 // max(len(freqs), 1) + 40)))
+    fig = slider_maps(points, panels, titles, cols=cols, label=label, square=True,
+                      axis_titles=("cos axis", "sin axis"), height_per_row=min(330, max(200, 1000 // cols + 40)))
     lines = "g^j joined to g^(j+8)" if op_kind == "multiplicative" else "x joined to x + 8"
     fig.update_layout(title=dict(subtitle=dict(text=f"colour: {label}; {lines}; each panel its own scale")))
     return fig

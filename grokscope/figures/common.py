@@ -146,8 +146,49 @@ def memorisation_end(phases: pd.DataFrame | None) -> int | None:
 
 
 # --- layout ---------------------------------------------------------------------------------------------
+def _x_extent(fig: go.Figure) -> tuple[float, float] | None:
+    """The smallest and largest x of the figure's traces (None: no numeric x)."""
+    lo, hi = np.inf, -np.inf
+    for trace in fig.data:
+        x = getattr(trace, "x", None)
+        if x is None:
+            continue
+        try:
+            x = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue
+        x = x[np.isfinite(x)]
+        if len(x):
+            lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
+    return (lo, hi) if lo < hi else None
+
+
+def _fit_bands(fig: go.Figure, lo: float, hi: float) -> None:
+    """The first phase band starts at the axis's left end and the last (a phase still going on at the
+    end) reaches its right end; every band is clipped to the axis."""
+    colours = set(PHASE_COLOURS.values())
+    bands = [sh for sh in fig.layout.shapes if sh.type == "rect" and sh.fillcolor in colours]
+    if not bands:
+        return
+    first, last = min(sh.x0 for sh in bands), max(sh.x1 for sh in bands)
+    for sh in bands:
+        x0 = lo if sh.x0 == first else min(max(sh.x0, lo), hi)
+        x1 = hi if sh.x1 == last else min(max(sh.x1, lo), hi)
+        sh.update(x0=x0, x1=x1)
+    for sh in fig.layout.shapes:  # the dashed boundaries across a heatmap's strip
+        if sh.type == "line" and sh.x0 == sh.x1 and not lo <= sh.x0 <= hi:
+            sh.update(visible=False)
+
+
 def time_axes(fig: go.Figure, log_x: bool = True, n_rows: int = 1, x_title: str = "training step") -> go.Figure:
+    """Step axes (log or linear) that span exactly the drawn steps, so the phase bands reach both ends;
+    the page's log/linear button converts the range (``page.SCRIPT``)."""
     fig.update_xaxes(type="log", dtick=1) if log_x else fig.update_xaxes(type="linear")
+    extent = _x_extent(fig)
+    if extent is not None:
+        lo, hi = extent
+        _fit_bands(fig, lo, hi)
+        fig.update_xaxes(range=[np.log10(lo), np.log10(hi)] if log_x and lo > 0 else [lo, hi])
     where = dict(row=n_rows, col=1) if n_rows > 1 else {}
     fig.update_xaxes(title_text=x_title + (" (log scale)" if log_x else ""), **where)
     return fig

@@ -18,9 +18,30 @@ def _last(*tables) -> float | None:
     return max(steps) if steps else None
 
 
+def _accuracy_caption(t) -> str:
+    """What the accuracy and loss curves of this run show: the delay, and whether validation loss climbed."""
+    from .summary import key_steps, steps_text
+
+    k = key_steps(t.metrics)
+    if k.train is None:
+        return "Train accuracy never reached 99 %: the run did not memorise its training set, so there is no delay to see."
+    if k.val is None:
+        text = (f"Train accuracy reached 99 % at step {steps_text(k.train)}; validation accuracy never did (best "
+                f"{100 * k.best_val:.0f} %): no grokking in these steps.")
+    else:
+        text = (f"Train accuracy reached 99 % at step {steps_text(k.train)}, validation accuracy at step "
+                f"{steps_text(k.val)}: the gap between the two curves is the grokking delay"
+                f" ({steps_text(max(0, k.delay))} steps).")
+    vloss = by_step(t.metrics, "val_loss")
+    after = vloss[vloss.index >= k.train]
+    if len(after) > 1 and after.max() > 1.5 * after.iloc[0]:
+        text += (f" The validation loss climbed after memorisation, from {after.iloc[0]:.3g} to {after.max():.3g} "
+                 f"at step {steps_text(int(after.idxmax()))}, before it fell.")
+    return text
+
+
 @figure("accuracy", section="training", title="Accuracy and loss",
-        caption="Train accuracy reaches 100 % long before validation accuracy leaves its floor: the gap between "
-                "the two curves is the grokking delay, and the validation loss often climbs before it falls.",
+        caption=_accuracy_caption,
         needs=("metrics",), inputs=lambda t: dict(metrics=t.metrics, phases=t.phases))
 def fig_accuracy(metrics: pd.DataFrame, phases: pd.DataFrame | None = None, log_x: bool = True) -> go.Figure:
     """Train and validation accuracy (top) and loss (bottom, log scale) from a run's metrics."""
@@ -38,8 +59,8 @@ def fig_accuracy(metrics: pd.DataFrame, phases: pd.DataFrame | None = None, log_
 
 
 @figure("weight_norms", section="weights", title="Weight norm: total and per block",
-        caption="With weight decay the total norm peaks after memorisation and falls through clean-up as the "
-                "memorising weights are removed; the per-block lines show which part of the model shrinks.",
+        caption="Look for the total norm to peak after memorisation and fall through clean-up, as weight decay "
+                "removes the memorising weights; the per-block lines show which part of the model changes.",
         needs=("weight_norms",),
         inputs=lambda t: dict(weight_norms=t.results.get("weight_norms"), metrics=t.metrics, phases=t.phases))
 def fig_weight_norms(weight_norms: pd.DataFrame | None, metrics: pd.DataFrame | None = None,
@@ -64,8 +85,9 @@ def fig_weight_norms(weight_norms: pd.DataFrame | None, metrics: pd.DataFrame | 
 
 
 @figure("sparsity", section="sparsity", title="Sparsity of the MLP neuron norms",
-        caption="A rising Gini coefficient and a falling effective fraction mean that a few neurons take over: "
-                "expect the neuron norms to concentrate while the generalising circuit forms.",
+        caption="A rising Gini coefficient and a falling effective fraction mean that a few neurons take over; "
+                "compare where that happens with the phase bands (the table at the top gives this run's changes "
+                "per phase).",
         needs=("sparsity",), optional=("neuron_ablation",),
         inputs=lambda t: dict(sparsity=t.results.get("sparsity"), ablation=t.results.get("neuron_ablation"),
                               phases=t.phases))
@@ -80,6 +102,8 @@ def fig_sparsity(sparsity: pd.DataFrame, ablation: pd.DataFrame | None = None, p
     n = len(titles)
     fig = _rows(n, titles)
     scopes = list(dict.fromkeys(sparsity["scope"])) if "scope" in sparsity.columns else []
+    if "all" in scopes and len(scopes) == 2:  # one layer: its line is the "all layers" line
+        scopes = ["all"]
     for i, scope in enumerate(scopes):
         colour = "#333333" if scope == "all" else PALETTE[i % len(PALETTE)]
         name = "all layers" if scope == "all" else esc(scope)
@@ -88,7 +112,8 @@ def fig_sparsity(sparsity: pd.DataFrame, ablation: pd.DataFrame | None = None, p
             fig.add_trace(curve(s.index, s.values, name, colour, log_x=log_x, legendgroup=name, showlegend=row == 1),
                           row=row, col=1)
     if has_ablation:
-        for i, scope in enumerate(dict.fromkeys(ablation["scope"])):
+        ab_scopes = list(dict.fromkeys(ablation["scope"]))
+        for i, scope in enumerate(["all"] if "all" in ab_scopes and len(ab_scopes) == 2 else ab_scopes):
             s = by_step(ablation, "k_frac", {"scope": scope})
             colour = "#333333" if scope == "all" else PALETTE[i % len(PALETTE)]
             fig.add_trace(curve(s.index, s.values, f"k/N ({esc(scope)})", colour, mode="lines+markers", log_x=log_x),
@@ -101,8 +126,9 @@ def fig_sparsity(sparsity: pd.DataFrame, ablation: pd.DataFrame | None = None, p
 
 
 @figure("restricted_loss", section="circuits", title="Restricted and excluded loss",
-        caption="Restricted loss falling while excluded loss rises, before validation loss falls, is the "
-                "generalising Fourier circuit forming inside a model that still looks memorised.",
+        caption="Look for the restricted loss to fall and the excluded loss to rise before the validation loss "
+                "falls: the generalising Fourier circuit forming inside a model that still looks memorised (the "
+                "lead/lag table at the top gives the steps).",
         needs=("fourier",),
         inputs=lambda t: dict(fourier=t.results.get("fourier"), metrics=t.metrics, phases=t.phases))
 def fig_restricted_loss(fourier: pd.DataFrame, metrics: pd.DataFrame | None = None,
@@ -136,8 +162,8 @@ def fig_restricted_loss(fourier: pd.DataFrame, metrics: pd.DataFrame | None = No
 
 
 @figure("flatness", section="flatness", title="Sharpness and top Hessian eigenvalue",
-        caption="Keskar ε-sharpness and the Hessian's top eigenvalue at the analysed checkpoints: grokking "
-                "networks are expected to sit in flatter regions (lower values) than memorising ones.",
+        caption="Keskar ε-sharpness and the Hessian's top eigenvalue at the analysed checkpoints: look for lower "
+                "values (a flatter region) after grokking than during memorisation.",
         needs=("sharpness", "hessian"), any_need=True,
         inputs=lambda t: dict(sharpness=t.results.get("sharpness"), hessian=t.results.get("hessian"),
                               phases=t.phases))

@@ -24,8 +24,8 @@ def _heatmap_rows(fig: go.Figure, mats: list[tuple[str, pd.DataFrame]], log_x: b
 
 
 @figure("fourier_spectrum", section="fourier", title="Fourier spectrum of the embedding and unembedding",
-        caption="Share of each matrix's squared norm on each frequency k (the constant is left out): grokking "
-                "shows as the spread-out spectrum collapsing onto a few bright rows, the key frequencies.",
+        caption="Share of each matrix's squared norm on each frequency k (the constant is left out): look for the "
+                "spread-out spectrum collapsing onto a few bright rows, the key frequencies.",
         needs=("fourier_spectrum",),
         inputs=lambda t: dict(spectrum=t.results["fourier_spectrum"], phases=t.phases))
 def fig_fourier_spectrum(spectrum: pd.DataFrame, phases: pd.DataFrame | None = None, log_x: bool = True,
@@ -58,19 +58,32 @@ def key_frequency_points(fourier: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "rank", "freq"])
 
 
-@figure("key_frequencies", section="fourier", title="Key frequencies and Fourier sparsity",
-        caption="Top: the Gini coefficient of the frequency norms rises as the embedding and unembedding "
-                "concentrate on a few frequencies, and the share of their norm on the key frequencies grows; "
-                "bottom: the key frequencies, fixed for every checkpoint (by default the last checkpoint's, "
-                "counted by the gap in its unembedding's spectrum, as Nanda et al. fixed the final model's).",
+def key_frequency_title(fourier: pd.DataFrame | None) -> str:
+    """The figure's title, naming the key frequencies when every checkpoint shares them."""
+    keys = set(fourier["key_freqs"].astype(str)) if fourier is not None and "key_freqs" in fourier.columns else set()
+    if len(keys) == 1:
+        return f"Fourier sparsity and the share of the norm on the key frequencies k = {', '.join(keys.pop().split(','))}"
+    return "Fourier sparsity and the share of the norm on each checkpoint's key frequencies"
+
+
+@figure("key_frequencies", section="fourier", title="Fourier sparsity and the share on the key frequencies",
+        caption="Look for the Gini coefficient of the frequency norms to rise as the embedding and unembedding "
+                "concentrate on a few frequencies, and for the share of their norm on the key frequencies to grow. "
+                "The key frequencies are the same for every checkpoint (by default the last checkpoint's, counted by "
+                "the gap in its unembedding's spectrum, as Nanda et al. fixed the final model's); when the analysis "
+                "chose them per checkpoint, a second panel shows them.",
         needs=("fourier",), inputs=lambda t: dict(fourier=t.results["fourier"], phases=t.phases))
-def fig_key_frequencies(fourier: pd.DataFrame, phases: pd.DataFrame | None = None, log_x: bool = True) -> go.Figure:
-    """Gini of the embedding and unembedding spectra and the key-frequency share (top); the key
-    frequencies of each checkpoint, by rank (bottom). From the ``fourier`` table."""
+def fig_key_frequencies(fourier: pd.DataFrame, phases: pd.DataFrame | None = None, log_x: bool = True,
+                        title: str | None = None) -> go.Figure:
+    """Gini of the embedding and unembedding spectra and the key-frequency share; below, the key
+    frequencies by rank only when they differ between checkpoints. From the ``fourier`` table; the
+    title names the key frequencies when they are fixed."""
     if fourier is None or not len(fourier):
         return empty("no Fourier table")
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
-                        subplot_titles=["Fourier sparsity", "key frequencies (as the fourier analysis fixed them)"])
+    varying = "key_freqs" in fourier.columns and fourier["key_freqs"].astype(str).nunique() > 1
+    n = 2 if varying else 1
+    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.12,
+                        subplot_titles=["Fourier sparsity", "key frequencies of each checkpoint"] if varying else None)
     for column, name, colour in (("embed_gini", "Gini, embedding", "#e4572e"),
                                  ("unembed_gini", "Gini, unembedding", "#8e5cc9"),
                                  ("embed_key_frac", "embedding norm² on key freqs", "#2e9e6f"),
@@ -78,20 +91,21 @@ def fig_key_frequencies(fourier: pd.DataFrame, phases: pd.DataFrame | None = Non
         s = by_step(fourier, column)
         if len(s):
             fig.add_trace(curve(s.index, s.values, name, colour, log_x=log_x), row=1, col=1)
-    if "key_freqs" in fourier.columns:
+    if varying:
         pts = key_frequency_points(fourier)
         for rank, t in pts.groupby("rank"):
             fig.add_trace(curve(t["step"], t["freq"], f"key freq #{rank}", RANK_COLOURS[min(rank, 6) - 1],
                                 mode="markers", log_x=log_x, marker=dict(size=max(3, 9 - rank))), row=2, col=1)
-    fig.update_yaxes(title_text="Gini / share", range=[0, 1.02], row=1, col=1)
-    fig.update_yaxes(title_text="frequency k", row=2, col=1)
-    add_phase_bands(fig, phases, float(fourier["step"].max()), log_x, n_rows=2)
-    return finish(time_axes(fig, log_x, 2), 2)
+        fig.update_yaxes(title_text="frequency k", row=2, col=1)
+    fig.update_yaxes(title_text="Gini / share", range=[-0.02, 1.06], row=1, col=1)  # a curve at 1 is not clipped
+    add_phase_bands(fig, phases, float(fourier["step"].max()), log_x, n_rows=n)
+    fig.update_layout(title=dict(text=title if title is not None else key_frequency_title(fourier), x=0.01))
+    return finish(time_axes(fig, log_x, n), n)
 
 
 @figure("fourier_neurons", section="fourier", title="MLP neurons by dominant frequency",
-        caption="How many neurons of the MLP have most of their variance on one frequency: late in training "
-                "the neurons gather on the key frequencies, a few bright rows.",
+        caption="How many neurons of the MLP have most of their variance on one frequency: look for the neurons "
+                "gathering on the key frequencies, a few bright rows.",
         needs=("fourier_neurons",),
         inputs=lambda t: dict(fourier_neurons=t.results["fourier_neurons"], phases=t.phases))
 def fig_fourier_neurons(fourier_neurons: pd.DataFrame, phases: pd.DataFrame | None = None, log_x: bool = True,

@@ -32,7 +32,7 @@ def norm_matrix(neuron_norms: pd.DataFrame, layer: int, steps: np.ndarray) -> pd
 
 @figure("neuron_heatmap", section="neurons", title="Neuron norms over training",
         caption="Each row is one MLP neuron, sorted by its final norm (largest on top): look for early bright "
-                "rows that fade and a small set of quiet ones that grow and take over around grokking.",
+                "rows that fade and a set of rows that grow and take over around grokking.",
         needs=("neuron_norms",), inputs=lambda t: dict(neuron_norms=t.results["neuron_norms"], phases=t.phases))
 def fig_neuron_heatmap(neuron_norms: pd.DataFrame, phases: pd.DataFrame | None = None, log_x: bool = True,
                        max_steps: int = MAX_STEPS) -> go.Figure:
@@ -68,9 +68,30 @@ def top_neurons(neuron_norms: pd.DataFrame, step: int, n: int) -> list[tuple[int
     return [(int(a), int(b)) for a, b in zip(t["layer"], t["neuron"])]
 
 
+def traces_caption(neuron_norms: pd.DataFrame | None, phases: pd.DataFrame | None, n: int = 5) -> str:
+    """The traces' caption, with what this run's neurons did: how much of its norm each group kept or had."""
+    text = "Solid blue: the neurons largest at the end; dashed orange: those largest when memorisation ended."
+    mem = memorisation_end(phases)
+    if neuron_norms is None or not len(neuron_norms) or mem is None:
+        return text
+    last = int(neuron_norms["step"].max())
+    by = neuron_norms.pivot_table(index=["layer", "neuron"], columns="step", values="norm", aggfunc="mean")
+    at_mem = by[by.columns[by.columns <= mem][-1]] if (by.columns <= mem).any() else by[by.columns[0]]
+    final = by[last]
+    top_end, top_mem = final.nlargest(n).index, at_mem.nlargest(n).index
+    grown = float(np.median(at_mem[top_end] / final[top_end]))
+    kept = float(np.median(final[top_mem] / at_mem[top_mem]))
+    if grown > 1:
+        final_text = f"were larger at step {mem} than at the end (a median {100 * grown:.0f} % of their final norm)"
+    else:
+        final_text = (f"had a median {100 * grown:.0f} % of their final norm at step {mem}"
+                      + (": they grew from near zero" if grown < 0.2 else ""))
+    return (text + f" In this run the memorisation neurons kept a median {100 * kept:.0f} % of their step-{mem} norm "
+            f"at the end, and the final ones {final_text}.")
+
+
 @figure("neuron_traces", section="neurons", title="Traces of the largest neurons",
-        caption="Solid blue: the neurons largest at the end; dashed orange: those largest when memorisation "
-                "ended. Expect the memorisation neurons to fade while the final ones grow from near zero.",
+        caption=lambda t: traces_caption(t.results.get("neuron_norms"), t.phases),
         needs=("neuron_norms",), inputs=lambda t: dict(neuron_norms=t.results["neuron_norms"], phases=t.phases))
 def fig_neuron_traces(neuron_norms: pd.DataFrame, phases: pd.DataFrame | None = None, mem_step: int | None = None,
                       n: int = 5, log_x: bool = True) -> go.Figure:

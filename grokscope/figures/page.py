@@ -38,6 +38,13 @@ p.caption{color:#444;margin:2px 0 16px;font-size:.95em}
 nav.toc a{margin-right:12px;white-space:nowrap}
 .controls{margin:.6em 0}.controls button{font:inherit;padding:3px 10px;border:1px solid #bbb;border-radius:4px;background:#fafafa;cursor:pointer}
 .legend span{margin-right:14px;white-space:nowrap}
+table.phase-summary{border-collapse:collapse;width:100%;margin:.4em 0 .8em}
+table.phase-summary th,table.phase-summary td{border-bottom:1px solid #e2e4e8;padding:5px 8px;text-align:left;vertical-align:top}
+table.phase-summary td:nth-child(-n+2){white-space:nowrap}table.phase-summary ul{margin:0;padding-left:1.1em}
+table.phase-summary details{color:#555;font-size:.92em;margin-top:3px}table.phase-summary summary{cursor:pointer;color:#1f5fa8}
+table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:" \\2195";color:#aaa}
+table.sortable th[data-dir=asc]:after{content:" \\2191";color:#222}table.sortable th[data-dir=desc]:after{content:" \\2193";color:#222}
+.note-plain{color:#555;font-size:.92em;margin:2px 0}table.leadlag td:nth-child(4){white-space:nowrap}
 table.runs{border-collapse:collapse;margin:.4em 0}table.runs td,table.runs th{border-bottom:1px solid #e2e4e8;padding:3px 10px;text-align:left}
 """
 
@@ -51,6 +58,24 @@ SCRIPT = """
     Plotly.newPlot(div, {data: fig.data, layout: fig.layout, frames: fig.frames || [], config: config})
       .then(function(){ window.grokscopeRendered += 1; });
   });
+  document.querySelectorAll("table.sortable").forEach(function(table){
+    var heads = table.querySelectorAll("thead th");
+    heads.forEach(function(th, col){
+      th.addEventListener("click", function(){
+        var dir = th.dataset.dir === "asc" ? -1 : 1;
+        heads.forEach(function(h){ delete h.dataset.dir; });
+        th.dataset.dir = dir === 1 ? "asc" : "desc";
+        var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+        rows.sort(function(a, b){
+          var x = a.cells[col].dataset.sort, y = b.cells[col].dataset.sort;
+          if (x === "" || y === "") return (x === "") - (y === "");  // blanks last, either way
+          var nx = Number(x), ny = Number(y);
+          return dir * (isNaN(nx) || isNaN(ny) ? x.localeCompare(y) : nx - ny);
+        });
+        rows.forEach(function(row){ body.appendChild(row); });
+      });
+    });
+  });
   var button = document.getElementById("xscale");
   if (!button) return;
   button.addEventListener("click", function(){
@@ -63,7 +88,13 @@ SCRIPT = """
         if (!/^xaxis\\d*$/.test(key)) return;
         update[key + ".type"] = type;
         update[key + ".dtick"] = type === "log" ? 1 : null;
-        update[key + ".autorange"] = true;
+        var r = gd.layout[key].range;  // the drawn steps (time_axes), or the reader's zoom, in the other scale
+        if (r && r.length === 2) {
+          update[key + ".range"] = type === "log" ? [Math.log10(Math.max(r[0], 0.5)), Math.log10(r[1])]
+                                                  : [Math.pow(10, r[0]), Math.pow(10, r[1])];
+        } else {
+          update[key + ".autorange"] = true;
+        }
         var title = gd.layout[key].title && gd.layout[key].title.text;
         if (title) {
           update[key + ".title.text"] = title.replace(/ \\(log scale\\)$/, "") + (type === "log" ? " (log scale)" : "");

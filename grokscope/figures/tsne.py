@@ -127,10 +127,12 @@ def _add_panel(fig: go.Figure, base: pd.DataFrame, tokens: np.ndarray, xa: str, 
                              hovertemplate="%{text}<extra></extra>", showlegend=False, xaxis=xa, yaxis=ya))
 
 
-def _style_axes(fig: go.Figure, n_panels: int, rows: int, cols: int, square: bool,
+def _style_axes(fig: go.Figure, panels: list, rows: int, cols: int, square: bool,
                 axis_titles: tuple[str, str]) -> None:
     """No ticks or grid; titles on the bottom row and left column; equal scales when ``square``."""
-    for p in range(n_panels):
+    for p, panel in enumerate(panels):
+        if panel is None:
+            continue
         row, col = p // cols + 1, p % cols + 1
         fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=square, zerolinecolor="#ddd",
                          title_text=axis_titles[0] if row == rows else None, row=row, col=col)
@@ -155,8 +157,9 @@ def slider_maps(table: pd.DataFrame, panels: list[tuple[str, dict]], titles: lis
                 square: bool = False, axis_titles: tuple[str, str] = ("t-SNE 1", "t-SNE 2"),
                 hover_extra: str = "", height_per_row: int = 330) -> go.Figure:
     """A grid of point maps (``panels``: (key, {column: value}) selecting each panel's rows of
-    ``table``: ``step, token, element, x, y, colour, next``), one slider step per checkpoint, starting
-    at the last one. ``square``: equal, symmetric axes about 0 (the circles); else each panel's own range."""
+    ``table``: ``step, token, element, x, y, colour, next``; None: an empty cell of the grid), one
+    slider step per checkpoint, starting at the last one. ``square``: equal, symmetric axes about 0
+    (the circles); else each panel's own range."""
     steps = sorted(int(s) for s in table["step"].unique())
     rows = -(-len(panels) // cols)
     fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.05 if cols > 2 else 0.07,
@@ -164,8 +167,13 @@ def slider_maps(table: pd.DataFrame, panels: list[tuple[str, dict]], titles: lis
     by_step = {s: g for s, g in table.groupby("step")}
     frames = {s: [] for s in steps}  # step -> the coordinates of every trace
     ranges = {s: {} for s in steps}  # step -> the axis ranges of every panel
-    for p, (key, where) in enumerate(panels):
+    for p, panel in enumerate(panels):
         xa, ya = _axes(p // cols + 1, p % cols + 1, cols)
+        if panel is None:
+            fig.update_xaxes(visible=False, row=p // cols + 1, col=p % cols + 1)
+            fig.update_yaxes(visible=False, row=p // cols + 1, col=p % cols + 1)
+            continue
+        key, where = panel
         base = _panel_rows(by_step[steps[-1]], where).drop_duplicates("token").sort_values("token")
         tokens = base["token"].to_numpy(np.int64)  # every step's points in this order
         _add_panel(fig, base, tokens, xa, ya, cols <= 2, label, hover_extra)
@@ -173,10 +181,10 @@ def slider_maps(table: pd.DataFrame, panels: list[tuple[str, dict]], titles: lis
             cx, cy, px, py = _coords(_panel_rows(by_step[s], where), tokens)
             frames[s] += [go.Scatter(x=cx, y=cy), go.Scatter(x=px, y=py)]
             ranges[s].update(_panel_ranges(px, py, xa, ya, square))
-    traces = list(range(2 * len(panels)))
+    traces = list(range(2 * sum(p is not None for p in panels)))
     fig.frames = [go.Frame(name=str(s), data=frames[s], traces=traces, layout=ranges[s]) for s in steps]
     fig.update_layout(ranges[steps[-1]])
-    _style_axes(fig, len(panels), rows, cols, square, axis_titles)
+    _style_axes(fig, panels, rows, cols, square, axis_titles)
     fig.update_layout(sliders=[_slider(steps)])
     return finish(fig, height=height_per_row * rows + 170, margin=dict(t=90))
 
