@@ -19,12 +19,12 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .analyses import REGISTRY, Analysis, get_analysis
+from .analyses.base import REGISTRY, Analysis, get_analysis
 from .analyses._common import sharing
 from .analyses.base import unavailable
 from .errors import GrokscopeError, did_you_mean
-from .results import ResultStore, default_out_dir, load_results
-from .guard import FolderLock
+from .results import ResultStore, default_out_dir
+from .locks import FolderLock
 from .run import Run, fingerprint, is_run_dir
 from .provenance import provenance
 from .fastpath import restoring_cpu_settings
@@ -340,4 +340,4 @@ def _run_analysis(run: Run, a: Analysis, params: dict, store: ResultStore, table
     return store.table(a.name)
 
 
-__all__ = ["analyze", "load_results", "select", "choose_steps", "few_steps"]
+__all__ = ["analyze", "select", "choose_steps", "few_steps"]

@@ -18,9 +18,9 @@ from grokscope.analyze import analyze
 from grokscope.cli import main
 from grokscope.config import RunConfig
 from grokscope.errors import GrokscopeError
-from grokscope.guard import LOCK_FILE, FolderLock, estimate
+from grokscope.locks import LOCK_FILE, FolderLock
 from grokscope.results import default_out_dir, load_results
-from grokscope.run import Run, ckpt_name
+from grokscope.run import Run, ckpt_name, estimate
 
 from conftest import QUIET, TINY_RUN
 
@@ -136,7 +136,7 @@ def test_two_runs_with_the_same_folder_name_never_share_results(run, tmp_path, c
     assert one_error_line(rc, err) and "another run" in err[0]
     assert snapshot(results) == before
     # a report of a run never shows another run's tables, and says so
-    from grokscope.report import load_report_run
+    from grokscope.figures.inputs import load_report_run
     shutil.copytree(results, tmp_path / "elsewhere")
     r = load_report_run(other.path, results=tmp_path / "elsewhere")
     assert not r.tables.results and any("computed for another run" in n for n in r.notes)
@@ -453,12 +453,22 @@ def test_steps_1e12_from_a_config_file_is_refused_with_the_estimate(tmp_path, ca
     assert not (tmp_path / "r").exists()
 
 
-def test_estimate_counts_the_parameters_exactly():
+@pytest.mark.parametrize("norm", ["none", "LN", "RMS"])
+def test_estimate_counts_the_parameters_batch_and_checkpoints_exactly(norm):
+    """The estimate's parameter count and checkpoint size are the built model's, its batch the trainer's
+    (``config.batch_size``), its checkpoints the schedule's (``run.schedule``)."""
+    from grokscope.config import batch_size
     from grokscope.model import build_model
+    from grokscope.run import disk_estimate, schedule
     cfg = tiny()
+    cfg.model.norm = norm
     model = build_model(cfg.model, 9, 7, device="cpu")
-    assert estimate(cfg).n_params == sum(p.numel() for p in model.parameters())
-    assert estimate(cfg).n_equations == 49
+    e = estimate(cfg)
+    assert e.n_params == sum(p.numel() for p in model.parameters())
+    assert e.n_equations == 49 and e.batch == batch_size(cfg, int(round(cfg.task.frac * 49)))
+    s = cfg.schedule
+    assert e.n_ckpts == len(schedule(cfg.train.steps, s.ckpt_every, s.ckpt_log_points))
+    assert (e.ckpt_bytes, e.ckpt_bytes * e.n_ckpts) == disk_estimate(model, e.n_ckpts)
 
 
 @pytest.mark.parametrize("content", [b"\xff\xfe\x00binary", b"{\"task\": {\"p\": \"\xe9\"}}", b"[1, 2]"])
@@ -544,8 +554,8 @@ def small_tmpfs(tmp_path):
 
 
 def test_disk_full_is_one_line_and_leaves_no_temporary_file(small_tmpfs, run, capsys, monkeypatch):
-    import grokscope.guard
-    monkeypatch.setattr(grokscope.guard, "free_disk", lambda path: None)  # the disk fills during training
+    import grokscope.run
+    monkeypatch.setattr(grokscope.run, "free_disk", lambda path: None)  # the disk fills during training
     out = small_tmpfs / "r"
     cfg = small_tmpfs / "c.json"
     cfg.write_text(json.dumps({**TINY_RUN, "train": {"steps": 400, "device": "cpu"},

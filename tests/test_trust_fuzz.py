@@ -21,7 +21,8 @@ from hypothesis import strategies as st  # noqa: E402
 from grokscope.analyze import analyze  # noqa: E402
 from grokscope.config import SECTIONS, RunConfig  # noqa: E402
 from grokscope.results import default_out_dir  # noqa: E402
-from grokscope.sweep import SweepSpec, write_spec  # noqa: E402
+from grokscope.sweep import SweepSpec  # noqa: E402
+from grokscope.sweep.folder import write_spec  # noqa: E402
 
 from conftest import TINY_RUN  # noqa: E402
 from test_trust import cli, snapshot  # noqa: E402

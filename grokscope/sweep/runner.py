@@ -93,7 +93,7 @@ def run_job(sweep_path: str, names: list[str], threads: int | None = None, progr
 def _lock_runs(sweep: Sweep, cells: list[Cell], locks: contextlib.ExitStack) -> None:
     """One writer per run, even against a `grokscope train --resume` on it; a run folder the lock made
     and that never became a run is removed when the locks are released."""
-    from ..guard import FolderLock
+    from ..locks import FolderLock
 
     for c in cells:
         lock = locks.enter_context(FolderLock(sweep.run_dir(c), "sweep worker"))
@@ -132,7 +132,7 @@ def _pool_init(threads: int, parent: int | None = None) -> None:
 
     import torch
 
-    from ..guard import die_with_parent
+    from ..locks import die_with_parent
 
     die_with_parent(parent)  # a killed sweep leaves no worker training behind it
     torch.set_num_threads(threads)
@@ -299,7 +299,7 @@ def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = 
     for name, value in (("workers", workers), ("batch", batch)):
         if value is not None and value < 1:  # before anything is written
             raise GrokscopeError(f"--{name} must be at least 1, got {value}")
-    from ..guard import FolderLock
+    from ..locks import FolderLock
 
     path = Path(out)
     if os.path.exists(path) and not os.path.isdir(path):
