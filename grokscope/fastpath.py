@@ -179,7 +179,14 @@ def _last_block(r: _Rows, pre: torch.Tensor, suf: torch.Tensor, block, capture, 
     return _block_out(suf[:, 1:], z, block, kind, r.act, capture, layer)
 
 
-def answer_logits(model, tokens: torch.Tensor, capture: dict | None = None) -> torch.Tensor:
+def answer_rows(model, tokens: torch.Tensor) -> _Rows:
+    """What ``answer_logits`` reads off ``tokens`` (B, T) before any weight (the distinct pairs and
+    prefixes, a few ``torch.unique``): pass it as ``rows=`` to reuse it over many forwards of the same
+    tokens (the LLC's SGLD steps)."""
+    return _Rows(model.cfg, tokens)
+
+
+def answer_logits(model, tokens: torch.Tensor, capture: dict | None = None, rows: _Rows | None = None) -> torch.Tensor:
     """Logits at the last position, (batch, d_vocab_out), as ``model(tokens)[:, -1]`` but cheaper.
 
     What it skips is work whose result the loss never reads or that repeats:
@@ -193,12 +200,13 @@ def answer_logits(model, tokens: torch.Tensor, capture: dict | None = None) -> t
       ``=``, whose logits are all the loss reads.
     ``capture``: a dict that receives every block's ``hook_resid_mid`` and ``mlp.hook_post`` at the
     last position, (batch, width) each, under the HookedTransformer's hook names (for analyses).
+    ``rows``: ``answer_rows(model, tokens)`` computed before, for these same tokens.
     """
     if tokens.shape[1] < 3:
         if capture is not None:
             raise ValueError("capture needs at least 3 positions")
         return model(tokens)[:, -1]
-    r = _Rows(model.cfg, tokens)
+    r = _Rows(model.cfg, tokens) if rows is None else rows
     V = model.cfg.d_vocab
     emb = _take(model.embed.W_E, r.pairs % V) + _take(model.pos_embed.W_pos, r.pairs // V)  # (U, d_model)
     last = len(model.blocks) - 1
@@ -528,6 +536,6 @@ def heap_kept() -> bool:
     return _HEAP_KEPT
 
 
-__all__ = ["answer_logits", "answer_flops", "batched_answer_logits", "compiled_answer_logits", "compiled_mode",
+__all__ = ["answer_logits", "answer_rows", "answer_flops", "batched_answer_logits", "compiled_answer_logits", "compiled_mode",
            "adamw_", "fused_adamw_available", "configure_cpu", "cpu_settings", "restoring_cpu_settings",
            "flush_denormal_enabled"]

@@ -128,6 +128,47 @@ def test_llc_analysis_on_a_transformer_checkpoint(tmp_path):
     assert a.expensive and a.default_steps == "few"
 
 
+@pytest.mark.slow
+def test_the_full_batch_row_loss_is_each_rows_own_loss(tmp_path):
+    """The LLC's loss of a full batch (the whole training set's forward, rows taken from it) against
+    the forward of the rows as given, for a shuffled full batch, one with repeats and a part; values and
+    gradients."""
+    import grokscope
+    from grokscope.analyses.llc import transformer_row_loss
+    from grokscope.fastpath import answer_logits
+    from grokscope.train import answer_loss
+
+    from conftest import QUIET, tiny_config
+
+    run = grokscope.train(tiny_config(train={"steps": 20}), out=tmp_path / "r", **QUIET)
+    model, data = run.model_at(20), run.data
+    n = len(data.train_y)
+    g = torch.Generator().manual_seed(0)
+    row_loss = transformer_row_loss(data)
+    for rows in (torch.randperm(n, generator=g), torch.randint(0, n, (n,), generator=g), torch.arange(3, n // 2)):
+        got = row_loss(model, rows)
+        grads = torch.autograd.grad(got.mean(), list(model.parameters()), allow_unused=True)
+        want = answer_loss(answer_logits(model, data.train_x[rows]), data.train_y[rows], torch.float64, "none").float()
+        wgrads = torch.autograd.grad(want.mean(), list(model.parameters()), allow_unused=True)
+        assert got.shape == (len(rows),)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+        for a, b in zip(grads, wgrads):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_gc_is_frozen_only_while_sampling():
+    import gc
+
+    from grokscope.analyses.llc import _gc_frozen
+
+    assert gc.get_freeze_count() == 0
+    with _gc_frozen():
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+
+
 def test_llc_without_devinterp_is_one_clear_error(monkeypatch):
     import importlib.util
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import math
 import shutil
 import tempfile
@@ -44,7 +45,7 @@ import pandas as pd
 import torch
 
 from ..errors import GrokscopeError
-from ..fastpath import answer_logits
+from ..fastpath import answer_logits, answer_rows
 from ._common import resolve_softmax
 from .base import extra_missing, register
 
@@ -112,7 +113,7 @@ def _sample_chains(model, row_loss, n: int, *, lr: float, nbeta: float, chains: 
     out_dir = tempfile.mkdtemp(prefix="grokscope-llc-")
     device = str(next(model.parameters()).device)
     try:
-        with warnings.catch_warnings(), _quiet_chains():
+        with warnings.catch_warnings(), _quiet_chains(), _gc_frozen():
             warnings.simplefilter("ignore")
             samples = sample(model, rows, {}, lr=lr, n_beta=nbeta, param_masks=masks, num_chains=chains,
                              num_draws=draws, batch_size=batch, num_burnin_steps=burnin, num_init_loss_batches=init_batches,
@@ -159,6 +160,23 @@ def _llc_table(trace: np.ndarray, init_loss: float, devinterp_llc: float, nbeta:
         for s, v in enumerate(trace[c]):
             out.append({"kind": "trace", "chain": c, "draw": s - burnin, "loss": float(v)})
     return pd.DataFrame(out)
+
+
+@contextlib.contextmanager
+def _gc_frozen():
+    """Every object alive now out of the garbage collector's reach for the duration (``gc.freeze``):
+    devinterp calls ``gc.collect()`` before and after each chain, and with torch, pandas and xarray
+    loaded each full collection walks every object of the process (about a third of a second on this
+    machine, eight times a call: more than the SGLD steps of a small model). Only garbage made during
+    sampling is collected then. A caller's own frozen objects are left as they are."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextlib.contextmanager
@@ -220,10 +238,18 @@ def transformer_row_loss(data, softmax: str = "softmax") -> Callable:
     from ..loss import answer_loss
 
     x, y = data.train_x, data.train_y
+    whole = {}  # answer_rows of the whole training set, made on the first full batch
 
     def row_loss(model, rows):
         rows = rows.to(x.device)
-        return answer_loss(answer_logits(model, x[rows]), y[rows], torch.float64, "none", softmax).float()
+        if len(rows) < len(y):
+            return answer_loss(answer_logits(model, x[rows]), y[rows], torch.float64, "none", softmax).float()
+        # a full batch (the default: every row, in the sampler's shuffled order): the forward of the
+        # training set in its own order, its token bookkeeping made once, then each row's loss taken
+        if "rows" not in whole:
+            whole["rows"] = answer_rows(model, x)
+        losses = answer_loss(answer_logits(model, x, rows=whole["rows"]), y, torch.float64, "none", softmax)
+        return losses.float()[rows]
 
     return row_loss
 
