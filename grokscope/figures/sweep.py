@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from scipy.stats import spearmanr
+from scipy.stats import bootstrap, pearsonr, spearmanr
 
 from ..errors import GrokscopeError
 from .common import PALETTE, empty, esc, figure, finish
@@ -290,6 +290,30 @@ def spearman_text(table: pd.DataFrame) -> str:
     return f"Spearman ρ = {rho:.3f} (p = {p:.2g}, n = {n} runs)"
 
 
+def correlation_interval(x, y, method: str = "spearman", n_boot: int = 2000, level: float = 0.95,
+                         seed: int = 0) -> tuple[float, float, float]:
+    """(rho, lo, hi): Spearman's (``method="spearman"``) or Pearson's correlation of the pairs (x, y) with
+    finite values, and its percentile bootstrap interval at ``level`` over ``n_boot`` resamples of the
+    pairs (``scipy.stats.bootstrap``, paired, seeded). NaN when fewer than 3 pairs or a constant column."""
+    if method not in ("spearman", "pearson"):
+        raise GrokscopeError(f"method must be spearman or pearson, got {method!r}")
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan"), float("nan"), float("nan")
+    stat = spearmanr if method == "spearman" else pearsonr
+
+    def rho(a, b):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a resample with a constant column: NaN, left out below
+            return stat(a, b)[0]
+
+    res = bootstrap((x, y), rho, paired=True, vectorized=False, n_resamples=n_boot, confidence_level=level,
+                    method="percentile", random_state=np.random.default_rng(seed))
+    return float(rho(x, y)), float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 @figure("sharpness", page="sweep", title="Sharpness vs validation accuracy", time_axis=False,
         caption="One point per run with a sharpness: in the paper the runs that generalise sit at flatter minima, a "
                 "negative rank correlation between sharpness and validation accuracy.",
@@ -320,5 +344,5 @@ def fig_sharpness_vs_val(table: pd.DataFrame, title: str | None = None) -> go.Fi
 
 
 __all__ = ["SweepTable", "SERIES_FIGURE",
-           "fig_steps_vs_frac", "fig_best_val_vs_frac", "fig_sweep_heatmap", "fig_sharpness_vs_val", "spearman",
+           "fig_steps_vs_frac", "fig_best_val_vs_frac", "fig_sweep_heatmap", "fig_sharpness_vs_val", "spearman", "correlation_interval",
            "spearman_text", "median_steps", "series_label", "with_results"]

@@ -164,7 +164,18 @@ def _sharpness_columns(table: pd.DataFrame) -> dict[str, float]:
 
 # analysis -> the columns its table (computed by the sweep at each run's last checkpoint, under
 # <sweep>/analyses/<cell>/) adds to the run's row of the results table. A new column: one entry here.
-ANALYSIS_COLUMNS: dict[str, Callable[[pd.DataFrame], dict[str, Any]]] = {"sharpness": _sharpness_columns}
+def _fig7_columns(table: pd.DataFrame) -> dict[str, float]:
+    """sharpness_fig7: ``sharpness`` (the default, the maximum in the 10-d subspace), ``sharpness_full`` and
+    ``sharpness_released`` at the last step analysed."""
+    if not len(table):
+        return {}
+    last = table.sort_values("step").iloc[-1]
+    return {"sharpness": float(last["sharpness_subspace"]), "sharpness_full": float(last["sharpness_full"]),
+            "sharpness_released": float(last["sharpness_released"])}
+
+
+ANALYSIS_COLUMNS: dict[str, Callable[[pd.DataFrame], dict[str, Any]]] = {"sharpness": _sharpness_columns,
+                                                                          "sharpness_fig7": _fig7_columns}
 
 
 def result_row(cell: Cell, run_dir: Path, status: str, analyses_dir: Path | None = None) -> dict[str, Any]:
