@@ -268,7 +268,9 @@ def sweep_spec(args):
             target[flag] = values if len(values) > 1 else values[0]
     if not (grid or fixed or name or args.config or d):
         return None
-    return SweepSpec.make(base, fixed, grid, preset=name, scale=scale if name else None, analyses=analyses)
+    cases = {**spec.cases, **(d.get("cases") or {})}
+    return SweepSpec.make(base, fixed, grid, preset=name, scale=scale if name else None, analyses=analyses,
+                          cases=cases)
 
 
 def cmd_sweep(args) -> int:

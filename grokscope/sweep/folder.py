@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..errors import GrokscopeError
 from ..results import RESULTS_ROOT, ResultStore, default_out_dir
+from ..tasks import get_operation
 from ..run import (METRICS_FILE, atomic_write_text, checkpoint_path, first_reached, is_run_dir, read_metrics,
                    stop_step, stored_config)
 from .spec import Cell, SweepSpec, check_spec_types
@@ -52,7 +53,7 @@ class Sweep:
             raw = SweepSpec.from_dict(d["spec"])
             # the grid is checked again as when it was made: axes, values, every cell a valid config
             self.spec = SweepSpec.make(raw.base, raw.fixed, raw.grid, preset=raw.preset, scale=raw.scale,
-                                       analyses=raw.analyses)
+                                       analyses=raw.analyses, cases=raw.cases)
             self.cells = self.spec.cells()
         except GrokscopeError as e:
             raise GrokscopeError(f"{f}: {e}") from None
@@ -68,7 +69,7 @@ class Sweep:
 
     @property
     def axes(self) -> list[str]:
-        return list(self.spec.grid)
+        return self.spec.axes
 
     @property
     def fixed(self) -> dict[str, Any]:
@@ -178,6 +179,17 @@ ANALYSIS_COLUMNS: dict[str, Callable[[pd.DataFrame], dict[str, Any]]] = {"sharpn
                                                                           "sharpness_fig7": _fig7_columns}
 
 
+def val_loss_steps(metrics: pd.DataFrame, n_answers: int) -> dict[str, int | None]:
+    """The first evaluated steps at which validation loss falls below ln N (chance: N possible answers),
+    below 1 and below 0.1 (Nanda et al.'s training-fraction sweep): ``steps_to_val_loss_lnN``,
+    ``steps_to_val_loss_1``, ``steps_to_val_loss_0.1``; None where it never does."""
+    out = {}
+    for key, level in (("lnN", math.log(n_answers)), ("1", 1.0), ("0.1", 0.1)):
+        hit = metrics.loc[metrics["val_loss"] < level, "step"] if len(metrics) else []
+        out[f"steps_to_val_loss_{key}"] = int(hit.iloc[0]) if len(hit) else None
+    return out
+
+
 def result_row(cell: Cell, run_dir: Path, status: str, analyses_dir: Path | None = None) -> dict[str, Any]:
     """A run's row of the results table: its coordinates, how far it got, when it reached 99 %, final
     values, then the columns of the analyses the sweep computed (``ANALYSIS_COLUMNS``)."""
@@ -191,6 +203,8 @@ def result_row(cell: Cell, run_dir: Path, status: str, analyses_dir: Path | None
         "last_step": int(last.step) if last is not None else None,
         "steps_to_train_99": first_reached(m, LEVEL, "train_acc", count_step0=True) if len(m) else None,
         "steps_to_val_99": first_reached(m, LEVEL, "val_acc", count_step0=True) if len(m) else None,
+        "steps_to_val_95": first_reached(m, 0.95, "val_acc", count_step0=True) if len(m) else None,
+        **val_loss_steps(m, len(get_operation(t.op).elements(t.p))),
         "best_val_acc": float(m["val_acc"].max()) if len(m) else math.nan,
         "final_train_acc": float(last.train_acc) if last is not None else math.nan,
         "final_val_acc": float(last.val_acc) if last is not None else math.nan,
