@@ -71,3 +71,17 @@ def test_val_loss_steps_on_a_planted_curve():
     assert val_loss_steps(m.iloc[:3], 31)["steps_to_val_loss_1"] is None
     assert val_loss_steps(pd.DataFrame(columns=["step", "val_loss"]), 31) == dict.fromkeys(
         ["steps_to_val_loss_lnN", "steps_to_val_loss_1", "steps_to_val_loss_0.1"])
+
+
+def test_val_loss_steps_figure_draws_the_medians_per_fraction():
+    from grokscope.figures.sweep import SweepTable, _has_loss_steps, fig_val_loss_steps_vs_frac
+
+    t = pd.DataFrame({"frac": [0.3, 0.3, 0.5], "seed": [0, 1, 0], "status": "done",
+                      "steps_to_val_loss_lnN": [100, 300, 50], "steps_to_val_loss_1": [400, None, 80],
+                      "steps_to_val_loss_0.1": [None, None, 120]})
+    assert _has_loss_steps(SweepTable(t, ["frac", "seed"]))
+    assert not _has_loss_steps(SweepTable(t.drop(columns=list(t.columns[4:]) + ["steps_to_val_loss_lnN"]), ["frac"]))
+    fig = fig_val_loss_steps_vs_frac(t)
+    lines = [tr for tr in fig.data if tr.mode == "lines+markers"]
+    assert [list(tr.y) for tr in lines][0] == [200.0, 50.0]
+    assert list(lines[1].y) == [400.0, 80.0] and math.isnan(lines[2].y[0]) and lines[2].y[1] == 120.0

@@ -172,6 +172,46 @@ def fig_steps_vs_frac(table: pd.DataFrame, series: str | None = None, title: str
     return finish(fig, height=440)
 
 
+# --- Nanda et al.'s training-fraction sweep -----------------------------------------------------------------------
+VAL_LOSS_STEPS = {"steps_to_val_loss_lnN": "below ln N (chance)", "steps_to_val_loss_1": "below 1",
+                  "steps_to_val_loss_0.1": "below 0.1"}
+
+
+def _has_loss_steps(s: SweepTable) -> bool:
+    return s.varies("frac") and any(_num(s.table, c).notna().any() for c in VAL_LOSS_STEPS)
+
+
+@figure("val_loss_steps_vs_frac", page="sweep", title="Steps until validation loss falls vs training fraction",
+        time_axis=False,
+        caption="Median over seeds of the first step at which validation loss falls below ln N (chance level), "
+                "below 1 and below 0.1: Nanda et al.'s training-fraction sweep. A fraction where no seed got there "
+                "within the budget has no point.",
+        reproduces="Nanda et al. 2023 (training-fraction sweep)", applies=_has_loss_steps,
+        inputs=lambda s: dict(table=s.table))
+def fig_val_loss_steps_vs_frac(table: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Median over seeds of ``steps_to_val_loss_lnN``, ``_1`` and ``_0.1`` vs training fraction, log y, one line
+    per threshold; faint markers: single runs."""
+    table = with_results(table)
+    if not len(table):
+        return empty("no run of the sweep has results yet")
+    fig = go.Figure()
+    fracs = _fracs(table)
+    for i, (column, label) in enumerate(VAL_LOSS_STEPS.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        steps = _num(table, column)
+        med = [float(steps[table["frac"] == f].median()) for f in fracs]
+        fig.add_trace(go.Scatter(x=table["frac"].astype(float), y=steps, mode="markers", showlegend=False,
+                                 marker=dict(color=colour, size=6, opacity=0.35), hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=fracs, y=med, mode="lines+markers", name=f"validation loss {label}",
+                                 line=dict(color=colour, width=1.8), marker=dict(color=colour, size=7),
+                                 hovertemplate=f"validation loss {label}<br>training fraction %{{x:{FRAC_FORMAT}}}: "
+                                               f"step %{{y:,.0f}}<extra></extra>"))
+    _frac_axis(fig)
+    fig.update_yaxes(title_text="first step (log scale)", type="log")
+    fig.update_layout(title=dict(text=title or "Steps until validation loss falls vs training fraction", x=0.01))
+    return finish(fig, height=440)
+
+
 # --- Figure 2 (left and right), Figure 6 ---------------------------------------------------------------------
 @figure("best_val_vs_frac", page="sweep", title="Best validation accuracy vs training fraction", time_axis=False,
         caption=lambda s: f"Mean over seeds{s.per} of the best validation accuracy, the bars spanning the worst and "
@@ -344,5 +384,5 @@ def fig_sharpness_vs_val(table: pd.DataFrame, title: str | None = None) -> go.Fi
 
 
 __all__ = ["SweepTable", "SERIES_FIGURE",
-           "fig_steps_vs_frac", "fig_best_val_vs_frac", "fig_sweep_heatmap", "fig_sharpness_vs_val", "spearman", "correlation_interval",
+           "fig_steps_vs_frac", "fig_best_val_vs_frac", "fig_sweep_heatmap", "fig_sharpness_vs_val", "fig_val_loss_steps_vs_frac", "spearman", "correlation_interval",
            "spearman_text", "median_steps", "series_label", "with_results"]
