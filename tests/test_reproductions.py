@@ -85,3 +85,25 @@ def test_val_loss_steps_figure_draws_the_medians_per_fraction():
     lines = [tr for tr in fig.data if tr.mode == "lines+markers"]
     assert [list(tr.y) for tr in lines][0] == [200.0, 50.0]
     assert list(lines[1].y) == [400.0, 80.0] and math.isnan(lines[2].y[0]) and lines[2].y[1] == 120.0
+
+
+def test_the_docs_table_is_the_modules_and_the_command_prints_it(capsys):
+    """One source: docs/reproductions.md holds exactly ``reproductions.markdown()`` between its markers, and
+    ``grokscope reproductions`` prints every claim."""
+    from grokscope import reproductions
+    from grokscope.cli import main
+
+    page = (ROOT / "docs" / "reproductions.md").read_text()
+    table = page.split("<!-- reproductions:begin -->\n")[1].split("<!-- reproductions:end -->")[0]
+    assert table == reproductions.markdown()
+    assert main(["reproductions"]) == 0
+    out = capsys.readouterr().out
+    assert all(r.claim in out for r in reproductions.REPRODUCTIONS)
+    assert main(["reproductions", "--markdown"]) == 0 and capsys.readouterr().out == reproductions.markdown()
+    for r in reproductions.REPRODUCTIONS:  # every row filled in: no placeholder left
+        assert all(getattr(r, c).strip() and not getattr(r, c).isupper() for c in reproductions.COLUMNS), r
+
+
+def test_grokfast_small_and_paper_have_the_same_cases():
+    small, paper = preset_spec("grokfast", "small"), preset_spec("grokfast", "paper")
+    assert small.cases == paper.cases and [c.name for c in small.cells()] == ["baseline", "ma", "ema"]

@@ -483,6 +483,16 @@ def released_code_sharpness(f: Loss, x0: np.ndarray, eps: float = 1e-3, subspace
             "nit": int(info["nit"]), "warnflag": int(info["warnflag"])}
 
 
+def released_loss(model, data, literal: bool = True) -> ReleasedLoss:
+    """The released code's loss closure on ``model``'s training set: its batches (``released_batches``,
+    in the training set's order), each a ``TrainLoss``; ``literal=False`` repairs the gradient. It sets
+    the model's weights: call it inside ``TrainLoss.restoring``."""
+    sizes = released_batches(len(data.train_y))
+    starts = np.cumsum([0, *sizes])
+    batches = [TrainLoss(model, data.train_x[a:b], data.train_y[a:b]) for a, b in zip(starts[:-1], starts[1:])]
+    return ReleasedLoss(lambda theta, j: batches[j].value_and_grad(theta), sizes, literal)
+
+
 FIG7_PARAMS = {"eps": 1e-3, "subspace": 10, "budget": 20, "polish": 10, "full_budget": 20, "maxiter": 10, "seed": 0}
 
 
@@ -501,17 +511,13 @@ def sharpness_fig7(model, data, eps: float = 1e-3, subspace: int = 10, budget: i
     was_training = model.training
     model.eval()
     loss = TrainLoss(model, data.train_x, data.train_y)
-    sizes = released_batches(len(data.train_y))
-    starts = np.cumsum([0, *sizes])
-    batches = [TrainLoss(model, data.train_x[a:b], data.train_y[a:b]) for a, b in zip(starts[:-1], starts[1:])]
     try:
         with loss.restoring():
             x0 = loss.x0.double().cpu().numpy()
             f0g0 = loss.value_and_grad(x0)
             sub = eps_sharpness(loss.value_and_grad, x0, eps, subspace, seed, f0g0, budget=budget, polish=polish)
             full = eps_sharpness(loss.value_and_grad, x0, eps, 0, seed, f0g0, budget=full_budget)
-            released = released_code_sharpness(ReleasedLoss(lambda th, j: batches[j].value_and_grad(th), sizes), x0,
-                                               eps, subspace, maxiter, seed)
+            released = released_code_sharpness(released_loss(model, data), x0, eps, subspace, maxiter, seed)
     finally:
         model.train(was_training)
     return {"train_loss": f0g0[0], "sharpness_subspace": sub["sharpness"], "loss_max_subspace": sub["fmax"],
