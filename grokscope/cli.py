@@ -151,6 +151,21 @@ def cmd_sweeps(args) -> int:
     return 0
 
 
+def cmd_reproductions(args) -> int:
+    from . import reproductions
+
+    print(reproductions.markdown() if args.markdown else reproductions.text(), end="")
+    return 0
+
+
+def _add_reproductions(sub, help_: str) -> None:
+    p = sub.add_parser("reproductions", help=help_,
+                       description="The papers' published numbers beside grokscope's measured ones: claim, source, "
+                                   "published, measured, command, scale, time, verdict (docs/reproductions.md).")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown (the docs page's table)")
+    p.set_defaults(func=cmd_reproductions)
+
+
 def _listing(func):
     def add(sub, help_: str) -> None:
         sub.add_parser(func.__name__[4:], help=help_).set_defaults(func=func)
@@ -290,7 +305,9 @@ def sweep_spec(args):
             target[flag] = values if len(values) > 1 else values[0]
     if not (grid or fixed or name or args.config or d):
         return None
-    return SweepSpec.make(base, fixed, grid, preset=name, scale=scale if name else None, analyses=analyses)
+    cases = {**spec.cases, **(d.get("cases") or {})}
+    return SweepSpec.make(base, fixed, grid, preset=name, scale=scale if name else None, analyses=analyses,
+                          cases=cases)
 
 
 def cmd_sweep(args) -> int:
@@ -490,6 +507,7 @@ COMMANDS = {
     "sweep-report": ("build the HTML report of a sweep (a grid of runs)", _add_sweep_report),
     "sweep": ("train a grid of runs (the paper's figures: --preset)", _add_sweep),
     "sweeps": ("list the sweep presets (the paper's figures)", _listing(cmd_sweeps)),
+    "reproductions": ("list the papers' numbers beside grokscope's (docs/reproductions.md)", _add_reproductions),
 }
 
 

@@ -394,3 +394,136 @@ def hessian(model, data, iters: int = 30, tol: float = 1e-3, seed: int = 0, soft
         f0 = loss.value()
     return {"train_loss": f0, "hessian_top": res["value"], "hessian_iters": res["iters"],
             "hessian_converged": bool(res["converged"])}
+
+
+# --- Figure 7 as Power et al. measured it -------------------------------------------------------------------
+# Their released code (openai/grok, grok/measure.py get_sharpness, scripts/compute_sharpness.py): 20 seeds of
+# one configuration, one checkpoint per seed; Keskar's box in a random 10-dimensional subspace, eps 1e-3,
+# scipy's fmin_l_bfgs_b with maxiter 10 from the centre, the loss over the training set (batches of
+# min(512, ceil(N / 2)), the mean of the batch means) in eval mode. As released it hands +loss to the
+# minimiser, so it finds the SMALLEST loss in the box; it never zeroes the gradient between evaluations
+# (backward adds into p.grad); and it divides p.grad by the batch size after a mean-reduced loss (twice).
+# ``released_code_sharpness`` reproduces that computation step for step (``literal=False`` repairs the
+# gradient, not the sign); ``fig7_sharpness`` gives it beside the maximum in the subspace and in the full
+# space.
+FIG7_BATCH = 512  # the released code's batch: min(512, ceil(N / 2)) training equations
+
+
+def released_subspace(n: int, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The released code's subspace: A+ (m x n) with rows uniform on [-1, 1] scaled to unit norm, and
+    A = pinv(A+) (n x m). Their draw used numpy's unseeded global generator; ours is seeded."""
+    if not 1 <= m <= n:
+        raise GrokscopeError(f"the subspace dimension must be between 1 and the number of parameters ({n}), got {m}")
+    A_plus = np.random.default_rng([seed, 2]).random((m, n)) * 2.0 - 1.0
+    A_plus /= np.linalg.norm(A_plus, axis=1, keepdims=True)
+    return np.linalg.pinv(A_plus), A_plus
+
+
+def released_batches(n: int) -> list[int]:
+    """The sizes of the released code's training batches for n equations: min(512, ceil(n / 2)) each, the
+    last one what is left."""
+    size = min(FIG7_BATCH, -(-n // 2))
+    return [min(size, n - i) for i in range(0, n, size)]
+
+
+class ReleasedLoss:
+    """The released code's ``get_loss_and_grads`` over per-batch closures ``batch_fg(theta, j)`` -> (mean
+    loss over batch j, its gradient). Returns the mean of the batch losses and, with ``literal``, the mean
+    of the vectors it read from p.grad: per batch, p.grad <- (p.grad + gradient of the batch mean) / B_j,
+    p.grad carried over from batch to batch and from call to call (``self.grad``, zero before the first
+    call: a freshly loaded checkpoint has no gradient). ``literal=False``: the mean of the batch gradients."""
+
+    def __init__(self, batch_fg: Callable[[np.ndarray, int], "tuple[float, np.ndarray]"], sizes: list[int],
+                 literal: bool = True):
+        self.batch_fg, self.sizes, self.literal = batch_fg, list(sizes), literal
+        self.grad: np.ndarray | None = None
+        self.calls = 0
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        self.calls += 1
+        losses, grads = [], []
+        for j, size in enumerate(self.sizes):
+            value, g = self.batch_fg(theta, j)
+            g = np.asarray(g, dtype=np.float64)
+            if self.literal:
+                self.grad = (g if self.grad is None else self.grad + g) / size
+                g = self.grad.copy()
+            losses.append(float(value))
+            grads.append(g)
+        return float(np.mean(losses)), np.mean(grads, axis=0)
+
+
+def released_code_sharpness(f: Loss, x0: np.ndarray, eps: float = 1e-3, subspace: int = 10, maxiter: int = 10,
+                            seed: int = 0) -> dict:
+    """What get_sharpness computes, with ``f`` its loss closure (a ``ReleasedLoss``, or any theta ->
+    (value, gradient)): f0 = f(x0); fmin, the value at the point scipy's ``fmin_l_bfgs_b`` returns when
+    handed +f over the box (defaults, ``maxiter``) from the centre; phi = 100 (f0 - fmin) / (1 - f0),
+    which is their (f_x - f_x0) / (1 + f_x0) with both values negated (a pole at f0 = 1, beyond it the
+    sign flips; at the pole inf, as their tensors give). ``subspace`` 0: the box
+    |y_i| <= eps (|x0_i| + 1) around x0 itself; m: the box |z_i| <= eps (|(A+ x0)_i| + 1) in
+    ``released_subspace``. Returns ``f0``, ``fmin``, ``sharpness`` (phi), ``nfev``, ``nit``, ``warnflag``."""
+    from scipy.optimize import fmin_l_bfgs_b
+
+    if not eps > 0:
+        raise GrokscopeError(f"eps must be > 0, got {eps!r}")
+    x0 = np.asarray(x0, dtype=np.float64)
+    f0 = float(f(x0)[0])
+    if subspace:
+        A, A_plus = released_subspace(len(x0), int(subspace), seed)
+        r = eps * (np.abs(A_plus @ x0) + 1)
+
+        def func(z):
+            value, g = f(x0 + A @ z)
+            return value, A.T @ g
+
+        init, bounds = np.zeros(len(r)), np.stack([-r, r], 1)
+    else:
+        r = eps * (np.abs(x0) + 1)
+        func, init, bounds = f, x0.copy(), np.stack([x0 - r, x0 + r], 1)
+    _, fmin, info = fmin_l_bfgs_b(func, init, maxiter=maxiter, bounds=bounds)
+    fmin = float(fmin)
+    return {"f0": f0, "fmin": fmin, "sharpness": float(np.float64(100.0 * (f0 - fmin)) / np.float64(1.0 - f0)), "nfev": int(info["funcalls"]),
+            "nit": int(info["nit"]), "warnflag": int(info["warnflag"])}
+
+
+def released_loss(model, data, literal: bool = True) -> ReleasedLoss:
+    """The released code's loss closure on ``model``'s training set: its batches (``released_batches``,
+    in the training set's order), each a ``TrainLoss``; ``literal=False`` repairs the gradient. It sets
+    the model's weights: call it inside ``TrainLoss.restoring``."""
+    sizes = released_batches(len(data.train_y))
+    starts = np.cumsum([0, *sizes])
+    batches = [TrainLoss(model, data.train_x[a:b], data.train_y[a:b]) for a, b in zip(starts[:-1], starts[1:])]
+    return ReleasedLoss(lambda theta, j: batches[j].value_and_grad(theta), sizes, literal)
+
+
+FIG7_PARAMS = {"eps": 1e-3, "subspace": 10, "budget": 20, "polish": 10, "full_budget": 20, "maxiter": 10, "seed": 0}
+
+
+@register("sharpness_fig7", summary="Figure 7's three sharpness measures: the maximum in a random 10-d subspace "
+          "(default), in the full space, and the released code's computation (a minimum)",
+          version=1, default_steps="few", expensive=True, params=FIG7_PARAMS)
+def sharpness_fig7(model, data, eps: float = 1e-3, subspace: int = 10, budget: int = 20, polish: int = 10,
+                   full_budget: int = 20, maxiter: int = 10, seed: int = 0) -> dict:
+    """One row, the model in eval mode, f the training loss (float64 from the logits on):
+    ``sharpness_subspace``: Keskar's phi, the maximum over the box in a seeded random ``subspace``-d
+    subspace (projected ascent, ``budget`` evaluations, then ``polish`` of L-BFGS-B); ``sharpness_full``:
+    phi over the full-space box (``full_budget``); ``sharpness_released``: ``released_code_sharpness``
+    on the released code's batches and gradient (``maxiter``); ``train_loss``, ``loss_max_subspace``,
+    ``loss_max_full``, ``loss_released`` (their f0: the mean of the batch means), ``loss_min_released``
+    and the ``climbing_*`` flags of the two maxima."""
+    was_training = model.training
+    model.eval()
+    loss = TrainLoss(model, data.train_x, data.train_y)
+    try:
+        with loss.restoring():
+            x0 = loss.x0.double().cpu().numpy()
+            f0g0 = loss.value_and_grad(x0)
+            sub = eps_sharpness(loss.value_and_grad, x0, eps, subspace, seed, f0g0, budget=budget, polish=polish)
+            full = eps_sharpness(loss.value_and_grad, x0, eps, 0, seed, f0g0, budget=full_budget)
+            released = released_code_sharpness(released_loss(model, data), x0, eps, subspace, maxiter, seed)
+    finally:
+        model.train(was_training)
+    return {"train_loss": f0g0[0], "sharpness_subspace": sub["sharpness"], "loss_max_subspace": sub["fmax"],
+            "climbing_subspace": sub["climbing"], "sharpness_full": full["sharpness"], "loss_max_full": full["fmax"],
+            "climbing_full": full["climbing"], "sharpness_released": released["sharpness"],
+            "loss_released": released["f0"], "loss_min_released": released["fmin"]}

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from scipy.stats import spearmanr
+from scipy.stats import bootstrap, pearsonr, spearmanr
 
 from ..errors import GrokscopeError
 from .common import PALETTE, empty, esc, figure, finish
@@ -172,6 +172,46 @@ def fig_steps_vs_frac(table: pd.DataFrame, series: str | None = None, title: str
     return finish(fig, height=440)
 
 
+# --- Nanda et al.'s training-fraction sweep -----------------------------------------------------------------------
+VAL_LOSS_STEPS = {"steps_to_val_loss_lnN": "below ln N (chance)", "steps_to_val_loss_1": "below 1",
+                  "steps_to_val_loss_0.1": "below 0.1"}
+
+
+def _has_loss_steps(s: SweepTable) -> bool:
+    return s.varies("frac") and any(_num(s.table, c).notna().any() for c in VAL_LOSS_STEPS)
+
+
+@figure("val_loss_steps_vs_frac", page="sweep", title="Steps until validation loss falls vs training fraction",
+        time_axis=False,
+        caption="Median over seeds of the first step at which validation loss falls below ln N (chance level), "
+                "below 1 and below 0.1: Nanda et al.'s training-fraction sweep. A fraction where no seed got there "
+                "within the budget has no point.",
+        reproduces="Nanda et al. 2023 (training-fraction sweep)", applies=_has_loss_steps,
+        inputs=lambda s: dict(table=s.table))
+def fig_val_loss_steps_vs_frac(table: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Median over seeds of ``steps_to_val_loss_lnN``, ``_1`` and ``_0.1`` vs training fraction, log y, one line
+    per threshold; faint markers: single runs."""
+    table = with_results(table)
+    if not len(table):
+        return empty("no run of the sweep has results yet")
+    fig = go.Figure()
+    fracs = _fracs(table)
+    for i, (column, label) in enumerate(VAL_LOSS_STEPS.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        steps = _num(table, column)
+        med = [float(steps[table["frac"] == f].median()) for f in fracs]
+        fig.add_trace(go.Scatter(x=table["frac"].astype(float), y=steps, mode="markers", showlegend=False,
+                                 marker=dict(color=colour, size=6, opacity=0.35), hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=fracs, y=med, mode="lines+markers", name=f"validation loss {label}",
+                                 line=dict(color=colour, width=1.8), marker=dict(color=colour, size=7),
+                                 hovertemplate=f"validation loss {label}<br>training fraction %{{x:{FRAC_FORMAT}}}: "
+                                               f"step %{{y:,.0f}}<extra></extra>"))
+    _frac_axis(fig)
+    fig.update_yaxes(title_text="first step (log scale)", type="log")
+    fig.update_layout(title=dict(text=title or "Steps until validation loss falls vs training fraction", x=0.01))
+    return finish(fig, height=440)
+
+
 # --- Figure 2 (left and right), Figure 6 ---------------------------------------------------------------------
 @figure("best_val_vs_frac", page="sweep", title="Best validation accuracy vs training fraction", time_axis=False,
         caption=lambda s: f"Mean over seeds{s.per} of the best validation accuracy, the bars spanning the worst and "
@@ -290,6 +330,30 @@ def spearman_text(table: pd.DataFrame) -> str:
     return f"Spearman ρ = {rho:.3f} (p = {p:.2g}, n = {n} runs)"
 
 
+def correlation_interval(x, y, method: str = "spearman", n_boot: int = 2000, level: float = 0.95,
+                         seed: int = 0) -> tuple[float, float, float]:
+    """(rho, lo, hi): Spearman's (``method="spearman"``) or Pearson's correlation of the pairs (x, y) with
+    finite values, and its percentile bootstrap interval at ``level`` over ``n_boot`` resamples of the
+    pairs (``scipy.stats.bootstrap``, paired, seeded). NaN when fewer than 3 pairs or a constant column."""
+    if method not in ("spearman", "pearson"):
+        raise GrokscopeError(f"method must be spearman or pearson, got {method!r}")
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan"), float("nan"), float("nan")
+    stat = spearmanr if method == "spearman" else pearsonr
+
+    def rho(a, b):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a resample with a constant column: NaN, left out below
+            return stat(a, b)[0]
+
+    res = bootstrap((x, y), rho, paired=True, vectorized=False, n_resamples=n_boot, confidence_level=level,
+                    method="percentile", random_state=np.random.default_rng(seed))
+    return float(rho(x, y)), float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 @figure("sharpness", page="sweep", title="Sharpness vs validation accuracy", time_axis=False,
         caption="One point per run with a sharpness: in the paper the runs that generalise sit at flatter minima, a "
                 "negative rank correlation between sharpness and validation accuracy.",
@@ -320,5 +384,5 @@ def fig_sharpness_vs_val(table: pd.DataFrame, title: str | None = None) -> go.Fi
 
 
 __all__ = ["SweepTable", "SERIES_FIGURE",
-           "fig_steps_vs_frac", "fig_best_val_vs_frac", "fig_sweep_heatmap", "fig_sharpness_vs_val", "spearman",
+           "fig_steps_vs_frac", "fig_best_val_vs_frac", "fig_sweep_heatmap", "fig_sharpness_vs_val", "fig_val_loss_steps_vs_frac", "spearman", "correlation_interval",
            "spearman_text", "median_steps", "series_label", "with_results"]

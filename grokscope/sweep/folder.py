@@ -23,6 +23,7 @@ from ..errors import GrokscopeError
 from ..files import atomic_write_text
 from ..results import RESULTS_ROOT, ResultStore, default_out_dir
 from ..run import METRICS_FILE, checkpoint_path, first_reached, is_run_dir, read_metrics, stop_step, stored_config
+from ..tasks import get_operation
 from .spec import Cell, SweepSpec, check_spec_types
 
 SWEEP_FILE = "sweep.json"
@@ -52,7 +53,7 @@ class Sweep:
             raw = SweepSpec.from_dict(d["spec"])
             # the grid is checked again as when it was made: axes, values, every cell a valid config
             self.spec = SweepSpec.make(raw.base, raw.fixed, raw.grid, preset=raw.preset, scale=raw.scale,
-                                       analyses=raw.analyses)
+                                       analyses=raw.analyses, cases=raw.cases)
             self.cells = self.spec.cells()
         except GrokscopeError as e:
             raise GrokscopeError(f"{f}: {e}") from None
@@ -68,7 +69,7 @@ class Sweep:
 
     @property
     def axes(self) -> list[str]:
-        return list(self.spec.grid)
+        return self.spec.axes
 
     @property
     def fixed(self) -> dict[str, Any]:
@@ -164,7 +165,29 @@ def _sharpness_columns(table: pd.DataFrame) -> dict[str, float]:
 
 # analysis -> the columns its table (computed by the sweep at each run's last checkpoint, under
 # <sweep>/analyses/<cell>/) adds to the run's row of the results table. A new column: one entry here.
-ANALYSIS_COLUMNS: dict[str, Callable[[pd.DataFrame], dict[str, Any]]] = {"sharpness": _sharpness_columns}
+def _fig7_columns(table: pd.DataFrame) -> dict[str, float]:
+    """sharpness_fig7: ``sharpness`` (the default, the maximum in the 10-d subspace), ``sharpness_full`` and
+    ``sharpness_released`` at the last step analysed."""
+    if not len(table):
+        return {}
+    last = table.sort_values("step").iloc[-1]
+    return {"sharpness": float(last["sharpness_subspace"]), "sharpness_full": float(last["sharpness_full"]),
+            "sharpness_released": float(last["sharpness_released"])}
+
+
+ANALYSIS_COLUMNS: dict[str, Callable[[pd.DataFrame], dict[str, Any]]] = {"sharpness": _sharpness_columns,
+                                                                          "sharpness_fig7": _fig7_columns}
+
+
+def val_loss_steps(metrics: pd.DataFrame, n_answers: int) -> dict[str, int | None]:
+    """The first evaluated steps at which validation loss falls below ln N (chance: N possible answers),
+    below 1 and below 0.1 (Nanda et al.'s training-fraction sweep): ``steps_to_val_loss_lnN``,
+    ``steps_to_val_loss_1``, ``steps_to_val_loss_0.1``; None where it never does."""
+    out = {}
+    for key, level in (("lnN", math.log(n_answers)), ("1", 1.0), ("0.1", 0.1)):
+        hit = metrics.loc[metrics["val_loss"] < level, "step"] if len(metrics) else []
+        out[f"steps_to_val_loss_{key}"] = int(hit.iloc[0]) if len(hit) else None
+    return out
 
 
 def result_row(cell: Cell, run_dir: Path, status: str, analyses_dir: Path | None = None) -> dict[str, Any]:
@@ -180,6 +203,8 @@ def result_row(cell: Cell, run_dir: Path, status: str, analyses_dir: Path | None
         "last_step": int(last.step) if last is not None else None,
         "steps_to_train_99": first_reached(m, LEVEL, "train_acc", count_step0=True) if len(m) else None,
         "steps_to_val_99": first_reached(m, LEVEL, "val_acc", count_step0=True) if len(m) else None,
+        "steps_to_val_95": first_reached(m, 0.95, "val_acc", count_step0=True) if len(m) else None,
+        **val_loss_steps(m, len(get_operation(t.op).elements(t.p))),
         "best_val_acc": float(m["val_acc"].max()) if len(m) else math.nan,
         "final_train_acc": float(last.train_acc) if last is not None else math.nan,
         "final_val_acc": float(last.val_acc) if last is not None else math.nan,

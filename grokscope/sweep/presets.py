@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from ..config import VARIANTS
+from ..config import PRESETS, VARIANTS
 from ..errors import GrokscopeError, did_you_mean
 from .spec import SweepSpec
 
@@ -25,7 +25,9 @@ SMALL_SCHEDULE = {"eval_every": 50, "eval_log_points": 10, "ckpt_every": 1000, "
 PAPER_SCHEDULE = {"eval_every": 200, "eval_log_points": 20, "ckpt_every": 10000, "ckpt_log_points": 20,
                   "state_every": 10000}
 MODULAR = ["x+y", "x-y", "x/y", "x/y if y odd else x-y", "x^2+y^2", "x^2+xy+y^2", "x^2+xy+y^2+x", "x^3+xy", "x^3+xy^2+y"]
-SHARPNESS = {"sharpness": {"eps": [1e-3]}}
+# Figure 7's three measures (analyses.flatness.sharpness_fig7) at the registered defaults: eps 1e-3, 10-d subspace
+FIG7_SHARPNESS = {"sharpness_fig7": {}}
+TINY_MODEL = {"d_model": 32, "n_heads": 4, "d_mlp": 128}
 
 
 def _small(steps: int, **task) -> dict:
@@ -37,15 +39,28 @@ def _paper(steps: int, **task) -> dict:
     return {"task": {"p": 97, **task}, "train": {"steps": steps}, "schedule": dict(PAPER_SCHEDULE)}
 
 
+# Grokfast (Lee et al. 2024): their README's two commands and the baseline, as cases (a method and its settings)
+GROKFAST_CASES = {
+    "baseline": {"weight-decay": 0.0, "grokfast-lambda": 0.0},
+    "ma": {"weight-decay": 0.01, "grokfast-filter": "ma", "grokfast-window": 100, "grokfast-lambda": 5.0},
+    "ema": {"weight-decay": 0.005, "grokfast-filter": "ema", "grokfast-alpha": 0.98, "grokfast-lambda": 2.0},
+}
+NANDA_BASE = PRESETS["nanda"]
+
 # stability: one task, the loss in float32 (where softmax collapse happens), until 99 % validation
 STABILITY_SMALL = {"task": {"op": "x+y", "p": 31, "frac": 0.4},
                    "model": {"n_layers": 1, "d_model": 32, "n_heads": 4, "d_mlp": 128, "norm": "none"},
                    "train": {"steps": 3000, "lr": 5e-3, "full_batch": True, "stop_val_acc": 0.99},
                    "schedule": {"eval_every": 100, "eval_log_points": 5, "ckpt_every": 1000, "ckpt_log_points": 0,
                                 "state_every": 1000}}
-STABILITY_PAPER = {"task": {"op": "x+y", "p": 113, "frac": 0.3},
-                   "model": {"n_layers": 1, "d_model": 128, "n_heads": 4, "d_mlp": 512, "norm": "none"},
-                   "train": {"steps": 40_000, "full_batch": True, "stop_val_acc": 0.99},
+# Prieto et al.'s transformer runs (their repository's Figure 6 commands): x+y mod 113 at 40 %, one
+# nn.TransformerEncoderLayer (d_model 128, 4 heads, feed-forward 2048, dropout 0.1, post-LN, no positions),
+# full batch, AdamW lr 1e-3, beta2 0.99, eps 1e-25, float32 loss, 5000 steps; weight decay 0 or 1.5, ⊥Grad.
+# Ours: pre-LN with learned positions and the "=" token, dropout on the residual outputs only, Adam eps 1e-8.
+STABILITY_PAPER = {"task": {"op": "x+y", "p": 113, "frac": 0.4},
+                   "model": {"n_layers": 1, "d_model": 128, "n_heads": 4, "d_mlp": 2048, "norm": "LN"},
+                   "train": {"steps": 5000, "full_batch": True, "beta2": 0.99, "resid_dropout": 0.1,
+                             "stop_val_acc": 0.99},
                    "schedule": {"eval_every": 100, "ckpt_every": 1000, "state_every": 1000}}
 
 SWEEP_PRESETS: dict[str, dict] = {
@@ -92,25 +107,73 @@ SWEEP_PRESETS: dict[str, dict] = {
                   "grid": {"outliers": [0, 2, 10, 40, 80], "frac": [0.5, 0.7, 0.9], "seed": [0, 1]}},
     },
     "fig7": {
-        "help": "Figure 7: sharpness vs validation accuracy over seeds trained a fixed budget on S5 until about "
-                "half grok, with Spearman's rho (paper: -0.80)",
-        "small_note": "S4 product at 70 % instead of S5, 16 seeds, budget 6000 steps, small model; "
-                      "sharpness at eps 1e-3 on the last checkpoint",
-        "paper": {"base": _paper(20_000), "fixed": {"op": "s5", "frac": 0.5},
-                  "grid": {"seed": list(range(16))}, "analyses": SHARPNESS},
-        "small": {"base": _small(6000), "fixed": {"op": "s4", "frac": 0.7},
-                  "grid": {"seed": list(range(16))}, "analyses": SHARPNESS},
+        "help": "Figure 7 by the authors' design (their released scripts/compute_sharpness.py): one configuration "
+                "(S5, 70 % of the data, 2 layers, 4 heads, width 128, no dropout, warm-up 10) x 20 seeds, one "
+                "checkpoint per seed at the budget's last step; per seed three sharpness measures (sharpness_fig7: "
+                "the maximum in a random 10-d subspace, the default; the full-space maximum; the released code's "
+                "computation, a minimum) against validation accuracy, correlated across seeds (paper: Spearman -0.80)",
+        "small_note": "the quick preset's task and model (x+y mod 31 at 40 %, one layer, d_model 32, no LayerNorm, "
+                      "full batch, lr 5e-3, weight decay 2: S4 and S5 do not grok on a CPU in minutes), 20 seeds, "
+                      "the fixed step 2500 (a quarter of the seeds have grokked there); the same three measures",
+        "paper": {"base": _paper(20_000), "fixed": {"op": "s5", "frac": 0.7},
+                  "grid": {"seed": list(range(20))}, "analyses": FIG7_SHARPNESS},
+        "small": {"base": {"task": {"op": "x+y", "p": 31, "frac": 0.4},
+                           "model": {"n_layers": 1, **TINY_MODEL, "norm": "none"},
+                           "train": {"steps": 2500, "lr": 5e-3, "weight_decay": 2.0, "full_batch": True},
+                           "schedule": {"eval_every": 50, "eval_log_points": 5, "ckpt_every": 250,
+                                        "ckpt_log_points": 0, "state_every": 2500}},
+                  "grid": {"seed": list(range(20))}, "analyses": FIG7_SHARPNESS},
     },
     "stability": {
-        "help": "Prieto et al. 2025: softmax vs StableMax, with and without their gradient projection (--orthograd) "
-                "and weight decay, float32 loss, on one modular-addition task (Nanda et al.'s x+y mod 113 at 30 %, "
-                "one layer, full batch), budget 4e4; each run ends when validation reaches 99 %",
+        "help": "Prieto et al. 2025 on a transformer: weight decay 0 or 1.5 and ⊥Grad (--orthograd) off or on, "
+                "float32 loss, their transformer setting (x+y mod 113 at 40 %, one layer, d_model 128, feed-forward "
+                "2048, dropout 0.1, full batch, beta2 0.99, 5000 steps); softmax vs StableMax is our extension: "
+                "their StableMax-without-weight-decay result is on an MLP (x+y mod 113 at 40 %, one-hot inputs "
+                "concatenated, hidden [200, 200], ReLU, no bias, AdamW lr 0.01, beta (0.9, 0.999), eps 1e-25, "
+                "80k full-batch steps, StableMax in float64), which grokscope's transformer does not reproduce",
         "small_note": "the quick preset's task and model (x+y mod 31 at 40 %, one layer, d_model 32, no LayerNorm, "
                       "full batch, lr 5e-3, weight decay 0 or 2), budget 3000 steps: 8 runs, a few minutes",
         "paper": {"base": STABILITY_PAPER, "fixed": {"loss-dtype": "float32"},
-                  "grid": {"weight-decay": [0.0, 1.0], "softmax": ["softmax", "stablemax"], "orthograd": [False, True]}},
+                  "grid": {"weight-decay": [0.0, 1.5], "softmax": ["softmax", "stablemax"], "orthograd": [False, True]}},
         "small": {"base": STABILITY_SMALL, "fixed": {"loss-dtype": "float32"},
                   "grid": {"weight-decay": [0.0, 2.0], "softmax": ["softmax", "stablemax"], "orthograd": [False, True]}},
+    },
+    "grokfast": {
+        "help": "Lee et al. 2024 (Grokfast), their algorithmic-data setting (ironjr/grokfast main.py): x*y mod 97, "
+                "50 %, 2 layers, width 128, 4 heads, GELU, batch 512, lr 1e-3, beta (0.9, 0.98), warm-up 10; "
+                "baseline (no weight decay), Grokfast-MA (window 100, lambda 5, weight decay 0.01) and Grokfast-EMA "
+                "(alpha 0.98, lambda 2, weight decay 0.005); steps to 95 % validation accuracy (theirs: 39890, 790, "
+                "910). Their weight decay is torch.optim.Adam's L2 term, ours decoupled (AdamW); their x*y keeps x = 0",
+        "small_note": "x*y mod 31 at 50 % (465 training equations: full batch), 2 layers, d_model 32, d_mlp 128, "
+                      "GELU; the three cases with their filter settings; budget 6000 steps, each run ends at 95 %",
+        "paper": {"base": {"task": {"op": "x*y", "p": 97, "frac": 0.5},
+                           "model": {"act_fn": "gelu"},
+                           "train": {"steps": 100_000, "batch_size": 512, "stop_val_acc": 0.95},
+                           "schedule": {"eval_every": 10, "eval_log_points": 20, "ckpt_every": 10000,
+                                        "ckpt_log_points": 10, "state_every": 10000}},
+                  "fixed": {"seed": 0}, "cases": GROKFAST_CASES},
+        "small": {"base": {"task": {"op": "x*y", "p": 31, "frac": 0.5},
+                           "model": {**TINY_MODEL, "act_fn": "gelu"},
+                           "train": {"steps": 6000, "batch_size": 512, "stop_val_acc": 0.95},
+                           "schedule": {"eval_every": 10, "eval_log_points": 5, "ckpt_every": 1000,
+                                        "ckpt_log_points": 0, "state_every": 6000}},
+                  "fixed": {"seed": 0}, "cases": GROKFAST_CASES},
+    },
+    "nanda-fractions": {
+        "help": "Nanda et al. 2023, the training-fraction sweep on their setting (the nanda preset: x+y mod 113, one "
+                "layer, no LayerNorm, full batch, AdamW lr 1e-3, wd 1): fractions 0.25-0.95, one seed each; per run "
+                "the first steps at which validation loss falls below ln 113, below 1 and below 0.1",
+        "small_note": "the quick preset's task and model (x+y mod 31, one layer, d_model 32, lr 5e-3, wd 2, full "
+                      "batch), 5 fractions 0.3-0.9, budget 3000 steps",
+        "paper": {"base": {**NANDA_BASE, "train": {**NANDA_BASE["train"], "stop_val_acc": 0.0, "stop_margin": 0.0}},
+                  "fixed": {"seed": 0},
+                  "grid": {"frac": [0.25, 0.28, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]}},
+        "small": {"base": {"task": {"op": "x+y", "p": 31},
+                           "model": {"n_layers": 1, "d_model": 32, "n_heads": 4, "d_mlp": 128, "norm": "none"},
+                           "train": {"steps": 3000, "lr": 5e-3, "weight_decay": 2.0, "full_batch": True},
+                           "schedule": {"eval_every": 25, "eval_log_points": 10, "ckpt_every": 1000,
+                                        "ckpt_log_points": 0, "state_every": 3000}},
+                  "fixed": {"seed": 0}, "grid": {"frac": [0.3, 0.4, 0.5, 0.7, 0.9]}},
     },
 }
 
@@ -124,8 +187,12 @@ SWEEP_PRESET_TEXT = {
                   "each operation",
     "fig6": "Figure 6 of Power et al. 2022: best validation accuracy against training fraction with outliers "
             "(training equations given a wrong answer)",
-    "fig7": "Figure 7 of Power et al. 2022: the sharpness of the final weights against validation accuracy, "
-            "with Spearman's rank correlation",
+    "fig7": "Figure 7 of Power et al. 2022: the sharpness of one checkpoint per seed (one configuration, a fixed "
+            "step) against validation accuracy, with Spearman's rank correlation across the seeds",
+    "grokfast": "Lee et al. 2024 (Grokfast): the steps to 95 % validation accuracy without a filter and with the "
+                "MA and EMA filters of the slow gradient (theirs: 39890, 790 and 910 steps; x50 and x44)",
+    "nanda-fractions": "Nanda et al. 2023: the steps until validation loss falls below chance (ln N), 1 and 0.1, "
+                       "against the training fraction",
     "stability": "Prieto et al. 2025 (grokking at the edge of numerical stability): softmax vs StableMax, ⊥Grad off "
                  "and on, weight decay off and on, loss in float32; whether and when each run reaches 99 % "
                  "validation accuracy (the runs table: no training fraction varies, so no curve)",
@@ -142,4 +209,4 @@ def preset_spec(name: str, scale: str | None = "small") -> SweepSpec:
         raise GrokscopeError(f"scale must be small or paper, got {scale!r}")
     p = json.loads(json.dumps(SWEEP_PRESETS[name][scale]))
     return SweepSpec.make(p.get("base"), p.get("fixed"), p.get("grid"), preset=name, scale=scale,
-                          analyses=p.get("analyses") or {})
+                          analyses=p.get("analyses") or {}, cases=p.get("cases") or {})

@@ -18,7 +18,7 @@ from ..errors import GrokscopeError, did_you_mean
 from ..run import slug
 
 ALIASES = {"ops": "op", "fracs": "frac", "seeds": "seed", "variants": "variant"}
-GRID_KEYS = ("preset", "scale", "base", "fixed", "grid", "analyses")  # the keys of a grid file
+GRID_KEYS = ("preset", "scale", "base", "fixed", "grid", "analyses", "cases")  # the keys of a grid file
 
 
 # --- axes: the config schema's flags (``config.axes``), typed and coerced there -----------------------
@@ -34,10 +34,11 @@ def axis_name(name: str) -> str:
 
 def apply_coords(base: RunConfig, coords: dict[str, Any]) -> RunConfig:
     """base <- variant <- every other axis (``seed`` also sets the split seed unless ``split-seed`` is set:
-    ``config.set_flags``, the rule ``grokscope train`` follows)."""
-    return set_flags(base.copy(), coords)
+    ``config.set_flags``, the rule ``grokscope train`` follows); ``case`` is a name, not an axis."""
+    return set_flags(base.copy(), {a: v for a, v in coords.items() if a != CASE})
 
 
+CASE = "case"  # the coordinate naming a sweep's case (``SweepSpec.cases``)
 SHORT = {"op": "", "frac": "f", "seed": "s", "variant": "", "outliers": "k", "lr": "lr", "weight-decay": "wd"}
 
 
@@ -56,6 +57,8 @@ class SweepSpec:
     preset: str | None = None
     scale: str | None = None
     analyses: dict[str, dict] = field(default_factory=dict)  # analysis -> params, at each run's last step
+    # name -> axis values set together (e.g. a method and its own hyper-parameters), crossed with the grid
+    cases: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
     def make(cls, base: dict | None = None, fixed: dict | None = None, grid: dict | None = None, **kw) -> "SweepSpec":
@@ -67,19 +70,34 @@ class SweepSpec:
         both = set(fixed) & set(grid)
         if both:
             raise GrokscopeError(f"{', '.join(sorted(both))} is both fixed and swept")
-        spec = cls(base=dict(base or {}), fixed=fixed, grid=grid, **kw)
+        cases = {str(name): {axis_name(k): (parse_values(axis_name(k), v)[0] if isinstance(v, str) else v)
+                             for k, v in values.items()} for name, values in (kw.pop("cases", None) or {}).items()}
+        for name, values in cases.items():
+            clash = set(values) & (set(fixed) | set(grid))
+            if clash:
+                raise GrokscopeError(f"case {name}: {', '.join(sorted(clash))} is also fixed or swept")
+        spec = cls(base=dict(base or {}), fixed=fixed, grid=grid, cases=cases, **kw)
         spec.cells()  # every cell must make a valid config
         return spec
 
+    @property
+    def axes(self) -> list[str]:
+        """The coordinates that vary: ``case`` (when there are cases), then the grid's axes."""
+        return [CASE] * bool(self.cases) + list(self.grid)
+
     def cells(self) -> list["Cell"]:
-        """Every combination of the swept values, in grid order (the last axis varies fastest)."""
+        """Every combination of the cases (in order) and the swept values, in grid order (the last axis varies
+        fastest). A case's cell is named after the case, then the grid coordinates."""
         base = RunConfig().update(json.loads(json.dumps(self.base)))
         axes = list(self.grid)
         out = []
-        for values in itertools.product(*(self.grid[a] for a in axes)):
+        for case, values in itertools.product(self.cases.items() or [(None, {})],
+                                              itertools.product(*(self.grid[a] for a in axes))):
             coords = dict(zip(axes, values))
-            cfg = apply_coords(base, {**self.fixed, **coords})
-            name = cell_name(coords) if coords else "run"
+            cfg = apply_coords(base, {**self.fixed, **case[1], **coords})
+            name = "_".join(filter(None, [case[0], cell_name(coords)])) or "run"
+            if case[0] is not None:
+                coords = {CASE: case[0], **coords}
             cfg.name = name
             try:
                 cfg.validate()
@@ -95,7 +113,7 @@ class SweepSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"base": self.base, "fixed": self.fixed, "grid": self.grid, "preset": self.preset,
-                "scale": self.scale, "analyses": self.analyses}
+                "scale": self.scale, "analyses": self.analyses, "cases": self.cases}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SweepSpec":
@@ -142,7 +160,7 @@ def check_spec_types(d: dict[str, Any], where: str) -> None:
     for key in ("preset", "scale"):
         if d.get(key) is not None and not isinstance(d[key], str):
             raise GrokscopeError(f"{where}: {key} must be a name, got {d[key]!r}")
-    for key in ("base", "fixed", "grid", "analyses"):
+    for key in ("base", "fixed", "grid", "analyses", "cases"):
         if d.get(key) is not None and not isinstance(d[key], dict):
             raise GrokscopeError(f"{where}: {key} must be a mapping, got {type(d[key]).__name__}")
     for k, v in (d.get("fixed") or {}).items():
@@ -151,6 +169,9 @@ def check_spec_types(d: dict[str, Any], where: str) -> None:
     for k, v in (d.get("grid") or {}).items():
         if not isinstance(v, scalar) and not (isinstance(v, list) and all(isinstance(x, scalar) for x in v)):
             raise GrokscopeError(f"{where}: grid axis {k} must be a list of numbers or names, got {v!r}")
+    for name, values in (d.get("cases") or {}).items():
+        if not isinstance(values, dict) or not all(isinstance(v, scalar) for v in values.values()):
+            raise GrokscopeError(f"{where}: case {name} must map axes to numbers or names, got {values!r}")
     for k, v in (d.get("analyses") or {}).items():
         if not isinstance(v, dict):
             raise GrokscopeError(f"{where}: analyses.{k} must be a mapping of parameters, got {v!r}")
