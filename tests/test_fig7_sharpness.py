@@ -11,7 +11,7 @@ from grokscope.errors import GrokscopeError
 from grokscope.figures.sweep import correlation_interval
 from grokscope.model import build_model
 from grokscope.tasks import make_dataset
-from grokscope.train import evaluate
+from grokscope.loss import evaluate
 
 torch.set_num_threads(1)
 N, M, EPS = 40, 10, 1e-3

@@ -486,41 +486,40 @@ def released_code_sharpness(f: Loss, x0: np.ndarray, eps: float = 1e-3, subspace
             "nit": int(info["nit"]), "warnflag": int(info["warnflag"])}
 
 
-def released_loss(model, data, literal: bool = True) -> ReleasedLoss:
+def released_loss(model, data, literal: bool = True, softmax: str = "softmax") -> ReleasedLoss:
     """The released code's loss closure on ``model``'s training set: its batches (``released_batches``,
     in the training set's order), each a ``TrainLoss``; ``literal=False`` repairs the gradient. It sets
     the model's weights: call it inside ``TrainLoss.restoring``."""
     sizes = released_batches(len(data.train_y))
     starts = np.cumsum([0, *sizes])
-    batches = [TrainLoss(model, data.train_x[a:b], data.train_y[a:b]) for a, b in zip(starts[:-1], starts[1:])]
+    batches = [TrainLoss(model, data.train_x[a:b], data.train_y[a:b], softmax)
+               for a, b in zip(starts[:-1], starts[1:])]
     return ReleasedLoss(lambda theta, j: batches[j].value_and_grad(theta), sizes, literal)
-
-
-FIG7_PARAMS = {"eps": 1e-3, "subspace": 10, "budget": 20, "polish": 10, "full_budget": 20, "maxiter": 10, "seed": 0}
 
 
 @register("sharpness_fig7", summary="Figure 7's three sharpness measures: the maximum in a random 10-d subspace "
           "(default), in the full space, and the released code's computation (a minimum)",
-          version=1, default_steps="few", expensive=True, params=FIG7_PARAMS)
+          version=1, default_steps="few", expensive=True, resolve=resolve_softmax)
 def sharpness_fig7(model, data, eps: float = 1e-3, subspace: int = 10, budget: int = 20, polish: int = 10,
-                   full_budget: int = 20, maxiter: int = 10, seed: int = 0) -> dict:
+                   full_budget: int = 20, maxiter: int = 10, seed: int = 0, softmax: str | None = None) -> dict:
     """One row, the model in eval mode, f the training loss (float64 from the logits on):
     ``sharpness_subspace``: Keskar's phi, the maximum over the box in a seeded random ``subspace``-d
     subspace (projected ascent, ``budget`` evaluations, then ``polish`` of L-BFGS-B); ``sharpness_full``:
     phi over the full-space box (``full_budget``); ``sharpness_released``: ``released_code_sharpness``
-    on the released code's batches and gradient (``maxiter``); ``train_loss``, ``loss_max_subspace``,
-    ``loss_max_full``, ``loss_released`` (their f0: the mean of the batch means), ``loss_min_released``
+    on the released code's batches and gradient (``maxiter``); ``softmax`` as in ``sharpness``;
+    ``train_loss``, ``loss_max_subspace``, ``loss_max_full``, ``loss_released`` (their f0: the mean of the batch means), ``loss_min_released``
     and the ``climbing_*`` flags of the two maxima."""
     was_training = model.training
     model.eval()
-    loss = TrainLoss(model, data.train_x, data.train_y)
+    loss = TrainLoss(model, data.train_x, data.train_y, softmax or "softmax")
     try:
         with loss.restoring():
             x0 = loss.x0.double().cpu().numpy()
             f0g0 = loss.value_and_grad(x0)
             sub = eps_sharpness(loss.value_and_grad, x0, eps, subspace, seed, f0g0, budget=budget, polish=polish)
             full = eps_sharpness(loss.value_and_grad, x0, eps, 0, seed, f0g0, budget=full_budget)
-            released = released_code_sharpness(released_loss(model, data), x0, eps, subspace, maxiter, seed)
+            released = released_code_sharpness(released_loss(model, data, softmax=softmax or "softmax"), x0, eps, subspace,
+                                               maxiter, seed)
     finally:
         model.train(was_training)
     return {"train_loss": f0g0[0], "sharpness_subspace": sub["sharpness"], "loss_max_subspace": sub["fmax"],
