@@ -114,12 +114,45 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+DIGEST_KEY = "digest"  # the metadata entry of every safetensors file grokscope writes: see tensor_digest
+DIGEST_KIND = "xxh3_128"  # xxHash's XXH3, 128 bits: ~6x sha256's speed (benchmarks/bench_checksum.py)
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """"xxh3_128:<hex>" of a safetensors file's content: every metadata entry but the digest itself,
+    then every tensor's name, dtype, shape and bytes, in name order. Written into the file's metadata
+    by ``atomic_save`` and checked by ``read_safetensors_meta``: a changed bit anywhere is caught. An
+    integrity check, not a signature: whoever edits a file on purpose can recompute it."""
+    import xxhash
+
+    h = xxhash.xxh3_128()
+    for k, v in sorted((metadata or {}).items()):
+        if k != DIGEST_KEY:
+            h.update(f"{len(k)}:{k}={len(v)}:{v};".encode())
+    for k in sorted(tensors):
+        v = tensors[k].detach()
+        if v.device.type != "cpu" or not v.is_contiguous():
+            v = v.contiguous().cpu()
+        h.update(f"{len(k)}:{k}|{str(v.dtype)[6:]}|{tuple(v.shape)};".encode())
+        if v.numel():
+            h.update(v.numpy() if v.dtype in _NUMPY_DTYPES else v.reshape(-1).view(torch.uint8).numpy())
+    return f"{DIGEST_KIND}:{h.hexdigest()}"
+
+
+_NUMPY_DTYPES = {torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16, torch.int8,
+                 torch.uint8, torch.bool}  # hashed through numpy's buffer as they are (the others as bytes)
+
+
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """``safetensors`` save with the guarantees of ``atomic_write_bytes``."""
+    """``safetensors`` save with the guarantees of ``atomic_write_bytes``, its content's digest
+    (``tensor_digest``) in its metadata."""
     path = Path(path)
     tmp = _tmp(path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    metadata = {**(metadata or {}), DIGEST_KEY: ""}
+    metadata[DIGEST_KEY] = tensor_digest(tensors, metadata)
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata=metadata)
         if FSYNC:
             fd = os.open(tmp, os.O_RDONLY)
             try:
@@ -134,7 +167,9 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
 
 
 def read_safetensors_meta(path: Path, what: str = "file") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file, or one clear error (never unpickles)."""
+    """Tensors and metadata of a safetensors file, or one clear error (never unpickles). A file with a
+    digest (every file grokscope writes) must match it; a file without one (written before digests were
+    recorded) is read as it is."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -149,7 +184,20 @@ def read_safetensors_meta(path: Path, what: str = "file") -> tuple[dict[str, tor
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
         first = " ".join(str(e).split())[:200]
         raise GrokscopeError(f"{what} {path} is unreadable (truncated or not safetensors): {first}") from None
+    check_digest(tensors, meta, f"{what} {path}")
     return tensors, meta
+
+
+def check_digest(tensors: dict[str, torch.Tensor], meta: dict[str, str], what: str) -> None:
+    """A file's tensors and metadata against the digest recorded in it (none recorded: nothing to check)."""
+    if DIGEST_KEY not in meta:
+        return
+    if not meta[DIGEST_KEY].startswith(DIGEST_KIND + ":"):
+        raise GrokscopeError(f"{what} records a checksum of a kind this grokscope does not know "
+                             f"({meta[DIGEST_KEY].split(':')[0][:40]!r}; it writes {DIGEST_KIND})")
+    if tensor_digest(tensors, meta) != meta[DIGEST_KEY]:
+        raise GrokscopeError(f"{what} is damaged: its content does not match the checksum recorded when it was "
+                             f"written (a changed byte, or an edit made outside grokscope)")
 
 
 def read_safetensors(path: Path, what: str = "file") -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import grokscope
 from grokscope.analyze import analyze
@@ -20,7 +20,7 @@ from grokscope.config import RunConfig
 from grokscope.errors import GrokscopeError
 from grokscope.guard import LOCK_FILE, FolderLock, estimate
 from grokscope.results import default_out_dir, load_results
-from grokscope.run import Run, ckpt_name
+from grokscope.run import Run, atomic_save, ckpt_name
 
 from conftest import QUIET, TINY_RUN
 
@@ -101,7 +101,7 @@ def test_a_changed_checkpoint_file_is_analysed_again(run, tmp_path, monkeypatch)
     from safetensors import safe_open
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
-    save_file(state, str(path), metadata=meta)
+    atomic_save(state, path, meta)  # re-saved with its digest recomputed
     again = analyze(run, only="weight_norms", out=out, progress=False)["weight_norms"]
     assert loads == [10]
     t1 = first[(first.step == 10) & (first.group == "total")].norm.item()
@@ -291,7 +291,8 @@ def _resave(path: Path, fn=None, meta=None):
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     if fn is not None:
         tensors = fn(tensors)
-    save_file(tensors, str(path), metadata={**old_meta, **(meta or {})})
+    # a consistent edit: the digest is recomputed (atomic_save), so that the checks behind it are what answers
+    atomic_save(tensors, path, {**old_meta, **(meta or {})})
 
 
 def resume_cases():
@@ -593,3 +594,76 @@ def test_a_300_character_out_is_one_line_for_every_command(run, tmp_path, capsys
         rc, err = cli(argv, capsys)
         assert one_error_line(rc, err), (argv[0], err)
     assert snapshot(tmp_path) == before
+
+
+# --- content checksums (issue 26, case 4) -----------------------------------------------------------------------
+def _flip_bit_in(path: Path, key: str, bit: int = 30) -> None:
+    """Flip one bit of the first element of tensor ``key`` in a safetensors file, in place (bit 30 of a
+    float32: the exponent's top bit, which turns a small weight into ~1e38)."""
+    raw = bytearray(path.read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    start = 8 + n + json.loads(raw[8:8 + n])[key]["data_offsets"][0]
+    raw[start + bit // 8] ^= 1 << (bit % 8)
+    path.write_bytes(bytes(raw))
+
+
+def test_every_file_grokscope_writes_records_the_digest_of_its_content(run):
+    from grokscope.run import read_metadata, tensor_digest
+    for path in [run.path / "data.safetensors", run.path / "state.safetensors", *run.ckpt_dir.iterdir()]:
+        tensors, meta = load_file(str(path)), read_metadata(path)
+        assert meta["digest"].startswith("xxh3_128:") and meta["digest"] == tensor_digest(tensors, meta)
+
+
+def test_a_bit_flip_in_a_checkpoint_is_caught_and_named(run, capsys):
+    path = run.checkpoint_path(20)
+    _flip_bit_in(path, "unembed.W_U")
+    assert load_file(str(path))["unembed.W_U"].abs().max() > 1e30  # the flip is what the issue saw
+    with pytest.raises(GrokscopeError, match="checksum"):
+        Run(run.path).model_at(20)
+    before = snapshot(run.path.parent.parent)
+    rc, err = cli(["analyze", "--ckpt-dir", run.path, "--only", "weight_norms", "--steps", "20", "--no-progress"],
+                  capsys)
+    assert rc == 2 and str(path) in err[-1] and "checksum" in err[-1]
+    assert snapshot(run.path.parent.parent) == before
+    # among others, the damaged step is skipped with its warning and never recorded
+    rc, err = cli(["analyze", "--ckpt-dir", run.path, "--only", "weight_norms", "--no-progress"], capsys)
+    assert rc == 0 and any("skipping step 20" in e and "checksum" in e for e in err)
+    norms = load_results(run.path)["weight_norms"]
+    assert 20 not in set(norms.step) and norms.norm.max() < 1e3
+
+
+@pytest.mark.parametrize("name,key", [("state.safetensors", "model.unembed.W_U"), ("data.safetensors", "all_y")])
+def test_a_bit_flip_in_the_resume_state_or_data_is_one_line(run, capsys, name, key):
+    _flip_bit_in(run.path / name, key, bit=0)
+    before = snapshot(run.path.parent.parent)
+    argvs = [["train", "--resume", run.path, "--steps", 40, "--no-progress"]]
+    if name == "data.safetensors":
+        argvs.append(["analyze", "--ckpt-dir", run.path, "--only", "weight_norms", "--no-progress"])
+    for argv in argvs:
+        rc, err = cli(argv, capsys)
+        assert one_error_line(rc, err) and str(run.path / name) in err[0] and "checksum" in err[0], err
+    assert snapshot(run.path.parent.parent) == before
+
+
+# --- case 8: the key frequencies never come from a checkpoint analyze skips ----------------------------------
+def test_key_frequencies_skip_a_non_finite_last_checkpoint(run, tmp_path):
+    from grokscope.analyses import fourier as fo
+
+    params = {"key_freqs": "final", "key_step": None, "key_from": "unembed", "n_key": None}
+    before = fo.final_key_freqs(Run(run.path), params)
+    assert before[1] == 20
+
+    def nan(t):
+        t["unembed.W_U"] = t["unembed.W_U"].clone()
+        t["unembed.W_U"][0, 0] = float("nan")
+        return t
+    _resave(run.checkpoint_path(20), nan)
+    keys, step = fo.final_key_freqs(Run(run.path), params)
+    assert step == 15
+    W = Run(run.path).state_dict_at(15)["unembed.W_U"][:, fo.cyclic_tokens(run.data)].T
+    basis, freqs = fo.fourier_basis(7)
+    assert keys == fo.key_frequencies(fo.frequency_norms(W, basis, freqs), None)
+    with pytest.raises(GrokscopeError, match="inf or NaN"):
+        fo.resolve_key_freqs(Run(run.path), {**params, "key_step": 20})
+    table = analyze(run.path, only="fourier", out=tmp_path / "res", progress=False)["fourier"]
+    assert 20 not in set(table.step) and set(table.key_freqs) == {",".join(map(str, keys))}
