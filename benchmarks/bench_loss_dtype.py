@@ -18,7 +18,8 @@ import torch
 
 from grokscope.config import RunConfig
 from grokscope.tasks import make_dataset
-from grokscope.train import Trainer, configure_cpu
+from grokscope.fastpath import configure_cpu
+from grokscope.train import Trainer
 
 
 def main() -> None:

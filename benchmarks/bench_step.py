@@ -30,7 +30,8 @@ def child(root: str, steps: int) -> None:
     from grokscope.batched import BatchedTrainer
     from grokscope.config import RunConfig
     from grokscope.tasks import make_dataset
-    from grokscope.train import Trainer, answer_loss
+    from grokscope.loss import answer_loss
+    from grokscope.train import Trainer
 
     assert grokscope.__file__.startswith(root), grokscope.__file__
     torch.set_flush_denormal(True)

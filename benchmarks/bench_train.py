@@ -38,9 +38,10 @@ import torch.nn.functional as F
 
 import grokscope
 from grokscope.fastpath import answer_flops, configure_cpu
-from grokscope.model import N_CTX, build_model
-from grokscope.tasks import make_dataset
-from grokscope.train import Trainer, schedule
+from grokscope.model import build_model
+from grokscope.run import schedule
+from grokscope.tasks import N_CTX, make_dataset
+from grokscope.train import Trainer
 
 warnings.filterwarnings("ignore")
 

@@ -22,7 +22,8 @@ from scipy.optimize import Bounds, minimize
 
 from grokscope.analyses import flatness as fl
 from grokscope.config import ModelConfig
-from grokscope.model import answer_logits, build_model
+from grokscope.fastpath import answer_logits
+from grokscope.model import build_model
 from grokscope.tasks import make_dataset
 
 

@@ -25,14 +25,14 @@ from .errors import GrokscopeError, TrainingInterrupted
 
 # name -> the submodule that defines it (imported when the name is first used)
 _LAZY = {
-    "build_model": "model", "answer_logits": "model",
+    "build_model": "model", "answer_logits": "fastpath",
     "Run": "run", "load_run": "run",
     "Dataset": "tasks", "make_dataset": "tasks", "register_operation": "tasks", "OPERATIONS": "tasks",
     "train": "train",
     "analyze": "analyze",
     "load_results": "results",
     "train_many": "batched",
-    "SweepSpec": "sweep", "load_sweep": "sweep", "run_sweep": "sweep",
+    "SweepSpec": "sweep.spec", "load_sweep": "sweep.folder", "run_sweep": "sweep.runner",
     "provenance": "provenance",
     "compare_checkpoints": "compare",
     "to_tensorboard": "tensorboard",
@@ -88,11 +88,14 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .analyze import analyze
     from .batched import train_many
     from .compare import compare_checkpoints
-    from .model import answer_logits, build_model
+    from .fastpath import answer_logits
+    from .model import build_model
     from .provenance import provenance
     from .results import load_results
     from .run import Run, load_run
-    from .sweep import SweepSpec, load_sweep, run_sweep
+    from .sweep.folder import load_sweep
+    from .sweep.runner import run_sweep
+    from .sweep.spec import SweepSpec
     from .tensorboard import to_tensorboard
     from .tasks import OPERATIONS, Dataset, make_dataset, register_operation
     from .train import train

@@ -19,12 +19,13 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .analyses import REGISTRY, Analysis, get_analysis
+from .analyses.base import REGISTRY, Analysis, get_analysis
 from .analyses._common import sharing
 from .errors import GrokscopeError, did_you_mean, printable
-from .results import ResultStore, default_out_dir, load_results
-from .guard import FolderLock
-from .run import Run, fingerprint, is_run_dir, remove_stale_temporaries
+from .files import remove_stale_temporaries
+from .results import ResultStore, default_out_dir
+from .locks import FolderLock
+from .run import Run, fingerprint, is_run_dir
 from .provenance import provenance
 from .fastpath import restoring_cpu_settings
 
@@ -346,4 +347,4 @@ def _run_analysis(run: Run, a: Analysis, params: dict, store: ResultStore, table
     return store.table(a.name)
 
 
-__all__ = ["analyze", "load_results", "select", "choose_steps", "few_steps"]
+__all__ = ["analyze", "select", "choose_steps", "few_steps"]

@@ -19,7 +19,7 @@ the model shape and options, the budget, the schedule, the device, the loss dtyp
 HookedTransformer forward and train alone; so do runs with ⊥Grad or Grokfast's MA filter (not written
 for the flat buffer).
 
-Each run writes its own run directory through ``train.RunWriter``, in exactly the format (and resume
+Each run writes its own run directory through ``run.RunWriter``, in exactly the format (and resume
 state) of a run trained alone: ``grokscope train --resume`` continues a batched run, and vice versa.
 """
 from __future__ import annotations
@@ -29,16 +29,18 @@ from pathlib import Path
 
 import torch
 
-from .config import RunConfig
+from .config import RunConfig, batch_size
 from .errors import GrokscopeError, TrainingInterrupted
-from .fastpath import ADAM_EPS, _bblock_out, _bnorm, _btake, batched_answer_logits  # noqa: F401  (re-exported: they lived here)
+from .fastpath import batched_answer_logits, restoring_cpu_settings
+from .files import fmt_bytes
+from .loss import LOSS_DTYPES, answer_loss, collapsed
 from .model import build_model, weight_norm
-from .run import STATE_FILE, Run, load_weights, read_state_step
 from .provenance import record_session
+from .resume import read_state_step, resume_parts, resume_tensors
+from .run import STATE_FILE, Prepared, Run, RunWriter, disk_estimate, prepare
 from .tasks import Dataset
-from .train import (LOSS_DTYPES, AdamW, Prepared, RunWriter, Stepper, _fmt_bytes, add_noise_, answer_loss, batch_size,
-                    collapsed, disk_estimate, fit, lr_scale, pick_device, prepare, restoring_cpu_settings, resume_parts,
-                    resume_tensors)
+from .train import AdamW, Stepper, add_noise_, fit, lr_scale, pick_device
+from .weights import load_weights
 
 EVAL_ROWS = 32768  # rows (all runs together) per evaluation chunk
 
@@ -329,7 +331,7 @@ def train_batched(preps: list[Prepared], *, progress: bool = True, log=print, de
     cfg = preps[0].cfg
     log(f"grokscope: a batch of {len(preps)} runs on {device} ({cfg.task.op} ... {preps[-1].cfg.task.op}, "
         f"{trainer.n} elements), steps {preps[0].start}->{cfg.train.steps}; "
-        f"{writers[0].remaining_ckpts()} checkpoints each, {_fmt_bytes(total)} on disk in all")
+        f"{writers[0].remaining_ckpts()} checkpoints each, {fmt_bytes(total)} on disk in all")
     interrupted = fit(trainer, writers, progress=progress, log=log, desc=desc or f"{len(preps)} runs")
     runs = [Run(p.run_dir) for p in preps]
     for r in runs:
@@ -348,4 +350,4 @@ def train_many(configs: list[RunConfig], outs: list[str | Path], *, progress: bo
     return runs
 
 
-__all__ = ["BatchedTrainer", "batched_answer_logits", "batch_key", "train_batched", "train_many"]
+__all__ = ["BatchedTrainer", "batch_key", "train_batched", "train_many"]

@@ -140,7 +140,7 @@ def cmd_presets(args) -> int:
 
 
 def cmd_sweeps(args) -> int:
-    from .sweep import SWEEP_PRESETS
+    from .sweep.presets import SWEEP_PRESETS
 
     for name, p in SWEEP_PRESETS.items():
         print(f"{name:<11}  {p['help']}")
@@ -185,7 +185,7 @@ def _add_analyze(sub, help_: str) -> None:
 
 def cmd_analyze(args) -> int:
     """analyze, then the report of what is stored (the CLI composes the two; analyze knows no report)."""
-    from .analyses import get_analysis
+    from .analyses.base import get_analysis
     from .analyze import analyze, open_run
     from .report import build_report
     from .results import default_out_dir
@@ -238,7 +238,8 @@ def cmd_report(args) -> int:
 
 # --- sweeps ---------------------------------------------------------------------------------------------
 def _add_sweep(sub, help_: str) -> None:
-    from .sweep import ALIASES, SWEEP_PRESETS
+    from .sweep.presets import SWEEP_PRESETS
+    from .sweep.spec import ALIASES
 
     p = sub.add_parser("sweep", help=help_,
                        description="Train every cell of a grid as an ordinary run under one sweep folder; "
@@ -267,7 +268,8 @@ def _add_sweep(sub, help_: str) -> None:
 def sweep_spec(args):
     """The sweep's spec from --preset, --grid, --config and the axis flags (a flag's comma list sweeps
     that axis, one value fixes it), or None when none is given (continue the sweep in --out)."""
-    from .sweep import SweepSpec, axis_name, preset_spec, read_grid_file
+    from .sweep.presets import preset_spec
+    from .sweep.spec import SweepSpec, axis_name, read_grid_file
 
     d = read_grid_file(args.grid) if args.grid else {}
     name = args.preset if args.preset is not None else d.get("preset")
@@ -293,7 +295,8 @@ def sweep_spec(args):
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import SWEEP_FILE, load_sweep, run_sweep
+    from .sweep.folder import SWEEP_FILE, load_sweep
+    from .sweep.runner import run_sweep
 
     spec = sweep_spec(args)
     if spec is None and not os.path.exists(Path(args.out) / SWEEP_FILE):
@@ -384,7 +387,7 @@ def analysis_catalog() -> list[dict]:
             return _static_catalog(Path(__file__).parent / "analyses")
         except (OSError, SyntaxError, ValueError):
             pass
-    from .analyses import REGISTRY
+    from .analyses.base import REGISTRY
 
     return [{"name": a.name, "summary": a.summary, "kind": a.kind, "default_steps": a.default_steps,
              "expensive": a.expensive} for a in REGISTRY.values()]

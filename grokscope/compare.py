@@ -38,10 +38,10 @@ def compare_checkpoints(run: Run | str | Path, a: int, b: int, fourier_params: d
     diff_norm (the norm of W_b - W_a), rel_diff (over norm_a), cosine; "key_freqs": step, rank, freq
     (empty for tasks without a Fourier analysis)}. ``fourier_params``: keyword arguments of the
     ``fourier`` analysis (e.g. {"key_freqs": "3,7"})."""
-    from .analyses import REGISTRY
+    from .analyses.base import REGISTRY
     from .analyses.fourier_keys import key_freq_list
     from .fastpath import cpu_settings
-    from .train import evaluate
+    from .loss import evaluate
 
     run = run if isinstance(run, Run) else Run(run)
     a, b = int(a), int(b)

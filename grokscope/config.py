@@ -205,7 +205,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     name: str = ""
-    run_id: str = ""  # given to a run when it is created (see guard.py); results name the run they came from
+    run_id: str = ""  # given to a run when it is created (see run.prepare); results name the run they came from
 
     # --- JSON -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -234,7 +234,7 @@ class RunConfig:
     def load(cls, path: str | Path, stored: bool = False) -> "RunConfig":
         """Read a config file; ``stored``: a run's own config.json (fields it lacks take their
         ``LEGACY_DEFAULTS`` value: what the run was trained with)."""
-        from .guard import read_text
+        from .files import read_text
 
         path = Path(path)
         text = read_text(path, "config")
@@ -294,6 +294,16 @@ class RunConfig:
             obj = getattr(self, section)
             for f in dataclasses.fields(obj):
                 yield section, f, getattr(obj, f.name)
+
+
+def batch_size(cfg: RunConfig, n_train: int) -> int:
+    """The minibatch of a run whose training set has ``n_train`` equations: all of them (full batch),
+    ``batch_size`` (at most all), or by default min(512, half the training set)."""
+    if cfg.train.full_batch:
+        return n_train
+    if cfg.train.batch_size > 0:
+        return min(cfg.train.batch_size, n_train)
+    return max(1, min(512, n_train // 2))
 
 
 SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig, "schedule": ScheduleConfig}

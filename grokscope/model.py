@@ -1,7 +1,7 @@
 """The one place that builds the model: a TransformerLens HookedTransformer from a ModelConfig.
 
 The training forward (``answer_logits``, the same logits at ``=`` computed cheaper) lives in
-``fastpath``, with every other speed trick; it is re-exported here, where it used to live.
+``fastpath``, with every other speed trick.
 """
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import torch
 
 from .config import ModelConfig
 from .tasks import N_CTX
-from .fastpath import (_ACTS, _block_out, _mix, _mix_groups, _norm, _qkv_weights,  # noqa: F401  (re-exported)
-                       _scores, _take, answer_flops, answer_logits)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -104,4 +102,5 @@ def n_params(model: torch.nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["HookedTransformer", "build_model", "weight_norm", "squared_norm", "answer_logits", "answer_flops", "sinusoidal_positions", "N_CTX"]
+__all__ = ["build_model", "hooked_config", "hooked_config_dict", "frozen_names", "weight_norm", "squared_norm", "n_params",
+           "sinusoidal_positions"]

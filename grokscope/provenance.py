@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .run import PROVENANCE_FILE, append_session, read_provenance  # noqa: F401  (the file is the run's)
+from .run import append_session, read_provenance
 
 
 
@@ -144,4 +144,4 @@ def describe_run(run_dir: str | Path) -> str | None:
     return "; ".join(lines)
 
 
-__all__ = ["provenance", "record_session", "read_provenance", "describe", "describe_run", "PROVENANCE_FILE"]
+__all__ = ["provenance", "record_session", "describe", "describe_run"]

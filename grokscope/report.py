@@ -17,10 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import GrokscopeError
-from .figures import SECTIONS, figures_on
-from .figures.common import PHASE_COLOURS, PHASE_LABELS
-from .figures.inputs import FEW_CHECKPOINTS, ReportRun, load_report_run, locate, report_figures  # noqa: F401 (API)
-from .figures.page import Page, esc as _e
+from .figures import SECTIONS
+from .figures.common import PHASE_COLOURS, PHASE_LABELS, figures_on
+from .figures.common import esc as _e
+from .figures.inputs import ReportRun, load_report_run
+from .figures.page import Page
 from .figures.summary import key_steps, model_text, reached_text, recipe_text, steps_text, task_text, verdict
 from .results import default_out_dir
 from .run import Run
@@ -186,15 +187,4 @@ def _compare_section(page: Page, spec, tables: dict, log_x: bool) -> None:
     page.add("</section>")
 
 
-# --- names that moved ------------------------------------------------------------------------------------
-def __getattr__(name: str):
-    """``sweep_report`` and ``sweep_figures`` moved to ``grokscope.sweep.report``; they still import from here."""
-    if name in ("sweep_report", "sweep_figures"):
-        from .sweep import report as sweep_page
-
-        return getattr(sweep_page, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["build_report", "compare_report", "sweep_report", "sweep_figures", "report_figures", "load_report_run",
-           "REPORT_FILE"]
+__all__ = ["build_report", "compare_report", "REPORT_FILE"]

@@ -30,7 +30,8 @@ from typing import Any
 import pandas as pd
 
 from .errors import GrokscopeError
-from .run import atomic_write_text, is_run_dir
+from .files import atomic_write_text
+from .run import is_run_dir
 
 RESULTS_ROOT = Path("analyses")
 TABLE_SUFFIX = ".csv"
@@ -149,7 +150,7 @@ class ResultStore:
         damaged, or one clear error with ``strict``."""
         path = self.table_path(name)
         try:
-            from .guard import read_text
+            from .files import read_text
 
             text = read_text(path, "results table", limit=None)
             from io import StringIO

@@ -1,4 +1,4 @@
-"""A run directory: its file names, atomic safetensors writes, and ``Run``/``load_run`` to read it.
+"""A run directory: its file names, its schedule, its sizes, and ``Run``/``load_run`` to read it.
 
     <run>/config.json                 RunConfig: rebuilds the model and the data
     <run>/data.safetensors            the exact equations, split and outliers of the run
@@ -7,12 +7,15 @@
     <run>/state.safetensors           the latest resume state (weights, optimiser, RNG, Grokfast EMA)
     <run>/provenance.json             versions, machine, device, precision of each training session
 
-Every file is written to a temporary name in the same folder and renamed into place, so a file under
-its final name is always complete. Weights are only ever read with safetensors.
+Every file is written atomically (``files.atomic_save``: a temporary name in the same folder, renamed
+into place), so a file under its final name is always complete. Weights are only ever read with
+safetensors. The resume state's format and checks are ``resume``'s.
 
 This module owns the folder: its file names, ``schedule`` (which steps get metrics and checkpoints),
-``prepare`` (a new run checked, or a run to resume with its resume state read and checked, before
-anything is written), ``RunWriter`` (the files while it trains) and ``Run``/``load_run`` (reading it).
+``estimate``/``check_fits`` (the memory and disk a config needs, from the real parameter count, batch
+size and schedule), ``prepare`` (a new run checked, or a run to resume with its resume state read and
+checked, before anything is written), ``RunWriter`` (the files while it trains) and ``Run``/``load_run``
+(reading it).
 """
 from __future__ import annotations
 
@@ -29,13 +32,14 @@ from typing import Any
 
 import pandas as pd
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import save_file
 
-from .config import RunConfig
+from .config import RunConfig, batch_size
 from .errors import GrokscopeError
-from .guard import check_fits, check_resume_state
-from .tasks import Dataset, make_dataset
+from .files import (DIGEST_KEY, atomic_save, atomic_write_text, fmt_bytes, read_metadata, read_safetensors_meta, read_text,
+                    remove_stale_temporaries, short_path)
+from .resume import read_resume_state, read_state_step
+from .tasks import Dataset, check_dataset, make_dataset
+from .weights import load_weights
 
 CONFIG_FILE = "config.json"
 DATA_FILE = "data.safetensors"
@@ -53,200 +57,10 @@ def ckpt_name(step: int) -> str:
     return f"step_{step:08d}.safetensors"
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f"{path.name[:200]}.tmp-{os.getpid()}")
-
-
-TMP_PATTERN = re.compile(r"\.tmp-\d+$")  # what _tmp names: a write in progress, or one a killed process left
-
-
-def remove_stale_temporaries(*folders: Path) -> None:
-    """Remove the temporary files (``<name>.tmp-<pid>``) a killed writer left in ``folders``. Only
-    for a folder whose lock this process holds: then no other writer can be using one."""
-    for folder in folders:
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            if TMP_PATTERN.search(entry.name) and entry.is_file(follow_symlinks=False):
-                _unlink_quietly(Path(entry.path))
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except OSError:
-        pass
-
-
-FSYNC = os.environ.get("GROKSCOPE_FSYNC", "1") != "0"  # GROKSCOPE_FSYNC=0: skip fsync (faster, not crash-safe)
-
-
-def _fsync(fd: int) -> None:
-    if FSYNC:
-        os.fsync(fd)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
-    if not FSYNC:
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_error(path: Path, e: BaseException) -> GrokscopeError:
-    reason = getattr(e, "strerror", None) or " ".join(str(e).split())[:200] or type(e).__name__
-    return GrokscopeError(f"cannot write {path}: {reason}")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file, fsync it, rename it into place and fsync the folder. On any
-    error the temporary file is removed and the file under ``path`` is as it was."""
-    path = Path(path)
-    tmp = _tmp(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            _fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        _unlink_quietly(tmp)
-        raise _write_error(path, e) from None
-    fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-DIGEST_KEY = "digest"  # the metadata entry of every safetensors file grokscope writes: see tensor_digest
-DIGEST_KIND = "xxh3_128"  # xxHash's XXH3, 128 bits: ~6x sha256's speed (benchmarks/bench_checksum.py)
-
-
-def tensor_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
-    """"xxh3_128:<hex>" of a safetensors file's content: every metadata entry but the digest itself,
-    then every tensor's name, dtype, shape and bytes, in name order. Written into the file's metadata
-    by ``atomic_save`` and checked by ``read_safetensors_meta``: a changed bit anywhere is caught. An
-    integrity check, not a signature: whoever edits a file on purpose can recompute it."""
-    import xxhash
-
-    h = xxhash.xxh3_128()
-    for k, v in sorted((metadata or {}).items()):
-        if k != DIGEST_KEY:
-            h.update(f"{len(k)}:{k}={len(v)}:{v};".encode())
-    for k in sorted(tensors):
-        v = tensors[k].detach()
-        if v.device.type != "cpu" or not v.is_contiguous():
-            v = v.contiguous().cpu()
-        h.update(f"{len(k)}:{k}|{str(v.dtype)[6:]}|{tuple(v.shape)};".encode())
-        if v.numel():
-            h.update(v.numpy() if v.dtype in _NUMPY_DTYPES else v.reshape(-1).view(torch.uint8).numpy())
-    return f"{DIGEST_KIND}:{h.hexdigest()}"
-
-
-_NUMPY_DTYPES = {torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16, torch.int8,
-                 torch.uint8, torch.bool}  # hashed through numpy's buffer as they are (the others as bytes)
-
-
-def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """``safetensors`` save with the guarantees of ``atomic_write_bytes``, its content's digest
-    (``tensor_digest``) in its metadata."""
-    path = Path(path)
-    tmp = _tmp(path)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    metadata = {**(metadata or {}), DIGEST_KEY: ""}
-    metadata[DIGEST_KEY] = tensor_digest(tensors, metadata)
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        if FSYNC:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        os.replace(tmp, path)
-    except (OSError, SafetensorError) as e:
-        _unlink_quietly(tmp)
-        raise _write_error(path, e) from None
-    fsync_dir(path.parent)
-
-
-def read_safetensors_meta(path: Path, what: str = "file") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file, or one clear error (never unpickles). A file with a
-    digest (every file grokscope writes) must match it; a file without one (written before digests were
-    recorded) is read as it is."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if path.is_dir():
-        raise GrokscopeError(f"{what} {path} is a folder")
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except FileNotFoundError:
-        raise GrokscopeError(f"{what} {path} does not exist") from None
-    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
-        first = " ".join(str(e).split())[:200]
-        raise GrokscopeError(f"{what} {path} is unreadable (truncated or not safetensors): {first}") from None
-    check_digest(tensors, meta, f"{what} {path}")
-    return tensors, meta
-
-
-def check_digest(tensors: dict[str, torch.Tensor], meta: dict[str, str], what: str) -> None:
-    """A file's tensors and metadata against the digest recorded in it (none recorded: nothing to check)."""
-    if DIGEST_KEY not in meta:
-        return
-    if not meta[DIGEST_KEY].startswith(DIGEST_KIND + ":"):
-        raise GrokscopeError(f"{what} records a checksum of a kind this grokscope does not know "
-                             f"({meta[DIGEST_KEY].split(':')[0][:40]!r}; it writes {DIGEST_KIND})")
-    if tensor_digest(tensors, meta) != meta[DIGEST_KEY]:
-        raise GrokscopeError(f"{what} is damaged: its content does not match the checksum recorded when it was "
-                             f"written (a changed byte, or an edit made outside grokscope)")
-
-
-def read_safetensors(path: Path, what: str = "file") -> dict[str, torch.Tensor]:
-    return read_safetensors_meta(path, what)[0]
-
-
-def read_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            return f.metadata() or {}
-    except FileNotFoundError:
-        raise GrokscopeError(f"{path} does not exist") from None
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise GrokscopeError(f"{path} is unreadable (truncated or not safetensors): {' '.join(str(e).split())[:200]}") from None
-
-
-def read_state_step(path: Path) -> int:
-    """The step a resume state says it was saved at (its own metadata), or one clear error."""
-    text = read_metadata(path).get("step")
-    try:
-        return int(text)
-    except (TypeError, ValueError):
-        raise GrokscopeError(f"resume state {path} has no valid step in its metadata (got {text!r})") from None
-
-
 def read_metrics(path: Path) -> pd.DataFrame:
     """The metrics CSV, checked: its columns, numbers, steps increasing. A half-written last line (a
     run killed mid-write) is dropped; anything else damaged is one clear error."""
     from io import StringIO
-
-    from .guard import read_text
 
     if not path.exists():
         return pd.DataFrame(columns=METRIC_COLUMNS)
@@ -288,15 +102,29 @@ def first_reached(metrics, level: float, column: str = "val_acc", *, count_step0
     return int(hit.iloc[0]) if len(hit) else None
 
 
-def schedule(total: int, every: int, log_points: int) -> list[int]:
-    """Step 0, ``log_points`` log-spaced steps in [1, every], every multiple of ``every``, and ``total``."""
+def _log_steps(total: int, every: int, log_points: int) -> set[int]:
+    """The steps ``schedule`` adds to the multiples of ``every``: 0, ``total`` and the log-spaced ones."""
     steps = {0, total}
     if log_points > 0:
         hi = min(every, total)
         for i in range(log_points):
             steps.add(int(round(math.exp(math.log(hi) * i / max(1, log_points - 1)))))
+    return {s for s in steps if 0 <= s <= total}
+
+
+def schedule(total: int, every: int, log_points: int) -> list[int]:
+    """Step 0, ``log_points`` log-spaced steps in [1, every], every multiple of ``every``, and ``total``."""
+    steps = _log_steps(total, every, log_points)
     steps.update(range(every, total + 1, every))
-    return sorted(s for s in steps if 0 <= s <= total)
+    return sorted(steps)
+
+
+def schedule_size(total: int, every: int, log_points: int, start: int = 0) -> int:
+    """How many steps of ``schedule(total, every, log_points)`` are at or after ``start``, counted without
+    listing them (a budget of 10^12 steps is refused by its estimate before any list of it is made)."""
+    multiples = max(0, total // every - ((start - 1) // every if start > 0 else 0))
+    return multiples + sum(1 for s in _log_steps(total, every, log_points)
+                           if s >= start and not (s >= every and s % every == 0))
 
 
 def config_json(cfg: RunConfig, data: Dataset) -> str:
@@ -494,8 +322,6 @@ class Run:
 
     @cached_property
     def data(self) -> Dataset:
-        from .guard import check_dataset
-
         path = self.path / DATA_FILE
         tensors, meta = read_safetensors_meta(path, "dataset file")
         missing = [k for k in DATA_KEYS if k not in tensors]
@@ -594,14 +420,6 @@ class Run:
 DATA_KEYS = ("all_x", "all_y", "train_idx", "val_idx", "train_y", "outlier_pos")
 
 
-def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """Load ``state`` into ``model`` after checking keys, shapes, dtypes, finite values and buffers."""
-    from .guard import check_weights
-
-    check_weights(state, model, what)
-    model.load_state_dict(state, strict=True)
-
-
 def load_run(path: str | Path) -> Run:
     """Open a run directory written by ``grokscope.train``."""
     return Run(path)
@@ -612,6 +430,106 @@ def disk_estimate(model, n_ckpts: int) -> tuple[int, int]:
     """Bytes of one checkpoint of ``model`` and of ``n_ckpts`` of them."""
     per = sum(v.numel() * v.element_size() for v in model.state_dict().values()) + 4096
     return per, per * n_ckpts
+
+
+# --- sizes: refused up front when they cannot fit --------------------------------------------------------
+@dataclass
+class Estimate:
+    n_equations: int
+    n_params: int
+    batch: int
+    memory: int  # bytes of RAM (or device memory) at the peak, roughly
+    disk: int  # bytes written by the whole schedule
+    n_ckpts: int
+    ckpt_bytes: int
+
+
+def _n_elements(op, p: int) -> int:
+    if not op.uses_p:
+        return len(op.elements(p))
+    if op.kind in ("modular", "multiplicative") or p > 1_000_000:
+        return p
+    return len(op.elements(p))
+
+
+def _meta_model(m, n_elements: int):
+    """The HookedTransformer ``model.build_model`` makes for ``m``, on the meta device: its parameters and
+    state dict have their real shapes and take no memory (any size is counted in milliseconds)."""
+    import warnings
+
+    from transformer_lens import HookedTransformer
+
+    from .model import hooked_config
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return HookedTransformer(hooked_config(m, n_elements + 2, n_elements, "meta"))
+
+
+def estimate(cfg: RunConfig, start: int = 0) -> Estimate:
+    """Memory and disk that training ``cfg`` (from ``start``) needs, from the config alone: the real
+    parameter count and checkpoint size (the model built on the meta device), batch size
+    (``config.batch_size``) and schedules (``schedule_size``)."""
+    from .tasks import get_operation
+
+    t, m, tr, s = cfg.task, cfg.model, cfg.train, cfg.schedule
+    n_el = _n_elements(get_operation(t.op), t.p)
+    N = n_el * n_el
+    model = _meta_model(m, n_el)
+    P = sum(p.numel() for p in model.parameters())
+    B = batch_size(cfg, max(1, int(round(t.frac * N))))
+    copies = 6 + (tr.wd_target == "init") + (tr.grokfast_lambda > 0) + (tr.weight_noise > 0)
+    per_row = 4 * (m.n_layers * (12 * m.d_model + 3 * m.d_mlp + 12 * m.n_heads) + 3 * n_el) * 4
+    evals = schedule_size(tr.steps, s.eval_every, s.eval_log_points)
+    ckpts = schedule_size(tr.steps, s.ckpt_every, s.ckpt_log_points)
+    memory = (300 * N  # building the equation table (Python objects), then its tensors
+              + 4 * P * copies
+              + per_row * (B + min(1024, N))
+              + 80 * (evals + ckpts))  # the schedules
+    remaining = schedule_size(tr.steps, s.ckpt_every, s.ckpt_log_points, start)
+    ckpt_bytes, ckpts_bytes = disk_estimate(model, remaining)
+    disk = ckpts_bytes + 4 * P * 4 + 200 * evals + 48 * N
+    return Estimate(N, P, B, memory, disk, remaining, ckpt_bytes)
+
+
+def available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def free_disk(path: Path) -> int | None:
+    import shutil
+
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def check_fits(cfg, run_dir: Path, start: int = 0) -> Estimate:
+    """Refuse, with the estimate in the line, a run whose memory or disk cannot fit on this machine."""
+    e = estimate(cfg, start)
+    mem = available_memory()
+    if mem is not None and e.memory > mem:
+        raise GrokscopeError(f"this run needs about {fmt_bytes(e.memory)} of memory ({e.n_equations:,} equations, "
+                             f"{e.n_params:,} parameters, batch {e.batch:,}); {fmt_bytes(mem)} is available")
+    free = free_disk(run_dir)
+    if free is not None and e.disk > free:
+        raise GrokscopeError(f"this run needs about {fmt_bytes(e.disk)} of disk ({e.n_ckpts:,} checkpoints x "
+                             f"{fmt_bytes(e.ckpt_bytes)}); {fmt_bytes(free)} is free at {short_path(run_dir)}")
+    return e
 
 
 @dataclass
@@ -704,19 +622,6 @@ def check_state_against_checkpoint(run: Run, step: int, state: dict[str, torch.T
                              f"another run; resuming from it would overwrite the run's later checkpoints")
 
 
-def read_resume_state(path: Path, cfg: RunConfig, data: Dataset, steps: int) -> tuple[int, dict[str, torch.Tensor]]:
-    """The step and tensors of a resume state, checked: the step within the run's ``steps``, every
-    tensor's shape, dtype and values against the model the config builds (one clear error otherwise)."""
-    from .model import build_model
-
-    start = read_state_step(path)
-    state, _ = read_safetensors_meta(path, "resume state")
-    ref = build_model(cfg.model, data.d_vocab, data.n_elements, device="cpu")
-    names = [n for n, p in ref.named_parameters() if p.requires_grad]
-    check_resume_state(state, start, steps, ref, names, f"resume state {path}")
-    return start, state
-
-
 NAME_MAX, PATH_MAX = 200, 3000  # bytes of a run folder's name and path (what the file system takes, with room)
 
 
@@ -756,7 +661,7 @@ class RunWriter:
 
     Creating it writes a new run's folder (``config.json`` last: its presence marks a run) or, on
     resume, drops the metrics rows past the resume point (they are recomputed identically). Whoever
-    creates it holds the run folder's lock (``guard.FolderLock``)."""
+    creates it holds the run folder's lock (``locks.FolderLock``)."""
 
     def __init__(self, prep: Prepared):
         self.prep, self.run_dir, cfg = prep, prep.run_dir, prep.cfg

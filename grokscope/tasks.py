@@ -320,3 +320,54 @@ def make_dataset(op: str, p: int, frac: float, seed: int = 0, outliers: int = 0)
         donors = donors + (donors >= outlier_pos).long()  # never the equation itself
         train_y[outlier_pos] = all_y[train_idx][donors]
     return Dataset(op, p, elements, all_x, all_y, train_idx, val_idx, train_y, outlier_pos)
+
+
+def check_dataset(data, cfg, meta: dict, what: str) -> None:
+    """A run's saved equations, split and outliers (its data file) against its config (``cfg.task``) and
+    against themselves: the table must be the operation's own, the split a split, the outliers as many
+    as the config says."""
+    import torch
+
+    t = cfg.task
+    if meta.get("op") not in (None, t.op) or meta.get("p") not in (None, str(t.p)):
+        raise GrokscopeError(f"{what} was made for op {meta.get('op')!r}, p {meta.get('p')}; config.json says "
+                             f"op {t.op!r}, p {t.p}")
+    n_el = data.n_elements
+    if n_el < 1:
+        raise GrokscopeError(f"{what}: no elements")
+    for name in ("all_x", "all_y", "train_idx", "val_idx", "train_y", "outlier_pos"):
+        if getattr(data, name).dtype != torch.long:
+            raise GrokscopeError(f"{what}: {name} is not an integer tensor")
+    x, y = data.all_x, data.all_y
+    n = len(y)
+    if x.dim() != 2 or x.shape[1] != 4 or x.shape[0] != n or n < 2:
+        raise GrokscopeError(f"{what}: the equations have shape {tuple(x.shape)} for {n} answers; expected ({n}, 4)")
+    if bool((x[:, [0, 2]] < 0).any() | (x[:, [0, 2]] >= n_el).any()) or bool((x[:, 1] != n_el).any()) \
+            or bool((x[:, 3] != n_el + 1).any()):
+        raise GrokscopeError(f"{what}: a token is out of range (elements 0..{n_el - 1}, op {n_el}, = {n_el + 1})")
+    for name, v, hi in (("all_y", y, n_el), ("train_y", data.train_y, n_el), ("train_idx", data.train_idx, n),
+                        ("val_idx", data.val_idx, n)):
+        if v.dim() != 1 or bool((v < 0).any() | (v >= hi).any()):
+            raise GrokscopeError(f"{what}: {name} is out of range (0..{hi - 1})")
+    tr, va = data.train_idx, data.val_idx
+    if len(data.train_y) != len(tr):
+        raise GrokscopeError(f"{what}: {len(data.train_y)} training answers for {len(tr)} training equations")
+    seen = torch.zeros(n, dtype=torch.long)
+    seen.index_add_(0, torch.cat([tr, va]), torch.ones(len(tr) + len(va), dtype=torch.long))
+    if len(tr) == 0 or len(va) == 0 or bool((seen != 1).any()):
+        raise GrokscopeError(f"{what}: the training and validation sets are not a split of the equations "
+                             f"(they overlap, repeat or miss some)")
+    op_ = data.outlier_pos
+    if op_.dim() != 1 or bool((op_ < 0).any() | (op_ >= len(tr)).any()) or len(op_) != t.outliers:
+        raise GrokscopeError(f"{what}: its {len(op_)} outliers do not match config.json's {t.outliers}")
+    clean = torch.ones(len(tr), dtype=torch.bool)
+    clean[op_] = False
+    if not bool((data.train_y[clean] == y[tr][clean]).all()):
+        raise GrokscopeError(f"{what}: training answers differ from the equations' answers outside the outliers")
+    if len(tr) != int(round(t.frac * n)):
+        raise GrokscopeError(f"{what}: {len(tr)} of {n} equations train; config.json's fraction {t.frac} gives "
+                             f"{int(round(t.frac * n))}")
+    if t.op in OPERATIONS and n <= 1_000_000:  # the table must be the operation's own
+        elements, ex, ey = equation_table(t.op, t.p)
+        if elements != data.elements or not torch.equal(ex, x) or not torch.equal(ey, y):
+            raise GrokscopeError(f"{what}: its equations are not those of op {t.op!r} with p {t.p} (config.json)")

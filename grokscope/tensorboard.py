@@ -53,7 +53,7 @@ def to_tensorboard(source, logdir: str | Path | None = None, results: str | Path
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise GrokscopeError("TensorBoard export needs the tensorboard package: pip install 'grokscope[tensorboard]'") from None
-    from .report import load_report_run
+    from .figures.inputs import load_report_run
 
     r = load_report_run(source, results)
     table = scalars(r.tables.metrics, r.tables.results)

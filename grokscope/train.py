@@ -20,7 +20,6 @@ forward) and for K runs (``batched.BatchedTrainer``: one flat buffer, the batche
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 import signal
 import sys
@@ -28,26 +27,21 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from .config import SOFTMAXES, RunConfig
+from .config import RunConfig, batch_size
 from .errors import GrokscopeError, TrainingInterrupted
-from .fastpath import (adamw_, compile_failed, compiled_answer_logits, compiled_mode,  # noqa: F401  (re-exported)
-                       fused_adamw_available)
-# the process-wide CPU settings live in fastpath; re-exported here, where the CLI, sweeps and benchmarks import
-# them (``_HEAP_KEPT`` reads through to fastpath's flag: module __getattr__ at the end)
-from .fastpath import _keep_heap, configure_cpu, cpu_settings, flush_denormal_enabled, restoring_cpu_settings  # noqa: F401
-from .fastpath import answer_logits
+from .fastpath import (adamw_, answer_logits, compile_failed, compiled_answer_logits, compiled_mode, fused_adamw_available,
+                       restoring_cpu_settings)
+from .files import fmt_bytes
+from .locks import FolderLock
+from .loss import LOSS_DTYPES, answer_loss, evaluate
 from .model import build_model, weight_norm
-from .guard import FolderLock
-from .guard import fmt_bytes as _fmt_bytes
-from .run import CONFIG_FILE, STATE_FILE, Run, is_run_dir, load_weights, read_state_step
-from .run import Prepared, RunWriter, default_run_dir, disk_estimate, prepare, schedule  # noqa: F401 (moved to run.py)
 from .progress import tqdm
 from .provenance import record_session
+from .resume import read_state_step, resume_parts, resume_tensors
+from .run import CONFIG_FILE, STATE_FILE, Prepared, Run, RunWriter, disk_estimate, is_run_dir, prepare
 from .tasks import Dataset
-
-EVAL_CHUNK = 1024  # rows per evaluation forward: small enough for the cache (8192: 25 % slower)
+from .weights import load_weights
 
 
 # --- schedules ---------------------------------------------------------------------------------
@@ -78,89 +72,6 @@ def pick_device(name: str) -> torch.device:
     elif dev.type != "cpu":
         raise GrokscopeError(f"device {name!r} cannot train a run: use auto, cpu, cuda, cuda:N or mps")
     return dev
-
-
-def batch_size(cfg: RunConfig, n_train: int) -> int:
-    if cfg.train.full_batch:
-        return n_train
-    if cfg.train.batch_size > 0:
-        return min(cfg.train.batch_size, n_train)
-    return max(1, min(512, n_train // 2))
-
-
-# --- the loss ------------------------------------------------------------------------------------
-LOSS_DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-
-def stablemax_s(x: torch.Tensor) -> torch.Tensor:
-    """StableMax's s(x) (Prieto et al. 2025): x + 1 for x >= 0, 1 / (1 - x) for x < 0 (continuous,
-    with slope 1, at 0; positive everywhere). The negative branch sees only x <= 0, so neither branch
-    nor its gradient is ever infinite (torch.where would otherwise pass 0 * inf = nan back at x = 1)."""
-    return torch.where(x >= 0, x + 1, 1 / (1 - x.clamp(max=0)))
-
-
-def log_stablemax(x: torch.Tensor) -> torch.Tensor:
-    """log p_i with p_i = s(x_i) / sum_j s(x_j) over the last axis."""
-    s = stablemax_s(x)
-    return s.log() - s.sum(-1, keepdim=True).log()
-
-
-def answer_logprob(logits: torch.Tensor, y: torch.Tensor, dtype: torch.dtype = torch.float64,
-                   softmax: str = "softmax") -> torch.Tensor:
-    """(N,) log-probability of the answer token under ``softmax`` ("softmax" or "stablemax"), in ``dtype``."""
-    x = logits.to(dtype)
-    lp = torch.log_softmax(x, -1) if softmax == "softmax" else log_stablemax(x)
-    return lp.gather(-1, y[..., None])[..., 0]
-
-
-def answer_loss(logits: torch.Tensor, y: torch.Tensor, dtype: torch.dtype = torch.float64,
-                reduction: str = "mean", softmax: str = "softmax") -> torch.Tensor:
-    """Cross-entropy of the answer token with the log-softmax computed in ``dtype``.
-
-    float64 is the default (Nanda et al. do the same): late in training the float32 log-probability
-    of most training answers rounds to exactly 0 ("softmax collapse", Prieto et al. 2025), their
-    gradient vanishes, the update follows the few rows left and the loss spikes. The logits come from
-    the float32 model; only the log-softmax and its backward run in ``dtype``.
-
-    ``softmax="stablemax"``: -log p_answer with StableMax's p_i = s(x_i) / sum_j s(x_j) (see
-    ``stablemax_s``) instead of softmax's exp, also in ``dtype``. s is increasing, so the argmax, and
-    with it every accuracy, is the same as softmax's; only the loss and its gradient differ."""
-    if softmax == "softmax":
-        return F.cross_entropy(logits.to(dtype), y, reduction=reduction)
-    if softmax != "stablemax":
-        raise GrokscopeError(f"softmax must be one of {', '.join(SOFTMAXES)}, got {softmax!r}")
-    loss = -answer_logprob(logits, y, dtype, softmax)
-    if reduction == "mean":
-        return loss.mean()
-    return loss.sum() if reduction == "sum" else loss
-
-
-def collapsed(logits: torch.Tensor, y: torch.Tensor, softmax: str = "softmax") -> torch.Tensor:
-    """(N,) bool: rows whose float32 log-probability of the answer is exactly 0 (softmax collapse),
-    under the run's own softmax (StableMax's p_answer rounds to 1 only for enormous logits)."""
-    return answer_logprob(logits, y, torch.float32, softmax) == 0
-
-
-# --- evaluation ---------------------------------------------------------------------------------
-@torch.inference_mode()
-def evaluate(model, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype = torch.float64,
-             with_collapse: bool = False, softmax: str = "softmax") -> tuple[float, ...]:
-    """Mean cross-entropy (log-softmax, or log-StableMax with ``softmax="stablemax"``, in ``dtype``)
-    and accuracy on the whole set; with ``with_collapse`` also the softmax-collapse fraction (share
-    of rows whose float32 log-probability of the answer is exactly 0)."""
-    loss, correct, collapse = 0.0, 0, 0
-    for i in range(0, len(y), EVAL_CHUNK):
-        logits, yy = answer_logits(model, x[i:i + EVAL_CHUNK]), y[i:i + EVAL_CHUNK]
-        loss += answer_loss(logits, yy, dtype, reduction="sum", softmax=softmax).item()
-        correct += (logits.argmax(-1) == yy).sum().item()
-        collapse += collapsed(logits, yy, softmax).sum().item()
-    if with_collapse:
-        return loss / len(y), correct / len(y), collapse / len(y)
-    return loss / len(y), correct / len(y)
-
-
-def _compile_failed(e: Exception) -> GrokscopeError:
-    return compile_failed(e)
 
 
 # --- one update's pieces: one run (lists of the model's tensors, Python-float settings) or K runs
@@ -241,42 +152,6 @@ class AdamW:
     def step(self, lr) -> None:
         adamw_(self.params, [p.grad for p in self.params], self.exp_avg, self.exp_avg_sq, self.steps, lr=lr,
                beta1=self.beta1, beta2=self.beta2, weight_decay=self.weight_decay, fused=self.fused)
-
-
-# --- the resume state's format (one run; Trainer and BatchedTrainer both write and read it here) -----------
-def resume_tensors(weights: dict[str, torch.Tensor], names: list[str], rng: torch.Tensor, *,
-                   adam: tuple[list, list, list] | None = None, ema: list | None = None, init: list | None = None,
-                   ma: list | None = None, ma_count: int = 0) -> dict[str, torch.Tensor]:
-    """One run's resume state: ``model.<state-dict name>`` (weights), and per trained tensor, in ``names``
-    order: ``opt.<name>.step`` / ``.exp_avg`` / ``.exp_avg_sq`` (``adam``: the three lists, as
-    torch.optim.AdamW keeps them; None before the first update), ``grokfast.<name>`` (Grokfast-EMA),
-    ``init.<name>`` (the weights weight decay pulls towards), ``grokfast_ma.<name>`` (Grokfast-MA's
-    ring) with ``grokfast_ma_count``; and ``rng``, the generator's state."""
-    out = {f"model.{k}": v for k, v in weights.items()}
-    if adam is not None:
-        for name, s, m, v in zip(names, *adam):
-            out.update({f"opt.{name}.step": s, f"opt.{name}.exp_avg": m, f"opt.{name}.exp_avg_sq": v})
-    for prefix, tensors in (("grokfast", ema), ("init", init), ("grokfast_ma", ma)):
-        if tensors is not None:
-            out.update({f"{prefix}.{n}": t for n, t in zip(names, tensors)})
-    if ma is not None:  # the ring as it lies, and how many gradients came in (where it is)
-        out["grokfast_ma_count"] = torch.tensor(ma_count, dtype=torch.int64)
-    out["rng"] = rng
-    return out
-
-
-def resume_parts(t: dict[str, torch.Tensor], names: list[str]) -> dict:
-    """``resume_tensors`` read back: "weights" (the state dict); per trained tensor, in ``names`` order,
-    "step", "exp_avg", "exp_avg_sq", "grokfast", "init", "grokfast_ma" (a list whose entries are None
-    where the state has none, or None where it has none at all); "grokfast_ma_count" (or None); "rng"."""
-    def listed(prefix: str, suffix: str = ""):
-        got = [t.get(f"{prefix}.{n}{suffix}") for n in names]
-        return None if all(v is None for v in got) else got
-
-    return {"weights": {k[6:]: v for k, v in t.items() if k.startswith("model.")},
-            **{kind: listed("opt", f".{kind}") for kind in ("step", "exp_avg", "exp_avg_sq")},
-            **{prefix: listed(prefix) for prefix in ("grokfast", "init", "grokfast_ma")},
-            "grokfast_ma_count": int(t["grokfast_ma_count"]) if "grokfast_ma_count" in t else None, "rng": t["rng"]}
 
 
 class Stepper:
@@ -413,7 +288,7 @@ class Trainer(Stepper):
             try:
                 return self.compiled(self.model, x)
             except Exception as e:  # a call may (re)compile: no C++ compiler, an unsupported torch, ...
-                raise _compile_failed(e) from None
+                raise compile_failed(e) from None
         return answer_logits(self.model, x)
 
     # --- what Stepper.step asks of one run ---
@@ -462,7 +337,7 @@ class Trainer(Stepper):
             try:
                 loss.backward()
             except Exception as e:  # the backward compiles on its first call
-                raise _compile_failed(e) from None
+                raise compile_failed(e) from None
         for p in self.params:
             p.grad = None
 
@@ -700,21 +575,13 @@ def _train(prep: Prepared, progress: bool, log) -> Run:
     log(f"grokscope: {prep.run_dir}: {cfg.task.op} p={cfg.task.p} frac={cfg.task.frac} on {device}; "
         f"{len(data.train_idx)} train / {len(data.val_idx)} val equations, batch {trainer.batch}, "
         f"steps {prep.start}->{cfg.train.steps}")
-    log(f"grokscope: {writer.remaining_ckpts()} checkpoints x {_fmt_bytes(per)} = {_fmt_bytes(total_bytes)} on disk "
-        f"(+ {_fmt_bytes(state_bytes)} resume state); free: {_fmt_bytes(shutil.disk_usage(prep.run_dir).free)}")
+    log(f"grokscope: {writer.remaining_ckpts()} checkpoints x {fmt_bytes(per)} = {fmt_bytes(total_bytes)} on disk "
+        f"(+ {fmt_bytes(state_bytes)} resume state); free: {fmt_bytes(shutil.disk_usage(prep.run_dir).free)}")
     run = Run(prep.run_dir)
     run.interrupted = fit(trainer, [writer], progress=progress, log=log)
     if run.interrupted:
         raise TrainingInterrupted([run], read_state_step(prep.run_dir / STATE_FILE))
     return run
-
-
-def __getattr__(name: str):
-    if name == "_HEAP_KEPT":  # moved to fastpath with _keep_heap; read through, never a stale copy
-        from . import fastpath
-
-        return fastpath._HEAP_KEPT
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def threading_main() -> bool:
@@ -723,5 +590,4 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-__all__ = ["train", "Trainer", "RunWriter", "Prepared", "prepare", "fit", "schedule", "evaluate", "lr_scale", "batch_size",
-           "answer_loss", "collapsed"]
+__all__ = ["train", "Trainer", "Stepper", "AdamW", "fit", "lr_scale", "pick_device"]

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from grokscope.batched import batched_answer_logits
+from grokscope.fastpath import batched_answer_logits
 from grokscope.config import ModelConfig
 from grokscope.model import build_model
 

@@ -49,7 +49,7 @@ def test_import_grokscope_is_light_and_names_load_on_use():
 @pytest.mark.slow
 def test_train_and_analyze_stay_functions_when_their_submodules_are_imported():
     r = run_python("import grokscope.train, grokscope.analyze, grokscope.provenance, grokscope.batched, grokscope\n"
-                   "from grokscope.train import evaluate\n"
+                   "from grokscope.loss import evaluate\n"
                    "print(grokscope.train.__module__, grokscope.analyze.__module__, grokscope.provenance.__module__,"
                    " callable(grokscope.train))")
     assert r.returncode == 0, r.stderr
@@ -137,7 +137,7 @@ def test_help_texts_are_plain_text():
 
 def test_default_run_names_differ_for_every_operation():
     from grokscope.tasks import BUILTIN_OPERATIONS
-    from grokscope.train import default_run_dir
+    from grokscope.run import default_run_dir
 
     names = {}
     for op in BUILTIN_OPERATIONS:

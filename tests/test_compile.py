@@ -10,7 +10,7 @@ import torch
 
 import grokscope
 from grokscope import RunConfig
-from grokscope.model import answer_logits
+from grokscope.fastpath import answer_logits
 from grokscope.tasks import make_dataset
 from grokscope.train import Trainer
 

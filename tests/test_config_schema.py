@@ -195,7 +195,7 @@ def test_seed_rule_is_one_function():
     assert set_flags(RunConfig(), {"seed": 3}, seed_sets_split=False).task.seed == 0
     args = train_parser().parse_args(["--seed", "4"])
     assert build_config(args).task.seed == 4
-    from grokscope.sweep import apply_coords  # the sweep's cells follow the same rule
+    from grokscope.sweep.spec import apply_coords  # the sweep's cells follow the same rule
 
     assert apply_coords(RunConfig(), {"seed": 6}).task.seed == set_flags(RunConfig(), {"seed": 6}).task.seed == 6
 

@@ -13,7 +13,8 @@ import pytest
 import grokscope.report as report
 from grokscope.figures import FIGURES, REGISTRY, SECTIONS, RunTables, figure, figures_on
 from grokscope.figures.common import PAGES
-from grokscope.report import ReportRun, build_report, compare_report, report_figures
+from grokscope.figures.inputs import ReportRun, report_figures
+from grokscope.report import build_report, compare_report
 from grokscope.sweep.report import sweep_figures, sweep_report
 
 STEPS = [0, 10, 100, 1000]

@@ -12,9 +12,10 @@ from scipy.optimize import Bounds, minimize
 from grokscope.analyses import flatness as fl
 from grokscope.config import ModelConfig
 from grokscope.errors import GrokscopeError
-from grokscope.model import answer_logits, build_model
+from grokscope.fastpath import answer_logits
+from grokscope.model import build_model
 from grokscope.tasks import make_dataset
-from grokscope.train import evaluate
+from grokscope.loss import evaluate
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,7 @@ from grokscope.config import ModelConfig
 from grokscope.errors import GrokscopeError
 from grokscope.model import build_model
 from grokscope.tasks import make_dataset
-from grokscope.train import evaluate
+from grokscope.loss import evaluate
 from grokscope.analyses import fourier as fo
 
 torch.set_num_threads(1)

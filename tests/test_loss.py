@@ -1,4 +1,4 @@
-"""The float64 loss, the softmax-collapse fraction, and stop_margin."""
+"""The float64 loss, the softmax-collapse fraction, stop_margin, and one loss for training, flatness and LLC."""
 import json
 import math
 import sys
@@ -9,8 +9,8 @@ import torch
 import grokscope
 from grokscope.config import RunConfig
 from grokscope.errors import GrokscopeError
+from grokscope.loss import answer_loss, collapsed, evaluate
 from grokscope.run import first_reached, load_run, stop_step
-from grokscope.train import answer_loss, collapsed, evaluate
 
 from test_train import tiny
 
@@ -52,7 +52,7 @@ def test_float64_loss_keeps_the_gradient_float32_loses():
 
 def test_evaluate_reports_the_collapse_fraction(monkeypatch):
     logits, y = planted_logits()
-    monkeypatch.setattr(sys.modules["grokscope.train"], "answer_logits", lambda model, x: logits[: len(x)])
+    monkeypatch.setattr(sys.modules["grokscope.loss"], "answer_logits", lambda model, x: logits[: len(x)])
     x = torch.zeros(3, 4, dtype=torch.long)
     loss, acc, frac = evaluate(None, x, y, with_collapse=True)
     loss32, acc32 = evaluate(None, x, y, dtype=torch.float32)
@@ -99,3 +99,84 @@ def test_the_quick_run_stops_at_twice_its_grokking_step(grokked_run):
     t = first_reached(m, 0.99)
     assert t is not None and int(m.step.iloc[-1]) == stop_step(t, 1.0) == 2 * t
     assert grokked_run.steps[-1] == 2 * t
+
+
+# --- one loss: the flatness and LLC of a StableMax run measure its StableMax loss -----------------------------
+class PlantedLogits(torch.nn.Module):
+    """A "model" whose answer logits for equation i are the trainable row ``w[x_i]``."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([[0.0, 1.0], [2.0, -1.0]]))
+
+    def forward(self, x):
+        return self.w[x[:, 0]]
+
+
+# row 0: logits (0, 1), answer 1; row 1: logits (2, -1), answer 0. StableMax's s: s(0) = 1, s(1) = 2, s(2) = 3,
+# s(-1) = 1/2, so p = 2/3 and 3/3.5: the mean loss is (log 3/2 + log 7/6) / 2 = log(7/4) / 2. Softmax's differs.
+STABLEMAX_LOSS = math.log(1.75) / 2
+SOFTMAX_LOSS = (math.log(1 + math.exp(-1)) + math.log(1 + math.exp(-3))) / 2
+
+
+def planted(monkeypatch):
+    import types
+
+    from grokscope.analyses import flatness, llc
+
+    for module in (flatness, llc):
+        monkeypatch.setattr(module, "answer_logits", lambda model, x: model(x))
+    data = types.SimpleNamespace(train_x=torch.tensor([[0], [1]]), train_y=torch.tensor([1, 0]))
+    return PlantedLogits(), data
+
+
+def test_sharpness_hessian_and_llc_measure_the_stablemax_loss_of_a_stablemax_run(monkeypatch):
+    from grokscope.analyses.flatness import TrainLoss, hessian, sharpness
+    from grokscope.analyses.llc import transformer_row_loss
+
+    model, data = planted(monkeypatch)
+    assert float(answer_loss(model(data.train_x).detach(), data.train_y, softmax="stablemax")) == pytest.approx(STABLEMAX_LOSS, rel=1e-12)
+    for softmax, expected in (("stablemax", STABLEMAX_LOSS), ("softmax", SOFTMAX_LOSS)):
+        assert TrainLoss(model, data.train_x, data.train_y, softmax).value() == pytest.approx(expected, rel=1e-12)
+        assert sharpness(model, data, eps=[1e-3], budget=1, starts=["sign"], softmax=softmax)["train_loss"] == \
+            pytest.approx(expected, rel=1e-12)
+        assert hessian(model, data, iters=2, softmax=softmax)["train_loss"] == pytest.approx(expected, rel=1e-12)
+        rows = transformer_row_loss(data, softmax)(model, torch.arange(2))
+        assert float(rows.detach().double().mean()) == pytest.approx(expected, rel=1e-6)  # the LLC's row losses (float32)
+    assert abs(STABLEMAX_LOSS - SOFTMAX_LOSS) > 0.05  # the two losses are told apart
+    assert hessian(model, data, iters=2)["train_loss"] == pytest.approx(SOFTMAX_LOSS, rel=1e-12)  # one model: softmax
+
+
+def test_over_a_run_the_loss_analyses_take_the_runs_own_softmax():
+    import types
+
+    from grokscope.analyses.base import REGISTRY
+
+    for softmax in ("softmax", "stablemax"):
+        cfg = RunConfig()
+        cfg.train.softmax = softmax
+        run = types.SimpleNamespace(config=cfg)
+        for name in ("sharpness", "hessian", "llc"):
+            a = REGISTRY[name]
+            assert a.params["softmax"] is None
+            assert a.resolve(run, dict(a.params))["softmax"] == softmax
+            assert a.resolve(run, {**a.params, "softmax": "softmax"})["softmax"] == "softmax"  # asked for: kept
+
+
+def test_a_stablemax_runs_hessian_loss_is_the_loss_it_trained_on(tmp_path):
+    """End to end: ``analyze`` of a StableMax run's checkpoint gives the training loss its metrics recorded
+    (evaluated in float64 with StableMax while it trained), not softmax cross-entropy."""
+    from grokscope.analyze import analyze
+
+    cfg = tiny(train={"steps": 20, "softmax": "stablemax"}, schedule={"eval_every": 20, "ckpt_every": 20})
+    run = grokscope.train(cfg, out=tmp_path / "r", **QUIET)
+    table = analyze(run, only="hessian", steps=[20], out=tmp_path / "a", progress=False,
+                    params={"hessian": {"iters": 2}})["hessian"]
+    recorded = float(run.metrics.set_index("step").loc[20, "train_loss"])
+    assert float(table["train_loss"].iloc[0]) == pytest.approx(recorded, rel=1e-9)
+    model, data = run.model_at(20), run.data
+    from grokscope.fastpath import answer_logits
+
+    with torch.no_grad():
+        ce = float(answer_loss(answer_logits(model, data.train_x), data.train_y))
+    assert abs(ce - recorded) > 1e-4 * recorded  # softmax's loss is 10^5 times the match's tolerance away

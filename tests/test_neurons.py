@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from grokscope.analyses.neurons import (count_correct, effective_number, gini, neuron_ablation, neuron_norms,
-                                        sparsity)
+from grokscope.analyses._common import gini
+from grokscope.analyses.neurons import count_correct, effective_number, neuron_ablation, neuron_norms, sparsity
 from grokscope.config import ModelConfig
 from grokscope.model import build_model
 from grokscope.tasks import make_dataset

@@ -11,7 +11,8 @@ from conftest import QUIET, tiny_config
 
 import grokscope
 from grokscope import RunConfig
-from grokscope.provenance import PROVENANCE_FILE, describe, describe_run
+from grokscope.provenance import describe, describe_run
+from grokscope.run import PROVENANCE_FILE
 
 
 

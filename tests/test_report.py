@@ -19,7 +19,8 @@ from grokscope.figures import (FIGURES, PHASE_COLOURS, SECTIONS, STEP0, RunTable
                                fig_neuron_heatmap, fig_tsne)
 from grokscope.figures.neurons import thin_steps
 from grokscope.figures.summary import key_steps, verdict
-from grokscope.report import build_report, compare_report, report_figures
+from grokscope.figures.inputs import report_figures
+from grokscope.report import build_report, compare_report
 from grokscope.run import Run
 
 EVIL = "<script>alert(1)</script>"

@@ -1,17 +1,15 @@
 """The run directory has one owner (grokscope.run): names, the schedule, the resume step, "first reached"."""
 from __future__ import annotations
 
-import importlib
-
 import pandas as pd
 import pytest
 import torch
 
-import grokscope.run as run_mod
 from grokscope.errors import GrokscopeError
 from grokscope.figures.summary import key_steps
-from grokscope.run import (CONFIG_FILE, METRIC_COLUMNS, METRICS_FILE, STATE_FILE, atomic_save, checkpoint_path, ckpt_name, first_reached,
-                           resume_step, schedule, slug)
+from grokscope.files import atomic_save
+from grokscope.run import (CONFIG_FILE, METRIC_COLUMNS, METRICS_FILE, STATE_FILE, checkpoint_path, ckpt_name, first_reached,
+                           resume_step, schedule, schedule_size, slug)
 
 
 def metrics(val, train):
@@ -54,6 +52,17 @@ def test_schedule_and_names():
     assert [slug(v) for v in ("x/y", "x*y", 0.5, "a b", "x^2+y^2")] == ["xdivy", "xmuly", "0.5", "ab", "x^2+y^2"]
 
 
+def test_schedule_size_counts_the_schedule_without_listing_it():
+    for total in (1, 2, 7, 40, 99, 100, 101):
+        for every in (1, 3, 10, 40, 150):
+            for log_points in (0, 1, 2, 5):
+                steps = schedule(total, every, log_points)
+                for start in (0, 1, 5, 40, total):
+                    assert schedule_size(total, every, log_points, start) == sum(1 for c in steps if c >= start), \
+                        (total, every, log_points, start)
+    assert schedule_size(10**12, 1000, 10) == 10**9 + 10  # a budget no list could hold, counted at once
+
+
 def test_resume_step_reads_the_states_own_step(tmp_path):
     d = tmp_path / "run"
     assert resume_step(d) == 0  # no run
@@ -65,9 +74,3 @@ def test_resume_step_reads_the_states_own_step(tmp_path):
     atomic_save({"x": torch.zeros(2)}, d / STATE_FILE, {"step": "forty"})
     with pytest.raises(GrokscopeError, match="no valid step"):
         resume_step(d)
-
-
-def test_the_moved_names_still_import_from_train():
-    train_mod = importlib.import_module("grokscope.train")  # grokscope.train is the function
-    for name in ("schedule", "default_run_dir", "disk_estimate", "Prepared", "prepare", "RunWriter"):
-        assert getattr(train_mod, name) is getattr(run_mod, name)

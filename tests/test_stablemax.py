@@ -9,9 +9,11 @@ import grokscope
 from grokscope.batched import batch_key
 from grokscope.cli import build_config, make_parser
 from grokscope.errors import GrokscopeError
-from grokscope.run import STATE_FILE, atomic_save, read_safetensors
+from grokscope.files import atomic_save, read_safetensors
+from grokscope.run import STATE_FILE
 from grokscope.tasks import make_dataset
-from grokscope.train import Trainer, answer_loss, collapsed, log_stablemax, orthogonalize_, stablemax_s
+from grokscope.loss import answer_loss, collapsed, log_stablemax, stablemax_s
+from grokscope.train import Trainer, orthogonalize_
 
 from test_train import tiny
 
@@ -85,7 +87,7 @@ def test_a_stablemax_run_trains_and_evaluates_with_stablemax(tmp_path):
     assert run.config.train.softmax == "stablemax"
     data = make_dataset("x+y", 7, 0.6, seed=0)
     model = run.model_at(20)
-    from grokscope.model import answer_logits
+    from grokscope.fastpath import answer_logits
     with torch.no_grad():
         logits = answer_logits(model, data.train_x)
     row = run.metrics.set_index("step").loc[20]
@@ -225,7 +227,9 @@ def test_cli_flags_set_the_fields():
 
 
 def test_sweep_axes_parse_the_new_fields():
-    from grokscope.sweep import apply_coords, parse_values
+    from grokscope.config import parse_values
+    from grokscope.sweep.spec import apply_coords
+
     assert parse_values("orthograd", "false,true") == [False, True]
     assert parse_values("softmax", "softmax,stablemax") == ["softmax", "stablemax"]
     cfg = apply_coords(tiny(), {"orthograd": True, "softmax": "stablemax"})

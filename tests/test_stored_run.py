@@ -155,7 +155,7 @@ def test_todays_training_retraces_the_stored_run(tmp_path, quiet):
 def test_files_written_before_digests_are_read_as_they_are_and_a_resume_adds_digests(copy, quiet):
     """The stored run's files carry no digest (written before grokscope recorded one): they are read
     unchecked by it (their other checks still apply); what a resume writes carries one."""
-    from grokscope.run import read_metadata
+    from grokscope.files import read_metadata
     old = [copy / DATA_FILE, copy / STATE_FILE, *(copy / CKPT_DIR).iterdir()]
     assert not any("digest" in read_metadata(p) for p in old)
     run = grokscope.train(resume=copy, steps=25, **quiet)

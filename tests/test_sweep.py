@@ -18,8 +18,8 @@ import torch
 import grokscope as g
 from grokscope.batched import BatchedTrainer, batch_key, train_many
 from grokscope.errors import GrokscopeError
-from grokscope.sweep import (SWEEP_PRESETS, SweepSpec, load_sweep, plan_jobs, preset_spec, run_sweep,
-                             write_spec)
+from grokscope.sweep import SWEEP_PRESETS, SweepSpec, load_sweep, plan_jobs, preset_spec, run_sweep
+from grokscope.sweep.folder import write_spec
 from grokscope.tasks import make_dataset
 
 TINY = {"p": 11, "d-model": 32, "d-mlp": 64, "n-heads": 4, "eval-every": 10, "ckpt-every": 20,
@@ -390,8 +390,8 @@ def test_analysis_columns_of_the_table_on_planted_tables(tmp_path, monkeypatch):
 def test_early_stop_ends_one_run_of_a_batch(tmp_path):
     """stop_val_acc: a run ends (checkpoint, resume state, status done) at the first evaluation that reaches
     it; the run beside it in the batch goes on to its budget, as it would alone."""
-    from grokscope.run import read_metadata
-    from grokscope.sweep import run_status
+    from grokscope.files import read_metadata
+    from grokscope.sweep.folder import run_status
 
     base = tiny_cfg("x+y", 0.6, 0)
     alone = g.train(base, out=tmp_path / "alone", progress=False, log=quiet)

@@ -233,13 +233,8 @@ def test_sweep_report_cli(tmp_path, monkeypatch, capsys):
 
 def test_the_sweep_page_reads_a_sweep_without_the_trainer_or_the_run_report():
     """grokscope.sweep.report needs the sweep folder, not the runner (which trains and analyses) nor report.py
-    (which would close the cycle analyze -> report -> sweep -> analyze); its old address still works."""
+    (which would close the cycle analyze -> report -> sweep -> analyze)."""
     code = "import sys, grokscope.sweep.report; print(' '.join(m for m in sys.modules if m.startswith('grokscope')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert "grokscope.sweep.folder" in loaded
     assert not {"grokscope.sweep.runner", "grokscope.report", "grokscope.analyze", "grokscope.train"} & set(loaded)
-    import grokscope.report
-    import grokscope.sweep.report
-
-    assert grokscope.report.sweep_report is grokscope.sweep.report.sweep_report
-    assert grokscope.report.sweep_figures is grokscope.sweep.report.sweep_figures

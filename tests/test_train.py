@@ -14,7 +14,8 @@ import grokscope
 from grokscope import GrokscopeError, RunConfig, load_run
 from grokscope.config import VARIANTS, apply_variant
 from grokscope.run import CKPT_DIR, STATE_FILE
-from grokscope.train import evaluate, schedule
+from grokscope.loss import evaluate
+from grokscope.run import schedule
 
 from conftest import QUIET, silent, tiny_config
 
@@ -256,7 +257,7 @@ def start_and_stop(run_dir, cfg_file, sig, min_state_step):
     state = run_dir / STATE_FILE
     while time.time() < deadline and proc.poll() is None:
         if state.exists():
-            from grokscope.run import read_metadata
+            from grokscope.files import read_metadata
             try:
                 if int(read_metadata(state).get("step", 0)) >= min_state_step:
                     break

@@ -18,9 +18,10 @@ from grokscope.analyze import analyze
 from grokscope.cli import main
 from grokscope.config import RunConfig
 from grokscope.errors import GrokscopeError
-from grokscope.guard import LOCK_FILE, FolderLock, estimate
+from grokscope.locks import LOCK_FILE, FolderLock
 from grokscope.results import default_out_dir, load_results
-from grokscope.run import Run, atomic_save, ckpt_name
+from grokscope.files import atomic_save
+from grokscope.run import Run, ckpt_name, estimate
 
 from conftest import QUIET, TINY_RUN
 
@@ -102,7 +103,7 @@ def test_a_run_made_before_ids_gets_one_that_survives_re_indenting_and_a_new_bud
     cfg = json.loads((stored / "config.json").read_text())
     cfg.pop("run_id", None)
     (stored / "config.json").write_text(json.dumps(cfg))
-    from grokscope.run import read_metadata
+    from grokscope.files import read_metadata
     for f in [stored / "data.safetensors", *(stored / "ckpt").iterdir()]:  # as written before runs had an id
         save_file(load_file(str(f)), str(f), metadata={k: v for k, v in read_metadata(f).items() if k != "run_id"})
     legacy = Run(stored).run_id
@@ -170,7 +171,7 @@ def test_two_runs_with_the_same_folder_name_never_share_results(run, tmp_path, c
     assert one_error_line(rc, err) and "another run" in err[0]
     assert snapshot(results) == before
     # a report of a run never shows another run's tables, and says so
-    from grokscope.report import load_report_run
+    from grokscope.figures.inputs import load_report_run
     shutil.copytree(results, tmp_path / "elsewhere")
     r = load_report_run(other.path, results=tmp_path / "elsewhere")
     assert not r.tables.results and any("computed for another run" in n for n in r.notes)
@@ -488,12 +489,22 @@ def test_steps_1e12_from_a_config_file_is_refused_with_the_estimate(tmp_path, ca
     assert not (tmp_path / "r").exists()
 
 
-def test_estimate_counts_the_parameters_exactly():
+@pytest.mark.parametrize("norm", ["none", "LN", "RMS"])
+def test_estimate_counts_the_parameters_batch_and_checkpoints_exactly(norm):
+    """The estimate's parameter count and checkpoint size are the built model's, its batch the trainer's
+    (``config.batch_size``), its checkpoints the schedule's (``run.schedule``)."""
+    from grokscope.config import batch_size
     from grokscope.model import build_model
+    from grokscope.run import disk_estimate, schedule
     cfg = tiny()
+    cfg.model.norm = norm
     model = build_model(cfg.model, 9, 7, device="cpu")
-    assert estimate(cfg).n_params == sum(p.numel() for p in model.parameters())
-    assert estimate(cfg).n_equations == 49
+    e = estimate(cfg)
+    assert e.n_params == sum(p.numel() for p in model.parameters())
+    assert e.n_equations == 49 and e.batch == batch_size(cfg, int(round(cfg.task.frac * 49)))
+    s = cfg.schedule
+    assert e.n_ckpts == len(schedule(cfg.train.steps, s.ckpt_every, s.ckpt_log_points))
+    assert (e.ckpt_bytes, e.ckpt_bytes * e.n_ckpts) == disk_estimate(model, e.n_ckpts)
 
 
 @pytest.mark.parametrize("content", [b"\xff\xfe\x00binary", b"{\"task\": {\"p\": \"\xe9\"}}", b"[1, 2]"])
@@ -579,8 +590,8 @@ def small_tmpfs(tmp_path):
 
 
 def test_disk_full_is_one_line_and_leaves_no_temporary_file(small_tmpfs, run, capsys, monkeypatch):
-    import grokscope.guard
-    monkeypatch.setattr(grokscope.guard, "free_disk", lambda path: None)  # the disk fills during training
+    import grokscope.run
+    monkeypatch.setattr(grokscope.run, "free_disk", lambda path: None)  # the disk fills during training
     out = small_tmpfs / "r"
     cfg = small_tmpfs / "c.json"
     cfg.write_text(json.dumps({**TINY_RUN, "train": {"steps": 400, "device": "cpu"},
@@ -642,7 +653,7 @@ def _flip_bit_in(path: Path, key: str, bit: int = 30) -> None:
 
 
 def test_every_file_grokscope_writes_records_the_digest_of_its_content(run):
-    from grokscope.run import read_metadata, tensor_digest
+    from grokscope.files import read_metadata, tensor_digest
     for path in [run.path / "data.safetensors", run.path / "state.safetensors", *run.ckpt_dir.iterdir()]:
         tensors, meta = load_file(str(path)), read_metadata(path)
         assert meta["digest"].startswith("xxh3_128:") and meta["digest"] == tensor_digest(tensors, meta)
@@ -843,7 +854,7 @@ def test_case1_a_resume_state_edited_consistently_is_refused_and_nothing_is_over
     state = run.path / "state.safetensors"
     _resave(state, rewind, {"step": "5"})  # as the issue did it, the digest recomputed
     _resume_refused(run.path, capsys, "was saved with another step_00000005.safetensors")
-    from grokscope.run import read_metadata
+    from grokscope.files import read_metadata
     _resave(state, meta={"ckpt_digest": read_metadata(run.checkpoint_path(5))["digest"]})  # consistent throughout
     _resume_refused(run.path, capsys, "does not hold the weights of the run's checkpoint step_00000005")
 
@@ -863,7 +874,7 @@ def test_case3_a_resume_state_copied_from_another_run_is_refused(run, tmp_path, 
     state = run.path / "state.safetensors"
     shutil.copy(other.path / "state.safetensors", state)
     _resume_refused(run.path, capsys, "belongs to another run")
-    from grokscope.run import read_metadata
+    from grokscope.files import read_metadata
     _resave(state, meta={"run_id": run.run_id, "ckpt_digest": read_metadata(run.checkpoint_path(20))["digest"]})
     _resume_refused(run.path, capsys, "does not hold the weights")  # even with this run's id and digests written in
 
@@ -903,7 +914,7 @@ def test_case6_a_config_edited_to_other_model_settings_is_refused_on_resume_and_
 
 def test_case7_a_checkpoint_re_saved_without_its_run_id_is_refused(run):
     from safetensors.torch import save_file
-    from grokscope.run import read_metadata
+    from grokscope.files import read_metadata
     path = run.checkpoint_path(10)
     meta = {k: v for k, v in read_metadata(path).items() if k != "run_id"}
     atomic_save(load_file(str(path)), path, meta)  # its digest recomputed

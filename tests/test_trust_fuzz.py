@@ -21,7 +21,8 @@ from hypothesis import strategies as st  # noqa: E402
 from grokscope.analyze import analyze  # noqa: E402
 from grokscope.config import SECTIONS, RunConfig  # noqa: E402
 from grokscope.results import default_out_dir  # noqa: E402
-from grokscope.sweep import SweepSpec, write_spec  # noqa: E402
+from grokscope.sweep import SweepSpec  # noqa: E402
+from grokscope.sweep.folder import write_spec  # noqa: E402
 
 from conftest import TINY_RUN  # noqa: E402
 from test_trust import cli, snapshot  # noqa: E402
@@ -186,7 +187,7 @@ def test_any_changed_byte_in_a_files_tensors_is_refused(template, artefact):
     """A content checksum: every flip of any bits of any byte of the tensor data is caught (never read
     as if it were the file written)."""
     from grokscope.errors import GrokscopeError
-    from grokscope.run import read_safetensors_meta
+    from grokscope.files import read_safetensors_meta
     rel = ARTEFACTS[artefact][0]
 
     @SETTINGS

@@ -45,3 +45,11 @@ def gini(values) -> float:
         return float("nan")
     k = torch.arange(1, n + 1, dtype=torch.float64)
     return float(1.0 - 2.0 * ((c / total) * (n - k + 0.5) / n).sum())
+
+
+def resolve_softmax(run, params: dict[str, Any]) -> dict[str, Any]:
+    """An analysis's ``resolve`` for a loss it measures: ``softmax=None`` (the default) becomes the run's
+    own (``train.softmax``: "softmax" or "stablemax"), so a StableMax run is measured on its own loss."""
+    if params.get("softmax") is None:
+        return {**params, "softmax": run.config.train.softmax}
+    return params

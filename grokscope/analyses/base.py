@@ -8,6 +8,10 @@ Two kinds:
 - ``run``: ``fn(run, results, **params) -> pandas.DataFrame``, computed from the run's metrics and
   the other analyses' results (``results``: name -> DataFrame); e.g. the phases.
 
+An analysis's parameters and their defaults are its function's keyword parameters (everything after
+``(model, data)`` or ``(run, results)``); each must have a default. A name is registered once: a second
+``@register`` of a name is refused.
+
 ``applies(data) -> str | None`` returns why the analysis does not apply to a task (None: it applies).
 ``default_steps``: ``"all"`` checkpoints, ``"few"`` (a handful, log-spaced plus the phase
 boundaries: flatness), or ``"slider"`` (about 20 log-spaced plus the phase boundaries: the t-SNE
@@ -15,6 +19,7 @@ maps and key-frequency circles, one slider step each).
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -30,7 +35,7 @@ class Analysis:
     kind: str = "checkpoint"  # or "run"
     default_steps: str = "all"  # or "few", "slider"
     needs: tuple[str, ...] = ()  # analyses whose results a "run" analysis reads
-    params: dict[str, Any] = field(default_factory=dict)  # default keyword arguments of fn
+    params: dict[str, Any] = field(default_factory=dict)  # fn's keyword parameters and defaults (``signature_params``)
     applies: Callable[[Any], str | None] = lambda data: None
     expensive: bool = False  # not run by default; asked for with --only
     # resolve(run, params) -> params: settle run-dependent params before a run's checkpoints are analysed
@@ -41,16 +46,30 @@ class Analysis:
 REGISTRY: dict[str, Analysis] = {}
 
 
+def signature_params(fn: Callable[..., Any]) -> dict[str, Any]:
+    """An analysis function's parameters and their defaults: its parameters after the first two
+    (``model, data`` or ``run, results``), each of which must have a default."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    found = [p for p in inspect.signature(fn).parameters.values() if p.kind in kinds][2:]
+    missing = [p.name for p in found if p.default is inspect.Parameter.empty]
+    if missing:
+        raise GrokscopeError(f"analysis function {fn.__name__}: its parameter {missing[0]!r} has no default")
+    return {p.name: p.default for p in found}
+
+
 def register(name: str, *, summary: str, version: int = 1, kind: str = "checkpoint", default_steps: str = "all",
-             needs: tuple[str, ...] = (), params: dict[str, Any] | None = None,
-             applies: Callable[[Any], str | None] | None = None, expensive: bool = False,
+             needs: tuple[str, ...] = (), applies: Callable[[Any], str | None] | None = None, expensive: bool = False,
              resolve: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None):
-    """Decorator: ``@register("weight_norms", summary="...")`` above the analysis function."""
+    """Decorator: ``@register("weight_norms", summary="...")`` above the analysis function. A name
+    already registered is refused (one clear error), not replaced."""
     if kind not in ("checkpoint", "run"):
         raise ValueError(f"kind must be 'checkpoint' or 'run', got {kind!r}")
+    if name in REGISTRY:
+        raise GrokscopeError(f"analysis {name!r} is already registered (by {REGISTRY[name].fn.__module__}."
+                             f"{REGISTRY[name].fn.__qualname__}); choose another name")
 
     def deco(fn):
-        REGISTRY[name] = Analysis(name, fn, summary, version, kind, default_steps, tuple(needs), dict(params or {}),
+        REGISTRY[name] = Analysis(name, fn, summary, version, kind, default_steps, tuple(needs), signature_params(fn),
                                   applies or (lambda data: None), expensive, resolve)
         return fn
 

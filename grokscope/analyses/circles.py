@@ -115,12 +115,9 @@ def _check(data) -> None:
         raise GrokscopeError(why)
 
 
-PARAMS = {"key_freqs": "final", "key_step": None, "key_from": "unembed", "n_key": None}
-
-
 @register("circles", summary="how circular each key frequency's plane is: share of the norm, R², angle error",
-          version=1, params=dict(PARAMS), applies=not_cyclic, resolve=resolve_key_freqs)
-def circles(model, data, key_freqs="own", key_step=None, key_from: str = "unembed", n_key: int | None = None) -> pd.DataFrame:
+          version=1, applies=not_cyclic, resolve=resolve_key_freqs)
+def circles(model, data, key_freqs="final", key_step=None, key_from: str = "unembed", n_key: int | None = None) -> pd.DataFrame:
     """Long table ``matrix, freq, rank, share, r2, angle_err, aspect, radius``: one row per matrix
     ("embed", "unembed") and key frequency (``rank`` 0 = the largest); see the module docstring."""
     _check(data)
@@ -145,8 +142,8 @@ def circles(model, data, key_freqs="own", key_step=None, key_from: str = "unembe
 
 
 @register("circle_points", summary="the embedding and unembedding rows in each key frequency's plane (Figure 3 circles)",
-          version=2, params=dict(PARAMS), applies=not_cyclic, resolve=resolve_key_freqs, default_steps="slider")
-def circle_points(model, data, key_freqs="own", key_step=None, key_from: str = "unembed",
+          version=2, applies=not_cyclic, resolve=resolve_key_freqs, default_steps="slider")
+def circle_points(model, data, key_freqs="final", key_step=None, key_from: str = "unembed",
                   n_key: int | None = None) -> pd.DataFrame:
     """Long table ``matrix, freq, j, token, element, x, y, colour, next``: each element's point in each
     key frequency's plane (x, y = 0 where the frequency holds nothing); see the module docstring."""

@@ -2,9 +2,11 @@
 
 f is the training loss: the mean cross-entropy of the answer token over the WHOLE training set (its
 training labels, outliers included) as a function of the trainable parameters x (those with
-``requires_grad``; frozen positions and zero biases stay fixed). The forward pass runs in the model's
-dtype; the logits are cast to float64 before the cross-entropy, so a loss of 1e-7 and its changes are
-not rounded away (a float32 log-softmax rounds the answer's log-probability to 0 below about 6e-8).
+``requires_grad``; frozen positions and zero biases stay fixed): ``loss.answer_loss``, the loss the run
+trained on, with its softmax (``softmax``: a StableMax run's flatness is that of its StableMax loss;
+over a run ``analyze`` takes the run's own). The forward pass runs in the model's dtype; the logits
+are cast to float64 before the loss, so a loss of 1e-7 and its changes are not rounded away (a float32
+log-softmax rounds the answer's log-probability to 0 below about 6e-8).
 The model's weights are restored afterwards. ``eps_sharpness``, ``box_maximise`` and ``top_eigenvalue``
 are generic over a loss closure; the tests check them on functions whose answers are known exactly.
 
@@ -55,11 +57,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.optimize import Bounds, minimize
 
 from ..errors import GrokscopeError
-from ..model import answer_logits
+from ..fastpath import answer_logits
+from ..loss import answer_loss
+from ._common import resolve_softmax
 from .base import register
 
 CHUNK = 8192
@@ -286,11 +289,12 @@ def top_eigenvalue(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor
 
 # --- the model's training loss as a closure -------------------------------------------------------------
 class TrainLoss:
-    """Mean training cross-entropy of ``model`` (float64 from the logits on) as a function of its flat
-    trainable parameters."""
+    """Mean training loss of ``model`` (``answer_loss`` under ``softmax``, float64 from the logits on) as a
+    function of its flat trainable parameters."""
 
-    def __init__(self, model, x: torch.Tensor, y: torch.Tensor):
+    def __init__(self, model, x: torch.Tensor, y: torch.Tensor, softmax: str = "softmax"):
         self.model = model
+        self.softmax = softmax
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise GrokscopeError("the model has no trainable parameters")
@@ -316,8 +320,8 @@ class TrainLoss:
     def _chunks(self):
         N = len(self.y)
         for i in range(0, N, CHUNK):
-            logits = answer_logits(self.model, self.x[i:i + CHUNK]).double()  # (chunk, d_vocab_out)
-            yield F.cross_entropy(logits, self.y[i:i + CHUNK], reduction="sum") / N
+            logits = answer_logits(self.model, self.x[i:i + CHUNK])  # (chunk, d_vocab_out)
+            yield answer_loss(logits, self.y[i:i + CHUNK], torch.float64, "sum", self.softmax) / N
 
     def value(self) -> float:
         """f at the current parameters."""
@@ -350,19 +354,17 @@ class TrainLoss:
 
 
 # --- the registered analyses ------------------------------------------------------------------------------
-SHARPNESS_PARAMS = {"eps": [1e-3, 5e-4], "subspace": 0, "budget": 20, "starts": ["sign", "random", "zero"],
-                    "probe": 3, "direction": "sign", "step": 1.0, "polish": 0, "seed": 0}
-
-
 @register("sharpness", summary="Keskar et al. eps-sharpness of the training loss (a maximum: projected ascent in the box)",
-          version=2, default_steps="few", expensive=True, params=SHARPNESS_PARAMS)
+          version=2, default_steps="few", expensive=True, resolve=resolve_softmax)
 def sharpness(model, data, eps=(1e-3, 5e-4), subspace: int = 0, budget: int = 20, starts=("sign", "random", "zero"),
-              probe: int = 3, direction: str = "sign", step: float = 1.0, polish: int = 0, seed: int = 0) -> dict:
+              probe: int = 3, direction: str = "sign", step: float = 1.0, polish: int = 0, seed: int = 0,
+              softmax: str | None = None) -> dict:
     """One row: ``train_loss`` (f at x) and, per eps (e.g. ``0.001``): ``sharpness_0.001`` (phi),
     ``loss_max_0.001`` (the largest f found in the box), ``evals_0.001`` (loss+gradient evaluations,
     the shared one at x not counted) and ``climbing_0.001`` (the ascent was still rising when its budget
-    ran out: phi is then clearly below the maximum)."""
-    loss = TrainLoss(model, data.train_x, data.train_y)
+    ran out: phi is then clearly below the maximum). ``softmax``: the loss's ("softmax" or "stablemax";
+    None: over a run, the run's own; on one model, "softmax")."""
+    loss = TrainLoss(model, data.train_x, data.train_y, softmax or "softmax")
     out = {}
     with loss.restoring():
         x0 = loss.x0.double().cpu().numpy()
@@ -380,10 +382,11 @@ def sharpness(model, data, eps=(1e-3, 5e-4), subspace: int = 0, budget: int = 20
 
 
 @register("hessian", summary="top eigenvalue of the training-loss Hessian (power iteration on HVPs)",
-          version=2, default_steps="few", expensive=True, params={"iters": 30, "tol": 1e-3, "seed": 0})
-def hessian(model, data, iters: int = 30, tol: float = 1e-3, seed: int = 0) -> dict:
-    """One row: ``train_loss``, ``hessian_top``, ``hessian_iters``, ``hessian_converged``."""
-    loss = TrainLoss(model, data.train_x, data.train_y)
+          version=2, default_steps="few", expensive=True, resolve=resolve_softmax)
+def hessian(model, data, iters: int = 30, tol: float = 1e-3, seed: int = 0, softmax: str | None = None) -> dict:
+    """One row: ``train_loss``, ``hessian_top``, ``hessian_iters``, ``hessian_converged`` (``softmax`` as
+    in ``sharpness``)."""
+    loss = TrainLoss(model, data.train_x, data.train_y, softmax or "softmax")
     g = torch.Generator().manual_seed(seed)
     v0 = torch.randn(len(loss.x0), generator=g, dtype=torch.float64).to(loss.x0)
     with loss.restoring():

@@ -48,11 +48,11 @@ import math
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from ..errors import GrokscopeError
 from ..tasks import OPERATIONS
-from ..model import answer_logits
+from ..fastpath import answer_logits
+from ..loss import answer_loss
 from ._common import gini, shared
 from .base import register
 
@@ -314,7 +314,7 @@ def _losses(model, data, row: torch.Tensor, resid_mid, acts, keys: list[int], n:
             continue
         cells = cells.to(dev)
         logits = logits_after_last_mlp(model, mid[cells], a[cells].to(acts.dtype))
-        out.append(F.cross_entropy(logits.double(), labels.to(dev)).item())  # float64, as training
+        out.append(answer_loss(logits, labels.to(dev)).item())  # softmax cross-entropy in float64, as Nanda et al.
     return out[0], out[1]
 
 
@@ -334,7 +334,7 @@ def fourier_spectrum(model, data) -> pd.DataFrame:
 
 
 @register("fourier_neurons", summary="dominant Fourier frequency of each MLP neuron over the (a, b) grid",
-          version=1, params={"layer": -1}, applies=not_cyclic)
+          version=1, applies=not_cyclic)
 def fourier_neurons(model, data, layer: int = -1) -> pd.DataFrame:
     """Long table ``layer, neuron, freq, frac, std``: dominant frequency (0: a dead neuron), its share of the
     neuron's variance over the grid, and the neuron's std over the grid (at the ``=`` position)."""
@@ -408,9 +408,8 @@ def resolve_key_freqs(run, params: dict) -> dict:
 
 
 @register("fourier", summary="key frequencies, Fourier Gini, neuron frequencies, restricted/excluded loss",
-          version=2, params={"n_key": None, "key_freqs": "final", "key_step": None, "key_from": "unembed", "layer": -1},
-          applies=not_cyclic, resolve=resolve_key_freqs)
-def fourier(model, data, n_key: int | None = None, key_freqs="own", key_step=None, key_from: str = "unembed",
+          version=2, applies=not_cyclic, resolve=resolve_key_freqs)
+def fourier(model, data, n_key: int | None = None, key_freqs="final", key_step=None, key_from: str = "unembed",
             layer: int = -1) -> dict:
     """One row: key_freqs ("k1,k2,..", largest first), n_key, key_gap, embed_gini, unembed_gini,
     embed_key_frac, unembed_key_frac, neuron_frac_explained, neuron_key_frac, restricted_loss,

@@ -45,7 +45,8 @@ import pandas as pd
 import torch
 
 from ..errors import GrokscopeError
-from ..model import answer_logits
+from ..fastpath import answer_logits
+from ._common import resolve_softmax
 from .base import register
 
 INSTALL_HINT = "the LLC needs the devinterp library: pip install 'grokscope[llc]' (or pip install devinterp)"
@@ -219,7 +220,7 @@ def _diverged(model, n, nbeta, lr, localization, chains, draws, burnin, batch, w
 def transformer_row_loss(data, softmax: str = "softmax") -> Callable:
     """Row losses of the run's training set: the answer-token cross-entropy (float64 log-softmax, as
     training's default loss), of the training labels (outliers included)."""
-    from ..train import answer_loss
+    from ..loss import answer_loss
 
     x, y = data.train_x, data.train_y
 
@@ -232,14 +233,14 @@ def transformer_row_loss(data, softmax: str = "softmax") -> Callable:
 
 @register("llc", summary="local learning coefficient (Lau et al. 2023) by SGLD with devinterp; expensive, opt-in",
           version=1, default_steps="few", expensive=True, applies=lambda data: devinterp_missing(),
-          params={"lr": 3e-4, "localization": 100.0, "nbeta": None, "chains": 4, "draws": 200, "burnin": 100,
-                  "batch_size": 0, "seed": 0, "rhat_max": 1.1, "softmax": "softmax"})
+          resolve=resolve_softmax)
 def llc(model, data, lr: float = 3e-4, localization: float = 100.0, nbeta: float | None = None, chains: int = 4,
         draws: int = 200, burnin: int = 100, batch_size: int = 0, seed: int = 0, rhat_max: float = 1.1,
-        softmax: str = "softmax") -> pd.DataFrame:
+        softmax: str | None = None) -> pd.DataFrame:
     """The LLC of the checkpoint's training loss (see the module docstring); ``batch_size`` 0: full batch;
-    ``nbeta`` None: n / log n; ``softmax``: "stablemax" for a StableMax run's own loss."""
+    ``nbeta`` None: n / log n; ``softmax``: the loss's, "softmax" or "stablemax" (None: over a run, the run's
+    own; on one model, "softmax")."""
     n = len(data.train_y)
-    return estimate_llc(model, transformer_row_loss(data, softmax), n, lr=lr, localization=localization, nbeta=nbeta,
+    return estimate_llc(model, transformer_row_loss(data, softmax or "softmax"), n, lr=lr, localization=localization, nbeta=nbeta,
                         chains=chains, draws=draws, burnin=burnin, batch_size=batch_size or None, seed=seed,
                         rhat_max=rhat_max)

@@ -144,8 +144,7 @@ def smallest_k(model, x, y, order: torch.Tensor, shape: tuple[int, int], toleran
 
 
 @register("neuron_ablation", version=1, default_steps="few",
-          summary="fewest top-norm MLP neurons that keep the train accuracy (zero-ablating the rest)",
-          params={"tolerance": 0.01, "per_layer": False, "max_examples": 0})
+          summary="fewest top-norm MLP neurons that keep the train accuracy (zero-ablating the rest)")
 def neuron_ablation(model, data, tolerance: float = 0.01, per_layer: bool = False,
                     max_examples: int = 0) -> pd.DataFrame:
     """``max_examples`` > 0: judge the accuracy on the first that many training equations only."""

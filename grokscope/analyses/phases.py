@@ -60,7 +60,6 @@ LEADLAG_COLUMNS = ["step", "measure", "label", "direction", "moved", "value_from
                    "reference_step", "description"]
 NAN = float("nan")
 SMOOTH = 1.05  # running-median window: steps within this factor of each step
-DEFAULTS = {"acc": 0.99, "done": 0.9}
 
 
 @dataclass(frozen=True)
@@ -602,14 +601,12 @@ def run_facts(run) -> dict:
 
 
 @register("phases", kind="run", version=2, needs=("weight_norms", "sparsity", "fourier", "circles", "llc"),
-          summary="memorisation, circuit formation, clean-up, grokked: boundaries from the progress measures",
-          params=dict(DEFAULTS))
-def phases(run, results, **params) -> pd.DataFrame:
-    return find_phases(run.metrics, results, **run_facts(run), **params)
+          summary="memorisation, circuit formation, clean-up, grokked: boundaries from the progress measures")
+def phases(run, results, acc: float = 0.99, done: float = 0.9) -> pd.DataFrame:
+    return find_phases(run.metrics, results, acc=acc, done=done, **run_facts(run))
 
 
 @register("phases_leadlag", kind="run", version=1, needs=("weight_norms", "sparsity", "fourier", "circles", "llc"),
-          summary="when each progress measure makes its main change, and how far it leads validation loss",
-          params={"acc": 0.99})
+          summary="when each progress measure makes its main change, and how far it leads validation loss")
 def phases_leadlag(run, results, acc: float = 0.99) -> pd.DataFrame:
     return find_leadlag(run.metrics, results, acc=acc, n_answers=run_facts(run).get("n_answers"))

@@ -172,11 +172,9 @@ def _resolve(run, params: dict) -> dict:
 
 
 @register("tsne", summary="t-SNE of the embedding and unembedding rows (full and key-frequency space), Figure 3",
-          version=3, default_steps="slider", resolve=_resolve,
-          params={"perplexity": 30.0, "subgroup": "paper", "coset": "left", "by": "residue", "seed": 0,
-                  "subspace": "keys", "key_freqs": "final", "key_step": None, "key_from": "unembed"})
+          version=3, default_steps="slider", resolve=_resolve)
 def tsne(model, data, perplexity: float = 30.0, subgroup: str = "paper", coset: str = "left",
-         by: str = "residue", seed: int = 0, subspace: str = "none", key_freqs="own", key_step=None,
+         by: str = "residue", seed: int = 0, subspace: str = "keys", key_freqs="final", key_step=None,
          key_from: str = "unembed") -> pd.DataFrame:
     """Long table ``matrix, element, token, x, y, colour, next`` (matrix: "embed", "unembed", and with
     ``subspace="keys"`` on a cyclic task "embed_keys", "unembed_keys"; see the module docstring)."""

@@ -65,5 +65,5 @@ __all__ = [
     "fig_neuron_traces", "fig_sparsity", "fig_fourier_spectrum", "fig_key_frequencies", "fig_fourier_neurons",
     "fig_restricted_loss", "fig_tsne", "fig_circles", "fig_circularity", "fig_flatness", "fig_llc", "fig_compare_accuracy", "fig_compare_series",
     "first_step_at", "fig_steps_vs_frac", "fig_best_val_vs_frac", "fig_sweep_heatmap", "fig_sharpness_vs_val",
-    "spearman",
+    "spearman", "save_figure", "export_report_figures", "notebook_mode",
 ]

@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..errors import GrokscopeError
+
 STEP0 = 0.5  # where step 0 is drawn on a log step axis
 PHASE_COLOURS = {"memorisation": "#e8872e", "circuit_formation": "#8e5cc9", "clean_up": "#2e9e6f",
                  "grokked": "#3f7fe0"}
@@ -260,9 +262,13 @@ def figure(name: str, *, page: str = "run", section: str = "", title: str, capti
            any_need: bool = False, optional: tuple[str, ...] = (), applies: Callable[[Any], bool] | None = None,
            has: Callable[[RunTables], bool] | None = None, reproduces: str | Callable[[Any], str] = ""):
     """Register a ``fig_*`` function on ``page``; the figure it returns gets ``title`` unless the caller
-    gives one (or the function takes a ``title`` of its own)."""
+    gives one (or the function takes a ``title`` of its own). A name already on the page is refused."""
     if page not in REGISTRY:
         raise KeyError(f"unknown figure page {page!r}: {', '.join(PAGES)}")
+    if name in REGISTRY[page]:
+        raise GrokscopeError(f"figure {name!r} is already registered on the {page} page (by "
+                             f"{REGISTRY[page][name].fn.__module__}.{REGISTRY[page][name].fn.__qualname__}); "
+                             f"choose another name")
 
     def deco(fn):
         wrapper = fn if "title" in inspect.signature(fn).parameters else _titled(fn, page, name)

@@ -70,7 +70,7 @@ def locate(source: Run | str | Path, results: str | Path | None = None) -> tuple
 
 def load_report_run(source: Run | str | Path, results: str | Path | None = None) -> ReportRun:
     """Read everything the report needs; never computes an analysis."""
-    from ..analyses import REGISTRY
+    from ..analyses.base import REGISTRY
     from ..analyses.fourier import op_kind
     from ..analyses.phases import find_phases, run_facts
 

@@ -18,7 +18,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from ..errors import GrokscopeError
-from ..run import atomic_write_text
+from ..files import atomic_write_text
 from .common import esc
 
 CSS = """
@@ -128,4 +128,4 @@ class Page:
         return path
 
 
-__all__ = ["Page", "esc", "figure_json", "slug"]
+__all__ = ["Page", "figure_json", "slug"]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 # name -> the module of this package that defines it
 _LAZY = {
-    **dict.fromkeys(["SweepSpec", "Cell", "ALIASES", "axis_name", "parse_values", "apply_coords", "cell_name",
+    **dict.fromkeys(["SweepSpec", "Cell", "ALIASES", "axis_name", "apply_coords", "cell_name",
                      "read_grid_file", "check_spec_types"], "spec"),
     **dict.fromkeys(["SWEEP_PRESETS", "SWEEP_PRESET_TEXT", "preset_spec"], "presets"),
     **dict.fromkeys(["Sweep", "load_sweep", "write_spec", "run_status", "result_row", "ANALYSIS_COLUMNS",
@@ -53,5 +53,5 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .presets import SWEEP_PRESET_TEXT, SWEEP_PRESETS, preset_spec
     from .report import sweep_figures, sweep_report
     from .runner import default_workers, plan_jobs, progress_text, run_job, run_on_ray, run_sweep
-    from .spec import (ALIASES, Cell, SweepSpec, apply_coords, axis_name, cell_name, check_spec_types, parse_values,
+    from .spec import (ALIASES, Cell, SweepSpec, apply_coords, axis_name, cell_name, check_spec_types,
                        read_grid_file)

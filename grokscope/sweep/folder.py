@@ -20,9 +20,9 @@ from typing import Any, Callable
 import pandas as pd
 
 from ..errors import GrokscopeError
+from ..files import atomic_write_text
 from ..results import RESULTS_ROOT, ResultStore, default_out_dir
-from ..run import (METRICS_FILE, atomic_write_text, checkpoint_path, first_reached, is_run_dir, read_metrics,
-                   stop_step, stored_config)
+from ..run import METRICS_FILE, checkpoint_path, first_reached, is_run_dir, read_metrics, stop_step, stored_config
 from .spec import Cell, SweepSpec, check_spec_types
 
 SWEEP_FILE = "sweep.json"
@@ -41,7 +41,7 @@ class Sweep:
         f = self.path / SWEEP_FILE
         if not os.path.isfile(f):  # os.path: a name too long is "not there", not a traceback
             raise GrokscopeError(f"{self.path} is not a sweep folder (no {SWEEP_FILE})")
-        from ..guard import read_text
+        from ..files import read_text
 
         text = read_text(f, "sweep file")
         try:
@@ -158,7 +158,7 @@ def write_spec(path: Path, spec: SweepSpec) -> Sweep:
             raise GrokscopeError(f"{path} holds another sweep (its grid differs); continue it with "
                                  f"`grokscope sweep --out {path}` and no grid, or pick another --out")
         return old
-    from ..guard import LOCK_FILE
+    from ..locks import LOCK_FILE
 
     if path.exists() and any(p.name != LOCK_FILE for p in path.iterdir()):
         raise GrokscopeError(f"{path} exists and is not a sweep folder; pick another --out")

@@ -19,9 +19,10 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..figures.common import figures_on
-from ..figures.page import Page, esc as _e
+from ..figures.common import esc as _e
+from ..figures.page import Page
 from ..figures.summary import pct, steps_text
-from ..figures.sweep import SERIES_FIGURE, SweepTable, with_results  # noqa: F401 (SERIES_FIGURE: its old address)
+from ..figures.sweep import SweepTable, with_results
 from .folder import REPORT_FILE, load_sweep
 from .presets import SWEEP_PRESET_TEXT
 

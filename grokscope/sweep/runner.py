@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import GrokscopeError
-from ..run import (CKPT_DIR, METRICS_FILE, Run, first_reached, is_run_dir, prepare, read_metrics,
-                   remove_stale_temporaries, resume_step)
+from ..files import remove_stale_temporaries
+from ..run import CKPT_DIR, METRICS_FILE, Run, first_reached, is_run_dir, prepare, read_metrics, resume_step
 from .folder import LEVEL, RUNS_DIR, SWEEP_FILE, Sweep, enclosing, write_spec
 from .spec import Cell, SweepSpec
 
@@ -91,7 +91,7 @@ def run_job(sweep_path: str, names: list[str], threads: int | None = None, progr
 def _lock_runs(sweep: Sweep, cells: list[Cell], locks: contextlib.ExitStack) -> None:
     """One writer per run, even against a `grokscope train --resume` on it; a run folder the lock made
     and that never became a run is removed when the locks are released."""
-    from ..guard import FolderLock
+    from ..locks import FolderLock
 
     for c in cells:
         lock = locks.enter_context(FolderLock(sweep.run_dir(c), "sweep worker"))
@@ -130,7 +130,7 @@ def _pool_init(threads: int, parent: int | None = None) -> None:
 
     import torch
 
-    from ..guard import die_with_parent
+    from ..locks import die_with_parent
 
     die_with_parent(parent)  # a killed sweep leaves no worker training behind it
     torch.set_num_threads(threads)
@@ -266,7 +266,7 @@ def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = 
     for name, value in (("workers", workers), ("batch", batch)):
         if value is not None and value < 1:  # before anything is written
             raise GrokscopeError(f"--{name} must be at least 1, got {value}")
-    from ..guard import FolderLock
+    from ..locks import FolderLock
 
     path = Path(out)
     if os.path.exists(path) and not os.path.isdir(path):
@@ -297,7 +297,7 @@ def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = 
 def _check_cells_fit(spec: SweepSpec, path: Path) -> None:
     """Refuse up front, as ``train`` does, a cell whose memory or disk cannot fit on this machine (before
     the sweep folder is written). Each cell alone: the workers' runs side by side need more."""
-    from ..guard import check_fits
+    from ..run import check_fits
 
     for cell in spec.cells():
         try:

@@ -112,7 +112,7 @@ class Cell:
 # --- grid files -----------------------------------------------------------------------------------------
 def read_grid_file(path: str | Path) -> dict[str, Any]:
     """A grid file (JSON, or YAML when PyYAML is installed): {preset, scale, base, fixed, grid, analyses}."""
-    from ..guard import read_text
+    from ..files import read_text
 
     path = Path(path)
     text = read_text(path, "grid file")
