@@ -22,7 +22,8 @@ import pandas as pd
 from .analyses.base import REGISTRY, Analysis, get_analysis
 from .analyses._common import sharing
 from .analyses.base import unavailable
-from .errors import GrokscopeError, did_you_mean
+from .errors import GrokscopeError, did_you_mean, printable
+from .files import remove_stale_temporaries
 from .results import ResultStore, default_out_dir
 from .locks import FolderLock
 from .run import Run, fingerprint, is_run_dir
@@ -37,7 +38,7 @@ SLIDER_LOG_STEPS = 20  # for default_steps="slider" (the maps of Figure 3): log-
 def warn(message: str) -> None:
     from .progress import tqdm
 
-    tqdm.write(f"grokscope: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    tqdm.write(f"grokscope: warning: {printable(' '.join(str(message).split()))}", file=sys.stderr)
 
 
 def open_run(run_or_path: Run | str | Path) -> Run:
@@ -186,6 +187,9 @@ class _Pending:
         table = _as_table(out, self.a.name).copy()
         if "step" in table.columns:
             table = table.drop(columns="step")
+        for c in table.columns:  # float64, which the CSV keeps exactly: cached rows read back equal fresh ones
+            if pd.api.types.is_float_dtype(table[c].dtype) and table[c].dtype != "float64":
+                table[c] = table[c].astype("float64")
         table.insert(0, "step", step)
         self.parts.append(table)
         self.done.add(step)
@@ -234,13 +238,17 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
     data = run.data
     chosen = select(only, data)
     all_params = resolve_params(chosen, params)
-    for a in chosen:
-        if a.resolve is not None:
-            all_params[a.name] = a.resolve(run, all_params[a.name])
     store = ResultStore(Path(out) if out is not None else default_out_dir(run.path))
     if os.path.exists(store.folder) and not os.path.isdir(store.folder):
         raise GrokscopeError(f"the results folder {store.folder} exists and is not a folder; pick another --out")
+    from .sweep.folder import check_results_folder
+
+    check_results_folder(store.folder)  # where it writes, before anything is read or computed
+    for a in chosen:
+        if a.resolve is not None:
+            all_params[a.name] = a.resolve(run, all_params[a.name])
     with FolderLock(store.folder, "analyze") as lock:
+        remove_stale_temporaries(store.folder)  # what a killed analyze left
         try:
             return _analyze(run, data, chosen, all_params, store, steps, every, progress)
         except BaseException:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .config import (PRESET_HELP, PRESETS, VARIANT_HELP, VARIANTS, Field, RunConfig, axes, flags, parse_values, preset,
                      set_flags, switch)
-from .errors import GrokscopeError, TrainingInterrupted
+from .errors import GrokscopeError, TrainingInterrupted, printable
 
 DESCRIPTION = ("Train the grokking transformer of Power et al. (2022) as a TransformerLens HookedTransformer, "
                "checkpoint it densely, analyse the checkpoints and report.")
@@ -44,6 +44,12 @@ def _add_threads(p: argparse.ArgumentParser, what: str = "this process") -> None
     p.add_argument("--threads", type=_thread_count, default=1, metavar="N",
                    help=f"torch threads (intra-op and inter-op) for {what} (default 1: for models this small one "
                         "thread is faster, and far faster when anything else runs; see docs/speed.md)")
+
+
+def _say(text: object = "", **kw) -> None:
+    """print, with what could hide or rewrite text on a terminal (control and formatting characters in a
+    path: a right-to-left override) escaped, line by line (see errors.printable)."""
+    print("\n".join(printable(line) for line in str(text).split("\n")), **kw)
 
 
 def _report_line(path: Path) -> str:
@@ -86,11 +92,20 @@ def _add_train(sub, help_: str) -> None:
 def build_config(args) -> RunConfig:
     """Defaults <- --preset <- --config <- --variant <- the other flags (--seed also sets the split seed,
     unless --split-seed or --config is given)."""
-    cfg = preset(args.preset) if args.preset else RunConfig()
-    if args.config:
-        cfg.update(RunConfig.load(args.config).to_dict())
+    cfg = preset(args.preset) if args.preset is not None else RunConfig()
+    if args.config is not None:
+        cfg.update(_config_file(args.config).to_dict())
     values = {"variant": args.variant, **{flag: getattr(args, _dest(flag)) for flag in flags()}}
     return set_flags(cfg, values, seed_sets_split=not args.config).validate()
+
+
+def _config_file(path: str) -> RunConfig:
+    """A --config file, checked on its own: a bad value in it is refused even when a flag replaces it."""
+    cfg = RunConfig.load(path)
+    try:
+        return cfg.validate()
+    except GrokscopeError as e:
+        raise GrokscopeError(f"{path}: {e}") from None
 
 
 def cmd_train(args) -> int:
@@ -98,23 +113,23 @@ def cmd_train(args) -> int:
     from .train import train
 
     if args.resume:
-        fixed = [f for f in ("preset", "config", "variant", "out") if getattr(args, f)]
+        fixed = [f for f in ("preset", "config", "variant", "out") if getattr(args, f) is not None]
         fixed += [f for f in flags() if f != "steps" and getattr(args, _dest(f)) is not None]
         if fixed:
             raise GrokscopeError(f"--resume continues a run with its own config; drop --{', --'.join(fixed)}")
     try:
         if args.resume:
-            run = train(resume=args.resume, steps=args.steps, progress=not args.no_progress)
+            run = train(resume=args.resume, steps=args.steps, progress=not args.no_progress, log=_say)
         else:
             cfg = build_config(args)
             get_operation(cfg.task.op)  # unknown operation: fail before touching the disk
-            run = train(cfg, out=args.out, progress=not args.no_progress)
+            run = train(cfg, out=args.out, progress=not args.no_progress, log=_say)
     except TrainingInterrupted:  # saved; the loop printed the command that continues the run
         return 130
     m = run.metrics
     if len(m):
         last = m.iloc[-1]
-        print(f"grokscope: done at step {int(last.step)}: train acc {last.train_acc:.3f}, val acc {last.val_acc:.3f}; "
+        _say(f"grokscope: done at step {int(last.step)}: train acc {last.train_acc:.3f}, val acc {last.val_acc:.3f}; "
               f"run in {run.path}")
     return 0
 
@@ -175,10 +190,16 @@ def _listing(func):
 
 # --- analyze and report ---------------------------------------------------------------------------------
 def _int_list(text: str) -> list[int]:
+    """--steps "0,1e3,2000" -> [0, 1000, 2000]: whole, finite, non-negative step numbers, or one clear error."""
+    from .config import MAX_INT, coerce
+
     try:
-        return [int(float(s)) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise GrokscopeError(f"--steps takes step numbers separated by commas, got {text!r}") from None
+        steps = [coerce(int, s.strip()) for s in text.split(",") if s.strip()]
+    except (ValueError, TypeError, OverflowError):
+        steps = None
+    if not steps or not all(0 <= s <= MAX_INT for s in steps):
+        raise GrokscopeError(f"--steps takes whole step numbers (0 or more) separated by commas, got {text!r}")
+    return steps
 
 
 def _add_analyze(sub, help_: str) -> None:
@@ -212,11 +233,11 @@ def cmd_analyze(args) -> int:
     tables = analyze(run, only=args.only, steps=steps, every=args.every, out=out, progress=not args.no_progress)
     for name, table in tables.items():
         n = table["step"].nunique() if "step" in table.columns else 0
-        print(f"grokscope: {name}: {len(table)} rows, {n} steps -> {out / (name + '.csv')}")
+        _say(f"grokscope: {name}: {len(table)} rows, {n} steps -> {out / (name + '.csv')}")
     if "phases" in tables:
         for text in tables["phases"]["description"]:
-            print(f"  {text}")
-    print(f"grokscope: report -> {build_report(run, results=out)}")
+            _say(f"  {text}")
+    _say(f"grokscope: report -> {build_report(run, results=out)}")
     return 0
 
 
@@ -245,7 +266,7 @@ def cmd_report(args) -> int:
         path = build_report(args.source, out=args.out, results=args.results, log_x=not args.linear)
     else:
         raise GrokscopeError("give a run directory or results folder, or --compare RUN_A RUN_B ...")
-    print(_report_line(path))
+    _say(_report_line(path))
     return 0
 
 
@@ -286,12 +307,12 @@ def sweep_spec(args):
     from .sweep.spec import SweepSpec, axis_name, read_grid_file
 
     d = read_grid_file(args.grid) if args.grid else {}
-    name = args.preset or d.get("preset")
-    scale = args.scale or d.get("scale") or ("small" if name else None)
-    if args.scale and not name:
+    name = args.preset if args.preset is not None else d.get("preset")
+    scale = args.scale or d.get("scale") or ("small" if name is not None else None)
+    if args.scale and name is None:
         raise GrokscopeError("--scale goes with --preset")
-    spec = preset_spec(name, scale) if name else SweepSpec()
-    base = RunConfig.load(args.config).to_dict() if args.config else spec.base
+    spec = preset_spec(name, scale) if name is not None else SweepSpec()
+    base = _config_file(args.config).to_dict() if args.config is not None else spec.base
     base = {**base, **d["base"]} if d.get("base") else base
     analyses = {**spec.analyses, **(d.get("analyses") or {})}
     fixed = {**spec.fixed, **{axis_name(k): v for k, v in (d.get("fixed") or {}).items()}}
@@ -303,11 +324,11 @@ def sweep_spec(args):
             target, other = (grid, fixed) if len(values) > 1 else (fixed, grid)
             other.pop(flag, None)
             target[flag] = values if len(values) > 1 else values[0]
-    if not (grid or fixed or name or args.config or d):
+    if not (grid or fixed or name is not None or args.config is not None or d):
         return None
     cases = {**spec.cases, **(d.get("cases") or {})}
-    return SweepSpec.make(base, fixed, grid, preset=name, scale=scale if name else None, analyses=analyses,
-                          cases=cases)
+    return SweepSpec.make(base, fixed, grid, preset=name, scale=scale if name is not None else None,
+                          analyses=analyses, cases=cases)
 
 
 def cmd_sweep(args) -> int:
@@ -326,9 +347,9 @@ def cmd_sweep(args) -> int:
         return 0
     try:
         run_sweep(spec, args.out, workers=args.workers, batch=args.batch, ray_address=args.ray,
-                  progress=not args.no_progress, threads=args.threads)
+                  progress=not args.no_progress, threads=args.threads, log=_say)
     except KeyboardInterrupt:
-        print(f"\ngrokscope: interrupted; continue with: grokscope sweep --out {args.out}", file=sys.stderr)
+        _say(f"\ngrokscope: interrupted; continue with: grokscope sweep --out {args.out}", file=sys.stderr)
         return 130
     return 0
 
@@ -346,7 +367,7 @@ def _add_sweep_report(sub, help_: str) -> None:
 def cmd_sweep_report(args) -> int:
     from .sweep.report import sweep_report
 
-    print(_report_line(sweep_report(args.sweep, out=args.out)))
+    _say(_report_line(sweep_report(args.sweep, out=args.out)))
     return 0
 
 
@@ -358,7 +379,7 @@ def cmd_figures(args) -> int:
     steps = _int_list(args.steps) if args.steps else None
     paths = export_report_figures(args.source, args.out, formats=formats, results=args.results, log_x=not args.linear,
                                   steps=steps)
-    print(f"grokscope: {len(paths)} files -> {args.out}")
+    _say(f"grokscope: {len(paths)} files -> {args.out}")
     return 0
 
 
@@ -381,7 +402,7 @@ def cmd_tensorboard(args) -> int:
     from .tensorboard import to_tensorboard
 
     folder = to_tensorboard(args.source, args.logdir, args.results)
-    print(f"grokscope: TensorBoard scalars -> {folder} (tensorboard --logdir {folder.parent})")
+    _say(f"grokscope: TensorBoard scalars -> {folder} (tensorboard --logdir {folder.parent})")
     return 0
 
 
@@ -537,18 +558,38 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
 COMPUTING = ("train", "analyze", "sweep")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """What no sub-command may get: an empty value (``--out ""`` would mean the working folder, ``--preset ""``
+    no preset) or bytes that are not UTF-8 (a path grokscope records in its JSON files must be text)."""
+    for key, value in vars(args).items():
+        for v in value if isinstance(value, list) else [value]:
+            if not isinstance(v, str) or key in ("command", "func"):
+                continue
+            name = key if key in ("source", "sweep") else "--" + key.replace("_", "-")
+            if not v.strip():
+                raise GrokscopeError(f"{name} is empty")
+            if "\x00" in v:
+                raise GrokscopeError(f"{name} holds a NUL byte")
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise GrokscopeError(f"{name} {v!r} holds bytes that are not UTF-8 text; grokscope records paths "
+                                     f"in UTF-8 files: rename it") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = make_parser(_command(argv))
     args = parser.parse_args(argv)
     try:
+        check_arguments(args)
         if args.command in COMPUTING:
             from .fastpath import configure_cpu
 
             configure_cpu(args.threads)
         return args.func(args)
     except GrokscopeError as e:
-        print(f"grokscope: error: {e}", file=sys.stderr)
+        print(f"grokscope: error: {printable(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("grokscope: interrupted", file=sys.stderr)
@@ -557,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except OSError as e:  # an environment error the checks did not turn into a GrokscopeError: still one line
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        print(f"grokscope: error: {e.strerror or e}{where}"[:400], file=sys.stderr)
+        print(printable(f"grokscope: error: {e.strerror or e}{where}"[:400]), file=sys.stderr)
         return 2
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -70,6 +71,8 @@ def within(lo: float, hi: float, brackets: str = "[)") -> Check:
 POSITIVE = Check(lambda v: v > 0, "must be positive")
 NON_NEGATIVE = Check(lambda v: v >= 0, "must not be negative")
 SEED = Check(lambda v: 0 <= v <= MAX_SEED, f"must be in 0..{MAX_SEED} (2**63 - 2)")
+DEVICE = Check(lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]{1,4})?", v) is not None,
+               "must be auto, cpu, cuda, cuda:N or mps")
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ class TrainConfig:
     # initialisation, batch order, noise and dropout
     seed: int = opt(0, "seed", "seed of initialisation, batches and noise", SEED)
     # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
-    device: str = opt("auto", "device", "auto (CUDA when present), cpu, cuda", sweep=False)
+    device: str = opt("auto", "device", "auto (CUDA when present), cpu, cuda, cuda:N or mps", DEVICE, sweep=False)
     # torch.compile the training forward and backward (single runs; not with dropout)
     compile: bool = opt(False, "compile", "torch.compile the training step: faster steps after a one-time compile "
                         "(for long runs)", switch=True)

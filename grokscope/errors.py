@@ -13,6 +13,21 @@ def did_you_mean(name: str, options: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control and invisible formatting characters (a right-to-left
+    override, a zero-width space, an escape sequence, a line break) and bytes that were not UTF-8 (read as
+    lone surrogates) are written as Python escapes (``\\u202e``, ``\\x1b``, ``\\udcff``); the rest as it is."""
+    import unicodedata
+
+    out = []
+    for c in str(text):
+        if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            out.append(ascii(c)[1:-1])
+        else:
+            out.append(c)
+    return "".join(out)
+
+
 class GrokscopeError(ValueError):
     """A problem with what the user asked for (bad option, missing run, mismatched config...)."""
 

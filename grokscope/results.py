@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ RESULTS_ROOT = Path("analyses")
 TABLE_SUFFIX = ".csv"
 SIDECAR_SUFFIX = ".json"
 RUN_PARENTS = ("checkpoints", "runs")  # a run in such a folder has its results beside that folder
+# floats read back exactly as written (pandas 3's default parser does it, and deprecates the option)
+EXACT_FLOATS = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
 
 
 def default_out_dir(run_path: str | Path) -> Path:
@@ -98,9 +101,33 @@ class ResultStore:
                 return {"run_id": meta["run_id"], "run": str(meta.get("run", ""))}
         return None
 
+    def copy_of(self, run) -> Path | None:
+        """The other folder, when this folder's results were computed from a copy of ``run`` (``cp -a``:
+        the same run id) that still exists elsewhere; None otherwise (a run moved away is not a copy).
+        Two copies may each go on training: their results are never merged."""
+        owner = self.owner()
+        if owner is None or owner["run_id"] != run.run_id or not owner["run"]:
+            return None
+        other = Path(owner["run"])
+        if not other.is_absolute() or Path(os.path.realpath(other)) == Path(os.path.realpath(run.path)):
+            return None
+        if not is_run_dir(other):
+            return None
+        try:
+            from .run import Run
+
+            return other if Run(other).run_id == run.run_id else None
+        except GrokscopeError:
+            return None
+
     def check_owner(self, run) -> bool:
-        """Refuse (one line) a folder that holds the results of another run that still exists.
-        Returns True when it holds results of another run that is gone (they will be replaced)."""
+        """Refuse (one line) a folder that holds the results of another run that still exists, or of
+        a copy of this run in another folder. Returns True when it holds results of another run that
+        is gone (they will be replaced)."""
+        copy = self.copy_of(run)
+        if copy is not None:
+            raise GrokscopeError(f"{self.folder} holds the results of {copy}, a copy of {run.path} (the two share "
+                                 f"run id {run.run_id}); the results of two copies are never merged: pick another --out")
         owner = self.owner()
         if owner is None or owner["run_id"] == run.run_id:
             return False
@@ -128,7 +155,7 @@ class ResultStore:
             text = read_text(path, "results table", limit=None)
             from io import StringIO
 
-            table = _fix_step(pd.read_csv(StringIO(text)))
+            table = _fix_step(pd.read_csv(StringIO(text), **EXACT_FLOATS))
         except GrokscopeError:
             if strict:
                 raise
@@ -235,6 +262,10 @@ def load_results(path: str | Path) -> dict[str, pd.DataFrame]:
         hint = f" (the results folder of run {path})" if folder != path else ""
         raise GrokscopeError(f"no analysis results in {folder}{hint}; run `grokscope analyze` first")
     store = ResultStore(folder)
+    copy = store.copy_of(run) if run is not None else None
+    if copy is not None:
+        raise GrokscopeError(f"the results in {folder} are of {copy}, a copy of {path} in another folder, not of "
+                             f"{path}; run `grokscope analyze --ckpt-dir {path}`")
     results = store.load_all(run_id=run.run_id if run is not None else None)
     if not results:
         other = store.owner() if run is not None else None

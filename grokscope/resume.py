@@ -1,6 +1,8 @@
 """The resume state, its one owner: the format, reading it and its checks.
 
-    <run>/state.safetensors   (metadata "step": the update it was saved after)
+    <run>/state.safetensors   (metadata "step": the update it was saved after; "run_id" and "model", as a
+                               checkpoint's; "ckpt_digest": the digest of the checkpoint at that step, the
+                               one it belongs to; "digest": its own content's, see files.tensor_digest)
         model.<state-dict name>                      the weights
         opt.<name>.step / .exp_avg / .exp_avg_sq     AdamW's state, per trained tensor (after the first update)
         grokfast.<name>                              Grokfast-EMA's average

@@ -35,7 +35,8 @@ import torch
 
 from .config import RunConfig, batch_size
 from .errors import GrokscopeError
-from .files import atomic_save, atomic_write_text, fmt_bytes, read_safetensors_meta, read_text, short_path
+from .files import (DIGEST_KEY, atomic_save, atomic_write_text, fmt_bytes, read_metadata, read_safetensors_meta, read_text,
+                    remove_stale_temporaries, short_path)
 from .resume import read_resume_state, read_state_step
 from .tasks import Dataset, check_dataset, make_dataset
 from .weights import load_weights
@@ -176,15 +177,25 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 def legacy_run_id(path: Path) -> str:
-    """The identity of a run made before runs had one: a hash of its config.json and data file."""
+    """The identity of a run made before runs had one: a hash of its config (as parsed: the same for the
+    file re-indented; without its name, its budget ``train.steps``, which ``--resume --steps`` extends,
+    and the derived "hooked_config") and of its data file's bytes."""
     import hashlib
 
     h = hashlib.sha256()
-    for name in (CONFIG_FILE, DATA_FILE):
-        try:
-            h.update((path / name).read_bytes())
-        except OSError:
-            h.update(b"-")
+    try:
+        cfg = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        for key in ("name", "run_id", "hooked_config"):
+            cfg.pop(key, None)
+        if isinstance(cfg.get("train"), dict):
+            cfg["train"].pop("steps", None)
+        h.update(json.dumps(cfg, sort_keys=True).encode())
+    except (OSError, ValueError, AttributeError):
+        h.update(b"-")
+    try:
+        h.update((path / DATA_FILE).read_bytes())
+    except OSError:
+        h.update(b"-")
     return "legacy-" + h.hexdigest()[:16]
 
 
@@ -205,6 +216,19 @@ def fingerprint(path: Path) -> str | None:
 
 def model_meta(cfg: RunConfig) -> str:
     return json.dumps(dataclasses.asdict(cfg.model), sort_keys=True)
+
+
+def model_diff(meta: dict[str, str], cfg: RunConfig) -> str:
+    """The model settings a checkpoint's metadata records that ``cfg`` does not share ("act_fn 'relu' vs
+    'gelu'", the checkpoint's first), or "" (the same, or none recorded: a checkpoint before they were)."""
+    if "model" not in meta or meta["model"] == model_meta(cfg):
+        return ""
+    try:
+        theirs = json.loads(meta["model"])
+        diff = [f"{k} {theirs.get(k)!r} vs {v!r}" for k, v in dataclasses.asdict(cfg.model).items() if theirs.get(k) != v]
+    except (ValueError, AttributeError):
+        diff = []
+    return "; ".join(diff[:3]) or "unreadable"
 
 
 class Run:
@@ -236,9 +260,28 @@ class Run:
         return self.config.name or self.path.name
 
     @cached_property
+    def _data_meta(self) -> dict[str, str]:
+        try:
+            return read_metadata(self.path / DATA_FILE)
+        except GrokscopeError:
+            return {}  # missing or damaged: reading the data says so
+
+    @property
+    def stamped(self) -> bool:
+        """Whether the run was made by a grokscope that stamps its files (digest and run id in each):
+        its data file carries a digest. Then every checkpoint must carry both."""
+        return DIGEST_KEY in self._data_meta
+
+    @cached_property
     def run_id(self) -> str:
-        """The run's identity: given when it was created (config.json), or derived for older runs."""
-        return self.config.run_id or legacy_run_id(self.path)
+        """The run's identity, given when it was created: in config.json and in the data file (written
+        once, at creation), which must agree; the data file's alone when config.json lost it; derived
+        from the config and the data for runs made before runs had one (``legacy_run_id``)."""
+        data_id = self._data_meta.get("run_id")
+        if self.config.run_id and data_id and self.config.run_id != data_id:
+            raise GrokscopeError(f"{self.path / CONFIG_FILE} names run {self.config.run_id} but {DATA_FILE} was "
+                                 f"written for run {data_id}: one of them comes from another run")
+        return self.config.run_id or data_id or legacy_run_id(self.path)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -338,19 +381,31 @@ class Run:
         state, meta = read_safetensors_meta(path, "checkpoint")
         if meta.get("step") != str(step):
             raise GrokscopeError(f"checkpoint {path} holds step {meta.get('step')!r} by its own metadata, not {step}")
-        if meta.get("run_id") not in (None, self.run_id):
-            raise GrokscopeError(f"checkpoint {path} belongs to another run (id {meta['run_id']}, this run's is "
-                                 f"{self.run_id})")
-        if "model" in meta and meta["model"] != model_meta(self.config):
-            try:
-                theirs = json.loads(meta["model"])
-                diff = [f"{k} {theirs.get(k)!r} vs {v!r}" for k, v in dataclasses.asdict(self.config.model).items()
-                        if theirs.get(k) != v]
-            except (ValueError, AttributeError):
-                diff = ["unreadable"]
-            raise GrokscopeError(f"checkpoint {path} does not match the run's config: it was trained with other "
-                                 f"model settings ({'; '.join(diff[:3])}: checkpoint vs config.json)")
+        self.check_belongs(meta, f"checkpoint {path}", "checkpoint")
         return state
+
+    def check_belongs(self, meta: dict[str, str], what: str, kind: str) -> None:
+        """A file's metadata against the run: the run id it names (and, in a stamped run, that it names one
+        and carries a checksum, as everything grokscope writes does) and the model settings it records."""
+        if meta.get("run_id") not in (None, self.run_id):
+            raise GrokscopeError(f"{what} belongs to another run (id {meta['run_id']}, this run's is {self.run_id})")
+        if self.stamped and ("run_id" not in meta or DIGEST_KEY not in meta):
+            raise GrokscopeError(f"{what} carries no {'run id' if 'run_id' not in meta else 'checksum'}, as every "
+                                 f"{kind} of this run does: it was re-saved outside grokscope")
+        diff = model_diff(meta, self.config)
+        if diff:
+            raise GrokscopeError(f"{what} does not match the run's config: it was trained with other model settings "
+                                 f"({diff}: {kind} vs config.json)")
+
+    def model_mismatch(self) -> str | None:
+        """How config.json's model settings differ from those the last checkpoint was trained with (its
+        metadata; "act_fn 'relu' vs 'gelu'"), or None (they agree, or there is nothing to compare)."""
+        for step in reversed(self.steps):
+            try:
+                return model_diff(read_metadata(self.checkpoint_path(step)), self.config) or None
+            except GrokscopeError:
+                continue
+        return None
 
     def model_at(self, step: int, device: str | torch.device = "cpu"):
         """The model (HookedTransformer's interface on either TransformerLens major: ``model.build_model``)
@@ -500,6 +555,7 @@ class Prepared:
     state: dict[str, torch.Tensor] | None = None  # the resume state, when there is one
     new: bool = True
     metrics: "object | None" = None  # on resume: the metrics rows kept (checked when read)
+    rewrite_config: bool = True  # on resume: only when --steps gives a new budget (config.json is never rewritten otherwise)
 
 
 def prepare(config: RunConfig | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
@@ -527,15 +583,68 @@ def _prepare_resume(run_dir: Path, steps: int | None) -> Prepared:
         cfg.train.steps = steps
         cfg.validate()
     cfg.run_id = run.run_id  # a run made before runs had an identity keeps the one derived for it
-    prep = Prepared(run_dir, cfg, run.data, new=False)
+    check_write_targets(run)
+    mismatch = run.model_mismatch()
+    if mismatch:
+        raise GrokscopeError(f"cannot resume {run_dir}: config.json's model settings differ from those its checkpoints "
+                             f"were trained with ({mismatch}: checkpoints vs config.json); put config.json back")
+    prep = Prepared(run_dir, cfg, run.data, new=False, rewrite_config=cfg.train.steps != old_steps)
     metrics = read_metrics(run_dir / METRICS_FILE)
     state_path = run_dir / STATE_FILE
     if state_path.exists():  # else: killed before the first resume state: start over, same result
         prep.start, prep.state = read_resume_state(state_path, cfg, prep.data, old_steps)
+        check_state_against_checkpoint(run, prep.start, prep.state, read_metadata(state_path),
+                                       f"resume state {state_path}")
     prep.metrics = metrics[metrics["step"] <= prep.start] if prep.start > 0 else metrics.iloc[0:0]
     if cfg.train.steps > old_steps:
         check_fits(cfg, run_dir, prep.start)
     return prep
+
+
+def check_write_targets(run: Run) -> None:
+    """Refuse a run whose ``ckpt/`` is not a folder of its own inside the run folder (a symbolic link to
+    another run's ``ckpt/``: a resume would write that run's checkpoints). The run folder itself is
+    locked by its real path; every other file is replaced by a rename, which never writes through a link."""
+    real_run = os.path.realpath(run.path)
+    ckpt = run.ckpt_dir
+    if os.path.lexists(ckpt) and (os.path.islink(ckpt) or os.path.realpath(ckpt) != os.path.join(real_run, CKPT_DIR)):
+        raise GrokscopeError(f"{ckpt} resolves to {os.path.realpath(ckpt)}, outside the run folder: a resume would write "
+                             f"its checkpoints there; make {ckpt} a folder of the run's own")
+
+
+def check_state_against_checkpoint(run: Run, step: int, state: dict[str, torch.Tensor], meta: dict[str, str],
+                                   what: str) -> None:
+    """A resume state belongs to its run and to the run's checkpoint at its step: the run id, model
+    settings and checkpoint digest its metadata records (states written before they were recorded have
+    none), and the weights of that checkpoint (read with every check of ``Run.state_dict_at``). A state
+    edited to another step, or copied from another run, is refused before anything is written. Without
+    that checkpoint (removed by hand) only the metadata is compared."""
+    run.check_belongs(meta, what, "resume state")
+    if not run.has_step(step):
+        return
+    path = run.checkpoint_path(step)
+    if meta.get("ckpt_digest") and meta["ckpt_digest"] != read_metadata(path).get(DIGEST_KEY):
+        raise GrokscopeError(f"{what} (step {step}) was saved with another {path.name} than the one there now: "
+                             f"the checkpoint or the state was replaced")
+    weights = run.state_dict_at(step)
+    differ = [k for k, v in weights.items() if f"model.{k}" not in state or not torch.equal(state[f"model.{k}"], v)]
+    if differ:
+        raise GrokscopeError(f"{what} (step {step}) does not hold the weights of the run's checkpoint "
+                             f"{run.checkpoint_path(step).name} ({differ[0]} differs): it was edited or comes from "
+                             f"another run; resuming from it would overwrite the run's later checkpoints")
+
+
+NAME_MAX, PATH_MAX = 200, 3000  # bytes of a run folder's name and path (what the file system takes, with room)
+
+
+def check_path_length(path: Path, what: str) -> None:
+    if "\x00" in str(path):
+        raise GrokscopeError(f"the {what}'s path holds a NUL byte")
+    name, whole = len(path.name.encode("utf-8", "surrogateescape")), len(str(path).encode("utf-8", "surrogateescape"))
+    if name > NAME_MAX:
+        raise GrokscopeError(f"the {what}'s name is too long ({name} bytes; at most {NAME_MAX})")
+    if whole > PATH_MAX:
+        raise GrokscopeError(f"the {what}'s path is too long ({whole} bytes; at most {PATH_MAX})")
 
 
 def _prepare_new(config: RunConfig | None, out: str | Path | None, steps: int | None) -> Prepared:
@@ -543,9 +652,10 @@ def _prepare_new(config: RunConfig | None, out: str | Path | None, steps: int | 
     if steps is not None:
         cfg.train.steps = steps
     cfg.validate()
+    if out is not None and not str(out).strip():
+        raise GrokscopeError("the run folder (out) is empty; name a folder")
     run_dir = Path(out) if out is not None else default_run_dir(cfg)
-    if len(run_dir.name.encode()) > 200 or len(str(run_dir).encode()) > 3000:
-        raise GrokscopeError(f"the run folder's name is too long ({len(run_dir.name.encode())} bytes; at most 200)")
+    check_path_length(run_dir, "run folder")
     if is_run_dir(run_dir):
         raise GrokscopeError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
     if run_dir.exists() and not run_dir.is_dir():
@@ -590,6 +700,7 @@ class RunWriter:
     def _create(self) -> None:
         """A new run's folder: the data, an empty metrics file, then config.json (which marks a run)."""
         prep, cfg = self.prep, self.prep.cfg
+        remove_stale_temporaries(self.run_dir, self.ckpt_dir)  # a start killed before config.json was written
         try:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             atomic_save(prep.data.tensors(), self.run_dir / DATA_FILE,
@@ -608,10 +719,13 @@ class RunWriter:
             raise GrokscopeError(f"cannot write run directory {self.run_dir}: {e.strerror}") from None
 
     def _reopen(self) -> pd.DataFrame:
-        """A resumed run: config.json rewritten, the metrics rows up to the resume point kept (returned)."""
+        """A resumed run: config.json rewritten for a new budget only, the metrics rows up to the resume point
+        kept (returned)."""
         prep = self.prep
+        remove_stale_temporaries(self.run_dir, self.ckpt_dir)  # what a killed session (or sweep worker) left
         kept = prep.metrics if prep.metrics is not None else read_metrics(self.run_dir / METRICS_FILE).iloc[0:0]
-        atomic_write_text(self.run_dir / CONFIG_FILE, config_json(prep.cfg, prep.data))  # a new --steps budget, the run's id
+        if prep.rewrite_config:  # a new --steps budget (and the run's id); else config.json stays as it is
+            atomic_write_text(self.run_dir / CONFIG_FILE, config_json(prep.cfg, prep.data))
         atomic_write_text(self.run_dir / METRICS_FILE, kept[METRIC_COLUMNS].to_csv(index=False) if len(kept)
                           else ",".join(METRIC_COLUMNS) + "\n")
         return kept
@@ -638,7 +752,12 @@ class RunWriter:
         atomic_save(state_dict, self.ckpt_dir / ckpt_name(step), {"step": str(step), **self.ckpt_meta})
 
     def save_state(self, step: int, tensors: dict[str, torch.Tensor]) -> None:
-        atomic_save(tensors, self.run_dir / STATE_FILE, {"step": str(step)})
+        """The resume state, saved at a step that has a checkpoint: its metadata names the run, the model
+        settings and the checkpoint it belongs to (that file's digest; see check_state_against_checkpoint)."""
+        meta = {"step": str(step), **self.ckpt_meta}
+        with contextlib.suppress(GrokscopeError):
+            meta["ckpt_digest"] = read_metadata(self.ckpt_dir / ckpt_name(step)).get(DIGEST_KEY, "")
+        atomic_save(tensors, self.run_dir / STATE_FILE, meta)
         self.last_state = step
 
     def state_due(self, step: int) -> bool:

@@ -51,14 +51,26 @@ def lr_scale(step: int, warmup: int) -> float:
 
 
 def pick_device(name: str) -> torch.device:
+    """The device a run trains on: "auto" (CUDA when present), "cpu", "cuda", "cuda:N" or "mps", the one
+    asked for present on this machine; anything else (``meta``, a missing GPU) is one clear error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
-    except RuntimeError:
+    except (RuntimeError, TypeError, ValueError):
         raise GrokscopeError(f"unknown device {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GrokscopeError("device 'cuda' asked for, but no CUDA device is available")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GrokscopeError("device 'cuda' asked for, but no CUDA device is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise GrokscopeError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} "
+                                 f"CUDA device(s)")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise GrokscopeError("device 'mps' asked for, but this PyTorch has no MPS (Apple GPU) device here")
+    elif dev.type != "cpu":
+        raise GrokscopeError(f"device {name!r} cannot train a run: use auto, cpu, cuda, cuda:N or mps")
     return dev
 
 
@@ -548,6 +560,11 @@ def train(config: RunConfig | None = None, out: str | Path | None = None, *, res
         with FolderLock(run_dir, "train --resume"):  # read and checked under the lock: no writer moves it
             return _train(prepare(resume=run_dir, steps=steps), progress, log)
     prep = prepare(config, out, steps=steps)
+    from .sweep.folder import enclosing
+
+    for kind, where in enclosing(prep.run_dir):
+        if kind in ("run", "results"):
+            raise GrokscopeError(f"{prep.run_dir} is inside the {kind} folder {where}; a run goes in a folder of its own")
     lock = FolderLock(prep.run_dir, "train")
     lock.acquire()
     try:

@@ -150,3 +150,15 @@ def test_todays_training_retraces_the_stored_run(tmp_path, quiet):
     assert again.metrics.step.tolist() == stored.metrics.step.tolist()
     for c in cols:
         assert again.metrics[c].tolist() == pytest.approx(stored.metrics[c].tolist(), rel=1e-4), c
+
+
+def test_files_written_before_digests_are_read_as_they_are_and_a_resume_adds_digests(copy, quiet):
+    """The stored run's files carry no digest (written before grokscope recorded one): they are read
+    unchecked by it (their other checks still apply); what a resume writes carries one."""
+    from grokscope.files import read_metadata
+    old = [copy / DATA_FILE, copy / STATE_FILE, *(copy / CKPT_DIR).iterdir()]
+    assert not any("digest" in read_metadata(p) for p in old)
+    run = grokscope.train(resume=copy, steps=25, **quiet)
+    assert all(run.state_dict_at(s) is not None for s in run.steps)
+    assert "digest" not in read_metadata(copy / CKPT_DIR / "step_00000020.safetensors")  # not rewritten
+    assert "digest" in read_metadata(run.checkpoint_path(25)) and "digest" in read_metadata(copy / STATE_FILE)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import grokscope
 from grokscope.analyze import analyze
@@ -20,6 +20,7 @@ from grokscope.config import RunConfig
 from grokscope.errors import GrokscopeError
 from grokscope.locks import LOCK_FILE, FolderLock
 from grokscope.results import default_out_dir, load_results
+from grokscope.files import atomic_save
 from grokscope.run import Run, ckpt_name, estimate
 
 from conftest import QUIET, TINY_RUN
@@ -69,14 +70,48 @@ def test_a_run_gets_an_identity_and_an_old_run_a_stable_derived_one(run, tmp_pat
     assert len(rid) == 32 and run.run_id == rid
     other = grokscope.train(tiny(), out=tmp_path / "other", **QUIET)
     assert other.run_id != rid  # the same config trained again is another run
-    cfg = json.loads((run.path / "config.json").read_text())
-    del cfg["run_id"]
-    (run.path / "config.json").write_text(json.dumps(cfg))
-    legacy = Run(run.path).run_id
-    assert legacy.startswith("legacy-") and Run(run.path).run_id == legacy
     # a checkpoint that names another run is refused
+    _resave(run.checkpoint_path(5), meta={"run_id": "0" * 32})
     with pytest.raises(GrokscopeError, match="belongs to another run"):
         Run(run.path).state_dict_at(5)
+
+
+def test_a_run_without_an_id_in_its_config_keeps_its_own(run, tmp_path, capsys):
+    """Case 9: run_id deleted from config.json, or the file re-indented: the id is the data file's (written
+    once, at creation), the run's own checkpoints stay its own, and a resume does not rewrite config.json."""
+    rid = run.run_id
+    cfg = json.loads((run.path / "config.json").read_text())
+    del cfg["run_id"]
+    (run.path / "config.json").write_text(json.dumps(cfg, indent=7))
+    edited = (run.path / "config.json").read_bytes()
+    assert Run(run.path).run_id == rid and all(Run(run.path).state_dict_at(s) is not None for s in run.steps)
+    grokscope.train(resume=run.path, **QUIET)  # same budget: config.json untouched
+    assert (run.path / "config.json").read_bytes() == edited
+    grokscope.train(resume=run.path, steps=25, **QUIET)  # a new budget rewrites it, with the run's own id
+    assert json.loads((run.path / "config.json").read_text())["run_id"] == rid
+    assert Run(run.path).state_dict_at(25) is not None
+    # config.json and the data file naming different runs: refused
+    cfg = json.loads((run.path / "config.json").read_text())
+    (run.path / "config.json").write_text(json.dumps({**cfg, "run_id": "f" * 32}))
+    rc, err = cli(["analyze", "--ckpt-dir", run.path, "--only", "weight_norms", "--no-progress"], capsys)
+    assert one_error_line(rc, err) and "was written for run" in err[0], err
+
+
+def test_a_run_made_before_ids_gets_one_that_survives_re_indenting_and_a_new_budget(tmp_path, quiet):
+    from safetensors.torch import save_file
+    stored = Path(shutil.copytree(REPO / "tests" / "data" / "stored_run", tmp_path / "old"))
+    cfg = json.loads((stored / "config.json").read_text())
+    cfg.pop("run_id", None)
+    (stored / "config.json").write_text(json.dumps(cfg))
+    from grokscope.files import read_metadata
+    for f in [stored / "data.safetensors", *(stored / "ckpt").iterdir()]:  # as written before runs had an id
+        save_file(load_file(str(f)), str(f), metadata={k: v for k, v in read_metadata(f).items() if k != "run_id"})
+    legacy = Run(stored).run_id
+    assert legacy.startswith("legacy-")
+    (stored / "config.json").write_text(json.dumps(cfg, indent=3))
+    assert Run(stored).run_id == legacy
+    again = grokscope.train(resume=stored, steps=25, **quiet)
+    assert again.run_id == Run(stored).run_id == legacy and again.state_dict_at(25) is not None
 
 
 def test_sidecars_record_the_run_and_the_checkpoint_files(run, tmp_path):
@@ -101,7 +136,7 @@ def test_a_changed_checkpoint_file_is_analysed_again(run, tmp_path, monkeypatch)
     from safetensors import safe_open
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
-    save_file(state, str(path), metadata=meta)
+    atomic_save(state, path, meta)  # re-saved with its digest recomputed
     again = analyze(run, only="weight_norms", out=out, progress=False)["weight_norms"]
     assert loads == [10]
     t1 = first[(first.step == 10) & (first.group == "total")].norm.item()
@@ -291,7 +326,8 @@ def _resave(path: Path, fn=None, meta=None):
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     if fn is not None:
         tensors = fn(tensors)
-    save_file(tensors, str(path), metadata={**old_meta, **(meta or {})})
+    # a consistent edit: the digest is recomputed (atomic_save), so that the checks behind it are what answers
+    atomic_save(tensors, path, {**old_meta, **(meta or {})})
 
 
 def resume_cases():
@@ -603,3 +639,287 @@ def test_a_300_character_out_is_one_line_for_every_command(run, tmp_path, capsys
         rc, err = cli(argv, capsys)
         assert one_error_line(rc, err), (argv[0], err)
     assert snapshot(tmp_path) == before
+
+
+# --- content checksums (issue 26, case 4) -----------------------------------------------------------------------
+def _flip_bit_in(path: Path, key: str, bit: int = 30) -> None:
+    """Flip one bit of the first element of tensor ``key`` in a safetensors file, in place (bit 30 of a
+    float32: the exponent's top bit, which turns a small weight into ~1e38)."""
+    raw = bytearray(path.read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    start = 8 + n + json.loads(raw[8:8 + n])[key]["data_offsets"][0]
+    raw[start + bit // 8] ^= 1 << (bit % 8)
+    path.write_bytes(bytes(raw))
+
+
+def test_every_file_grokscope_writes_records_the_digest_of_its_content(run):
+    from grokscope.files import read_metadata, tensor_digest
+    for path in [run.path / "data.safetensors", run.path / "state.safetensors", *run.ckpt_dir.iterdir()]:
+        tensors, meta = load_file(str(path)), read_metadata(path)
+        assert meta["digest"].startswith("xxh3_128:") and meta["digest"] == tensor_digest(tensors, meta)
+
+
+def test_a_bit_flip_in_a_checkpoint_is_caught_and_named(run, capsys):
+    path = run.checkpoint_path(20)
+    _flip_bit_in(path, "unembed.W_U")
+    assert load_file(str(path))["unembed.W_U"].abs().max() > 1e30  # the flip is what the issue saw
+    with pytest.raises(GrokscopeError, match="checksum"):
+        Run(run.path).model_at(20)
+    before = snapshot(run.path.parent.parent)
+    rc, err = cli(["analyze", "--ckpt-dir", run.path, "--only", "weight_norms", "--steps", "20", "--no-progress"],
+                  capsys)
+    assert rc == 2 and str(path) in err[-1] and "checksum" in err[-1]
+    assert snapshot(run.path.parent.parent) == before
+    # among others, the damaged step is skipped with its warning and never recorded
+    rc, err = cli(["analyze", "--ckpt-dir", run.path, "--only", "weight_norms", "--no-progress"], capsys)
+    assert rc == 0 and any("skipping step 20" in e and "checksum" in e for e in err)
+    norms = load_results(run.path)["weight_norms"]
+    assert 20 not in set(norms.step) and norms.norm.max() < 1e3
+
+
+@pytest.mark.parametrize("name,key", [("state.safetensors", "model.unembed.W_U"), ("data.safetensors", "all_y")])
+def test_a_bit_flip_in_the_resume_state_or_data_is_one_line(run, capsys, name, key):
+    _flip_bit_in(run.path / name, key, bit=0)
+    before = snapshot(run.path.parent.parent)
+    argvs = [["train", "--resume", run.path, "--steps", 40, "--no-progress"]]
+    if name == "data.safetensors":
+        argvs.append(["analyze", "--ckpt-dir", run.path, "--only", "weight_norms", "--no-progress"])
+    for argv in argvs:
+        rc, err = cli(argv, capsys)
+        assert one_error_line(rc, err) and str(run.path / name) in err[0] and "checksum" in err[0], err
+    assert snapshot(run.path.parent.parent) == before
+
+
+# --- case 8: the key frequencies never come from a checkpoint analyze skips ----------------------------------
+def test_key_frequencies_skip_a_non_finite_last_checkpoint(run, tmp_path):
+    from grokscope.analyses import fourier as fo
+
+    params = {"key_freqs": "final", "key_step": None, "key_from": "unembed", "n_key": None}
+    before = fo.final_key_freqs(Run(run.path), params)
+    assert before[1] == 20
+
+    def nan(t):
+        t["unembed.W_U"] = t["unembed.W_U"].clone()
+        t["unembed.W_U"][0, 0] = float("nan")
+        return t
+    _resave(run.checkpoint_path(20), nan)
+    keys, step = fo.final_key_freqs(Run(run.path), params)
+    assert step == 15
+    W = Run(run.path).state_dict_at(15)["unembed.W_U"][:, fo.cyclic_tokens(run.data)].T
+    basis, freqs = fo.fourier_basis(7)
+    assert keys == fo.key_frequencies(fo.frequency_norms(W, basis, freqs), None)
+    with pytest.raises(GrokscopeError, match="inf or NaN"):
+        fo.resolve_key_freqs(Run(run.path), {**params, "key_step": 20})
+    table = analyze(run.path, only="fourier", out=tmp_path / "res", progress=False)["fourier"]
+    assert 20 not in set(table.step) and set(table.key_freqs) == {",".join(map(str, keys))}
+
+
+# --- case 10: each a clear line, exit 2, nothing left behind ----------------------------------------------------
+LONG_PATH = "/".join(["d" * 199] * 16) + "/" + "e" * 43  # 3,243 bytes, every name within the limit
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--device", "meta"], "device must be auto, cpu, cuda, cuda:N or mps"),
+    (["--device", "mps"], "mps"), (["--device", "cuda:x"], "device must be"),
+    (["--out", ""], "--out is empty"), (["--out", " "], "--out is empty"), (["--preset", ""], "--preset is empty"),
+    (["--out", "r\udcff"], "not UTF-8"), (["--out", LONG_PATH], "path is too long (3243 bytes; at most 3000)"),
+    (["--out", "d" * 201], "name is too long (201 bytes; at most 200)"),
+])
+def test_bad_train_arguments_are_one_line_and_leave_nothing(tmp_path, capsys, monkeypatch, argv, msg):
+    if "mps" in argv and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        pytest.skip("this machine has an MPS device")
+    monkeypatch.chdir(tmp_path)
+    rc, err = cli(["train", "--op", "x+y", "--p", "7", "--steps", "2", "--d-model", "16", "--d-mlp", "32",
+                   "--n-heads", "2", *argv], capsys)
+    assert one_error_line(rc, err) and msg in err[0], err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_config_files_bad_value_is_refused_even_when_a_flag_replaces_it(tmp_path, capsys):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({**TINY_RUN, "train": {"lr": -1, "steps": 2}}))
+    for command in (["train", "--config", f, "--lr", "0.1", "--out", tmp_path / "r"],
+                    ["sweep", "--config", f, "--lr", "0.1,0.2", "--out", tmp_path / "s"]):
+        rc, err = cli(command, capsys)
+        assert one_error_line(rc, err) and f"{f}: lr must be positive" in err[0], err
+    assert [p.name for p in tmp_path.iterdir()] == ["c.json"]
+
+
+def test_a_number_written_as_text_in_a_config_file_is_read_as_on_the_command_line(tmp_path, capsys):
+    """Documented (docs/trust.md): "1e3" is 1000 in a config file as after --steps; "2.5" is refused."""
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({**TINY_RUN, "train": {"steps": "1e3"}}))
+    assert RunConfig.load(f).train.steps == 1000
+    f.write_text(json.dumps({**TINY_RUN, "train": {"steps": "2.5"}}))
+    rc, err = cli(["train", "--config", f, "--out", tmp_path / "r"], capsys)
+    assert one_error_line(rc, err) and "train.steps: bad value '2.5'" in err[0]
+
+
+def test_sweep_refuses_a_cell_that_cannot_fit_up_front(tmp_path, capsys):
+    t0 = time.perf_counter()
+    rc, err = cli(["sweep", "--out", tmp_path / "s", "--op", "x+y", "--p", "100003", "--steps", "2"], capsys)
+    assert one_error_line(rc, err) and "of memory" in err[0] and "cell run" in err[0], err
+    assert time.perf_counter() - t0 < 10 and not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("steps", ["inf", "1e400", "-1", "nan", "2.5", ",", "x"])
+def test_analyze_steps_that_are_not_step_numbers_are_one_line(run, capsys, steps):
+    before = snapshot(run.path.parent.parent)
+    rc, err = cli(["analyze", "--ckpt-dir", run.path, "--steps", steps, "--no-progress"], capsys)
+    assert one_error_line(rc, err) and "--steps takes whole step numbers" in err[0], err
+    assert snapshot(run.path.parent.parent) == before
+
+
+@pytest.mark.parametrize("where,msg", [(".", "inside the run"), ("ckpt", "inside the run"),
+                                       ("ckpt/deeper", "inside the run"), ("SWEEP", "not in its analyses/"),
+                                       ("SWEEP/runs/x", "not in its analyses/"), ("RESULTS/inner", "inside the results")])
+def test_analyze_out_into_a_run_a_sweep_or_other_results_is_refused(run, tmp_path, capsys, where, msg):
+    from grokscope.sweep import SweepSpec, write_spec
+    write_spec(tmp_path / "sweep", SweepSpec.make(fixed={"p": 5, "steps": 2}, grid={"frac": [0.5, 0.6]}))
+    analyze(run.path, only="weight_norms", progress=False)
+    out = {"SWEEP": tmp_path / "sweep", "RESULTS": default_out_dir(run.path)}.get(where.split("/")[0], run.path / where.split("/")[0])
+    out = out.joinpath(*where.split("/")[1:]) if "/" in where else out
+    before = snapshot(tmp_path)
+    rc, err = cli(["analyze", "--ckpt-dir", run.path, "--only", "sparsity", "--out", out, "--no-progress"], capsys)
+    assert one_error_line(rc, err) and msg in err[0], err
+    assert snapshot(tmp_path) == before and not (out.exists() and out.is_dir() and out.name in ("deeper", "x", "inner"))
+    # the sweep's own analyses/ folder is where its results belong: accepted
+    if where == "SWEEP":
+        rc, err = cli(["analyze", "--ckpt-dir", run.path, "--only", "sparsity", "--out", out / "analyses" / "tiny",
+                       "--no-progress"], capsys)
+        assert rc == 0, err
+
+
+def test_train_out_inside_a_results_folder_or_a_run_is_refused(run, tmp_path, capsys):
+    analyze(run.path, only="weight_norms", progress=False)
+    for out in (default_out_dir(run.path) / "r", run.path / "ckpt" / "r"):
+        rc, err = cli(["train", "--op", "x+y", "--p", "7", "--steps", "2", "--out", out], capsys)
+        assert one_error_line(rc, err) and "is inside the" in err[0], err
+        assert not out.exists()
+
+
+def test_a_right_to_left_override_is_escaped_when_printed(tmp_path, capsys):
+    rc, err = cli(["analyze", "--ckpt-dir", tmp_path / "run\u202ecod.exe"], capsys)
+    assert one_error_line(rc, err) and "\u202e" not in err[0] and "run\\u202ecod.exe" in err[0]
+    out = tmp_path / "r\u202eun"  # accepted as a name, never printed raw
+    assert main(["train", "--op", "x+y", "--p", "5", "--steps", "2", "--d-model", "16", "--d-mlp", "32", "--n-heads",
+                 "2", "--device", "cpu", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr()
+    assert "\u202e" not in printed.out + printed.err and "r\\u202eun" in printed.out
+
+
+# --- case 11: small faults -----------------------------------------------------------------------------------
+def test_temporary_files_a_killed_writer_left_are_removed_on_resume(run, tmp_path, capsys):
+    stale = [run.path / "ckpt" / "step_00000025.safetensors.tmp-999999", run.path / "state.safetensors.tmp-12"]
+    for p in stale:
+        p.write_bytes(b"half a file")
+    grokscope.train(resume=run.path, steps=25, **QUIET)
+    assert not any(p.exists() for p in stale) and not list(run.path.rglob("*.tmp-*"))
+    # a sweep started again cleans its finished runs too
+    sweep = ["sweep", "--out", tmp_path / "sw", "--op", "x+y", "--p", "5", "--fracs", "0.5,0.6", "--steps", "2",
+             "--d-model", "16", "--d-mlp", "32", "--n-heads", "2", "--device", "cpu", "--workers", "1", "--no-progress"]
+    assert cli(sweep, capsys)[0] == 0
+    left = [tmp_path / "sw" / "runs" / "f0.5" / "ckpt" / "step_00000002.safetensors.tmp-4242",
+            tmp_path / "sw" / "results.csv.tmp-4243"]
+    for p in left:
+        p.write_bytes(b"x")
+    assert cli(sweep, capsys)[0] == 0
+    assert not list((tmp_path / "sw").rglob("*.tmp-*"))
+
+
+def test_tsne_after_a_resumed_analyze_equals_one_done_in_one_go(run, tmp_path):
+    whole = analyze(run.path, only="tsne", out=tmp_path / "whole", progress=False)["tsne"]
+    analyze(run.path, only="tsne", steps=run.steps[:2], out=tmp_path / "parts", progress=False)
+    parts = analyze(run.path, only="tsne", steps=run.steps, out=tmp_path / "parts", progress=False)["tsne"]
+    key = ["step", "matrix", "token"]
+    a, b = whole.sort_values(key).reset_index(drop=True), parts.sort_values(key).reset_index(drop=True)
+    assert len(a) == 4 * 7 * len(run.steps) and a.x.dtype == b.x.dtype == "float64"
+    import pandas as pd
+    numbers = ["step", "token", "x", "y", "colour", "next"]  # bit for bit, whatever was cached
+    pd.testing.assert_frame_equal(a[numbers], b[numbers], check_dtype=False, check_exact=True)
+    assert a.element.astype(str).equals(b.element.astype(str))  # (names like "0" come back from the CSV as 0)
+
+
+# --- identity: a run's files checked against each other (cases 1, 2, 3, 5, 6, 7) ----------------------------
+def _resume_refused(run_path, capsys, msg, steps=40):
+    before = snapshot(run_path.parent)
+    rc, err = cli(["train", "--resume", run_path, "--steps", steps, "--no-progress"], capsys)
+    assert one_error_line(rc, err) and msg in err[0], err
+    assert snapshot(run_path.parent) == before
+
+
+def test_case1_a_resume_state_edited_consistently_is_refused_and_nothing_is_overwritten(run, capsys):
+    def rewind(t):
+        return {k: (torch.full_like(v, 5) if k.startswith("opt.") and k.endswith(".step") else v) for k, v in t.items()}
+    state = run.path / "state.safetensors"
+    _resave(state, rewind, {"step": "5"})  # as the issue did it, the digest recomputed
+    _resume_refused(run.path, capsys, "was saved with another step_00000005.safetensors")
+    from grokscope.files import read_metadata
+    _resave(state, meta={"ckpt_digest": read_metadata(run.checkpoint_path(5))["digest"]})  # consistent throughout
+    _resume_refused(run.path, capsys, "does not hold the weights of the run's checkpoint step_00000005")
+
+
+def test_case2_a_ckpt_folder_that_links_into_another_run_is_refused(run, tmp_path, capsys):
+    b = tmp_path / "checkpoints" / "b"
+    shutil.copytree(run.path, b)
+    shutil.rmtree(b / "ckpt")
+    (b / "ckpt").symlink_to(run.path / "ckpt")
+    before = snapshot(run.path)
+    _resume_refused(b, capsys, "outside the run folder")
+    assert snapshot(run.path) == before
+
+
+def test_case3_a_resume_state_copied_from_another_run_is_refused(run, tmp_path, capsys):
+    other = grokscope.train(tiny(train={"seed": 7}), out=tmp_path / "other", **QUIET)
+    state = run.path / "state.safetensors"
+    shutil.copy(other.path / "state.safetensors", state)
+    _resume_refused(run.path, capsys, "belongs to another run")
+    from grokscope.files import read_metadata
+    _resave(state, meta={"run_id": run.run_id, "ckpt_digest": read_metadata(run.checkpoint_path(20))["digest"]})
+    _resume_refused(run.path, capsys, "does not hold the weights")  # even with this run's id and digests written in
+
+
+def test_case5_the_results_of_a_copied_run_are_never_merged_with_the_original(run, tmp_path, capsys):
+    a = run.path
+    b = tmp_path / "checkpoints" / "b"
+    shutil.copytree(a, b)  # cp -a: the same run id in two folders
+    analyze(a, only="weight_norms", progress=False)
+    grokscope.train(resume=b, steps=30, **QUIET)
+    res_a = default_out_dir(a)
+    before = snapshot(res_a)
+    rc, err = cli(["analyze", "--ckpt-dir", b, "--only", "weight_norms", "--out", res_a, "--no-progress"], capsys)
+    assert one_error_line(rc, err) and "a copy of" in err[0] and "never merged" in err[0], err
+    assert snapshot(res_a) == before
+    assert set(load_results(a)["weight_norms"].step) == set(Run(a).steps)  # report A shows A's steps only
+    # B's own results folder works; pointing A's report at it shows nothing of B, and says why
+    analyze(b, only="weight_norms", progress=False)
+    from grokscope.report import load_report_run
+    r = load_report_run(a, results=default_out_dir(b))
+    assert not r.tables.results and any("a copy of this run" in n for n in r.notes)
+    shutil.rmtree(res_a)
+    shutil.copytree(default_out_dir(b), res_a)  # B's results put in A's folder by hand
+    with pytest.raises(GrokscopeError, match="a copy of"):
+        load_results(a)
+
+
+def test_case6_a_config_edited_to_other_model_settings_is_refused_on_resume_and_flagged(run, tmp_path, capsys):
+    cfg = json.loads((run.path / "config.json").read_text())
+    cfg["model"]["act_fn"] = "gelu"
+    (run.path / "config.json").write_text(json.dumps(cfg, indent=2))
+    _resume_refused(run.path, capsys, "act_fn 'relu' vs 'gelu'")
+    from grokscope.report import load_report_run
+    r = load_report_run(run.path, results=tmp_path / "none")
+    assert any("differ from those the checkpoints were trained with (act_fn 'relu' vs 'gelu'" in n for n in r.notes)
+
+
+def test_case7_a_checkpoint_re_saved_without_its_run_id_is_refused(run):
+    from safetensors.torch import save_file
+    from grokscope.files import read_metadata
+    path = run.checkpoint_path(10)
+    meta = {k: v for k, v in read_metadata(path).items() if k != "run_id"}
+    atomic_save(load_file(str(path)), path, meta)  # its digest recomputed
+    with pytest.raises(GrokscopeError, match="carries no run id"):
+        Run(run.path).model_at(10)
+    save_file(load_file(str(path)), str(path), metadata={k: v for k, v in meta.items() if k != "digest"})
+    with pytest.raises(GrokscopeError, match="carries no run id"):
+        Run(run.path).model_at(10)

@@ -179,3 +179,87 @@ def test_damaged_artefacts_are_read_right_or_refused_in_one_line(template, capsy
 def test_default_results_folder_of_the_template(template):
     assert default_out_dir(template / "checkpoints" / "tiny") == template / "analyses" / "tiny"
     assert RunConfig.load(template / "checkpoints" / "tiny" / "config.json").run_id
+
+
+# --- issue 26: checksums, argument values, printing ------------------------------------------------------
+@pytest.mark.parametrize("artefact", ["checkpoint", "resume state", "data"])
+def test_any_changed_byte_in_a_files_tensors_is_refused(template, artefact):
+    """A content checksum: every flip of any bits of any byte of the tensor data is caught (never read
+    as if it were the file written)."""
+    from grokscope.errors import GrokscopeError
+    from grokscope.files import read_safetensors_meta
+    rel = ARTEFACTS[artefact][0]
+
+    @SETTINGS
+    @given(where=st.integers(0, 999_999), mask=st.integers(1, 255))  # (no float strategy: the CLI flushes subnormals)
+    def case(where, mask):
+        root = Path(tempfile.mkdtemp())
+        try:
+            f = root / "f.safetensors"
+            shutil.copy(template / rel, f)
+            raw = bytearray(f.read_bytes())
+            start = 8 + int.from_bytes(raw[:8], "little")  # the tensor data follows the header
+            raw[start + where * (len(raw) - start) // 1_000_000] ^= mask
+            f.write_bytes(bytes(raw))
+            with pytest.raises(GrokscopeError, match="checksum"):
+                read_safetensors_meta(f, artefact)
+            record(f"{artefact}: changed data byte", "refused (checksum)")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    case()
+
+
+STEP_TEXT = st.one_of(st.text(max_size=12), st.sampled_from(["inf", "-inf", "nan", "1e400", "1e3", "10", "0,5",
+                                                              "5,,10", "2.5", "-1", "0x10", "१०"]))
+
+
+@SETTINGS
+@given(steps=STEP_TEXT)
+def test_any_analyze_steps_value_is_analysed_or_one_line(template, capsys, steps):
+    root = Path(tempfile.mkdtemp())
+    try:
+        shutil.copytree(template / "checkpoints", root / "checkpoints", symlinks=True)
+        before = snapshot(root)
+        rc, err = cli(["analyze", "--ckpt-dir", root / "checkpoints" / "tiny", "--only", "weight_norms", "--steps",
+                       steps, "--out", root / "res", "--no-progress"], capsys)
+        check("--steps text -> analyze", rc, err, before, snapshot(root) if rc else before)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+OUT_TEXT = st.one_of(  # one folder name (no "/", not "." or "..": nothing outside the test's folder)
+    st.text(st.characters(blacklist_characters="/"), max_size=40).filter(lambda t: t.strip() not in (".", "..")),
+    st.sampled_from(["", " ", "\udcff", "a\u202eb", "x" * 250, "a\nb", "\x1b[31mred", "nul\x00"]))
+
+
+@SETTINGS
+@given(out=OUT_TEXT)
+def test_any_train_out_is_trained_or_one_line_and_printed_safely(capsys, out):
+    import unicodedata
+    root = Path(tempfile.mkdtemp())
+    cwd = os.getcwd()
+    try:
+        os.chdir(root)
+        rc, err = cli(["train", "--op", "x+y", "--p", "5", "--steps", "1", "--d-model", "16", "--d-mlp", "32",
+                       "--n-heads", "2", "--device", "cpu", "--out", out, "--no-progress"], capsys)
+        if rc == 2:
+            assert not any(root.iterdir()), "a refused --out left something behind"
+        check("--out text -> train", rc, err, {}, {})
+        for line in err:  # nothing that can hide or rewrite text on the terminal
+            assert not any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in line), line
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@SETTINGS
+@given(text=st.text())
+def test_printable_escapes_exactly_what_cannot_be_shown(text):
+    import unicodedata
+
+    from grokscope.errors import printable
+    out = printable(text)
+    assert not any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for c in out)
+    if all(unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for c in text):
+        assert out == text

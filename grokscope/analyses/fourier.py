@@ -355,22 +355,21 @@ def fourier_neurons(model, data, layer: int = -1) -> pd.DataFrame:
                          "std": acts.double().cpu().std((0, 1), unbiased=False).numpy()})
 
 
-def _key_matrix(path, tokens: torch.Tensor, key_from: str) -> torch.Tensor:
-    """The embedding rows or unembedding columns of ``tokens`` from a checkpoint file, reading only
-    that matrix (no model is built: cheap enough for every analyze call); one clear error if unreadable."""
-    from safetensors import safe_open
-
+def _key_matrix(run, step: int, tokens: torch.Tensor, key_from: str) -> torch.Tensor:
+    """The embedding rows or unembedding columns of ``tokens`` in checkpoint ``step``, loaded as analyze
+    loads a checkpoint (``Run.model_at``: its checksum, step, run, model settings and finite weights
+    checked), so that a checkpoint analyze skips gives no keys either; one clear error otherwise."""
     try:
-        with safe_open(str(path), "pt") as f:
-            return f.get_tensor("embed.W_E")[tokens] if key_from == "embed" else f.get_tensor("unembed.W_U")[:, tokens].T
-    except Exception as e:  # a truncated or foreign file
-        first = (str(e).strip().splitlines() or [""])[0][:150]
-        raise GrokscopeError(f"fourier: cannot read the key frequencies' checkpoint {path}: {first}") from None
+        model = run.model_at(step)
+    except GrokscopeError as e:
+        raise GrokscopeError(f"fourier: cannot read the key frequencies' checkpoint: {e}") from None
+    W = model.W_E.detach()[tokens] if key_from == "embed" else model.W_U.detach()[:, tokens].T
+    return W.clone()
 
 
 def final_key_freqs(run, params: dict) -> tuple[list[int], int] | None:
     """(key frequencies, the checkpoint they came from) for ``key_freqs="final"``: those of the run's last
-    readable checkpoint (a truncated one is skipped, as analyze skips it), or of ``key_step``, counted
+    readable checkpoint (a truncated, damaged or non-finite one is skipped, as analyze skips it), or of ``key_step``, counted
     by the gap rule (or ``n_key``) in the ``key_from`` spectrum; None when no checkpoint can be read."""
     steps = run.steps
     if not steps:
@@ -385,7 +384,7 @@ def final_key_freqs(run, params: dict) -> tuple[list[int], int] | None:
     tokens = cyclic_tokens(run.data)
     for step in candidates:
         try:
-            W = _key_matrix(run.checkpoint_path(step), tokens, params.get("key_from", "unembed"))
+            W = _key_matrix(run, step, tokens, params.get("key_from", "unembed"))
         except GrokscopeError:
             if len(candidates) == 1:
                 raise

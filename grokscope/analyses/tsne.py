@@ -135,13 +135,15 @@ def colours(data, subgroup: str = "paper", coset: str = "left", by: str = "resid
 
 # --- the analysis ----------------------------------------------------------------------------------------
 def tsne_map(rows: np.ndarray, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
-    """(n, 2) t-SNE map of (n, d) rows; perplexity clipped to (n - 1) / 3."""
+    """(n, 2) t-SNE map of (n, d) rows; perplexity clipped to (n - 1) / 3. float64 (scikit-learn returns
+    float32): the results CSV keeps a float64 exactly, so that rows read back from a partial cache equal
+    rows computed afresh (float32 values went through their shortest text and came back ~1e-7 off)."""
     from sklearn.manifold import TSNE
 
     n = len(rows)
     perp = float(min(perplexity, max(1.0, (n - 1) / 3)))
     return TSNE(n_components=2, perplexity=perp, init="pca", learning_rate="auto", random_state=seed,
-                n_jobs=1).fit_transform(rows.astype(np.float64))
+                n_jobs=1).fit_transform(rows.astype(np.float64)).astype(np.float64)
 
 
 def key_rows(model, data, key_freqs="own", key_from: str = "unembed") -> tuple[torch.Tensor, dict[str, torch.Tensor], list[int]]:
@@ -170,7 +172,7 @@ def _resolve(run, params: dict) -> dict:
 
 
 @register("tsne", summary="t-SNE of the embedding and unembedding rows (full and key-frequency space), Figure 3",
-          version=2, default_steps="slider", resolve=_resolve)
+          version=3, default_steps="slider", resolve=_resolve)
 def tsne(model, data, perplexity: float = 30.0, subgroup: str = "paper", coset: str = "left",
          by: str = "residue", seed: int = 0, subspace: str = "keys", key_freqs="final", key_step=None,
          key_from: str = "unembed") -> pd.DataFrame:

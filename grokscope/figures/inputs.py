@@ -77,10 +77,11 @@ def load_report_run(source: Run | str | Path, results: str | Path | None = None)
     run_path, folder = locate(source, results)
     run = Run(run_path) if run_path is not None else None
     store = ResultStore(folder)
-    tables = store.load_all(run_id=run.run_id if run is not None else None)  # this run's only
+    copy = store.copy_of(run) if run is not None else None  # results of a copy of this run, elsewhere
+    tables = store.load_all(run_id=run.run_id if run is not None else None) if copy is None else {}  # this run's only
     for name, table in tables.items():  # the params a table was computed with (e.g. t-SNE's subgroup), for captions
         table.attrs["params"] = dict((store.meta(name) or {}).get("params") or {})
-    others = [n for n in store.names() if n not in tables]
+    others = [n for n in store.names() if n not in tables] if copy is None else []
     notes, not_applicable, kind, config = [], {}, "custom", None
     metrics = run.metrics if run is not None else pd.DataFrame()
     if run is not None:
@@ -91,8 +92,16 @@ def load_report_run(source: Run | str | Path, results: str | Path | None = None)
             not_applicable = {n: why for n, a in REGISTRY.items() if (why := a.applies(data)) is not None}
         except GrokscopeError as e:
             notes.append(f"the run's dataset could not be read ({e})")
+        mismatch = run.model_mismatch()
+        if mismatch:
+            notes.append(f"config.json's model settings differ from those the checkpoints were trained with "
+                         f"({mismatch}: checkpoints vs config.json); the model described here is config.json's, "
+                         f"and analyze refuses those checkpoints")
     else:
         notes.append(f"the run directory of {folder} was not found: no metrics, config or accuracy curves")
+    if copy is not None:
+        notes.append(f"the tables in {folder} were computed from {copy}, a copy of this run in another folder "
+                     f"(the same run id), and are not shown; `grokscope analyze` this run into a folder of its own")
     if run is not None and others:
         notes.append(f"{len(others)} table{'s' if len(others) > 1 else ''} in {folder} ({', '.join(others[:4])}) "
                      f"{'were' if len(others) > 1 else 'was'} computed for another run (or before runs had an "

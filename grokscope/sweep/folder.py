@@ -110,6 +110,41 @@ class Sweep:
         return path
 
 
+# --- what holds a path: refused places for a run, a results folder, a sweep ------------------------------
+def enclosing(path: str | Path) -> list[tuple[str, Path]]:
+    """The grokscope folders that hold ``path`` (itself included), nearest first, resolved through
+    symbolic links: ("run", R) a run folder, ("sweep", S) a sweep folder, ("results", F) a folder of
+    analysis results. What ``train --out``, ``analyze --out`` and ``sweep --out`` check before writing."""
+    p = Path(os.path.realpath(path))
+    found = []
+    for q in [p, *p.parents]:
+        try:
+            if is_run_dir(q):
+                found.append(("run", q))
+            elif (q / SWEEP_FILE).is_file():
+                found.append(("sweep", q))
+            elif ResultStore(q).owner() is not None:  # a table with a sidecar naming its run
+                found.append(("results", q))
+        except OSError:  # a folder that cannot be listed holds nothing of ours
+            continue
+    return found
+
+
+def check_results_folder(folder: str | Path) -> None:
+    """Refuse (one line) a results folder inside a run (or its ``ckpt/``), inside another results
+    folder, or in a sweep folder anywhere but its ``analyses/``."""
+    real = Path(os.path.realpath(folder))
+    for kind, where in enclosing(folder):
+        if kind == "run":
+            raise GrokscopeError(f"the results folder {folder} is inside the run {where}; results go beside runs "
+                                 f"(the default: analyses/<run>), pick another --out")
+        if kind == "results" and where != real:
+            raise GrokscopeError(f"the results folder {folder} is inside the results folder {where}; pick another --out")
+        if kind == "sweep" and not real.is_relative_to(where / ANALYSES_DIR):
+            raise GrokscopeError(f"the results folder {folder} is in the sweep folder {where} but not in its "
+                                 f"{ANALYSES_DIR}/ (where a sweep keeps its runs' results); pick another --out")
+
+
 def load_sweep(path: str | Path) -> Sweep:
     """Open a sweep folder written by ``grokscope sweep`` / ``run_sweep``."""
     return Sweep(path)

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import GrokscopeError
-from ..run import METRICS_FILE, Run, first_reached, is_run_dir, prepare, read_metrics, resume_step
-from .folder import LEVEL, SWEEP_FILE, Sweep, write_spec
+from ..files import remove_stale_temporaries
+from ..run import CKPT_DIR, METRICS_FILE, Run, first_reached, is_run_dir, prepare, read_metrics, resume_step
+from .folder import LEVEL, RUNS_DIR, SWEEP_FILE, Sweep, enclosing, write_spec
 from .spec import Cell, SweepSpec
 
 
@@ -304,16 +305,39 @@ def run_sweep(spec: SweepSpec | None, out: str | Path, *, workers: int | None = 
     path = Path(out)
     if os.path.exists(path) and not os.path.isdir(path):
         raise GrokscopeError(f"{path} exists and is not a folder; pick another --out")
+    for kind, where in enclosing(path):
+        if kind in ("run", "results"):
+            raise GrokscopeError(f"{path} is inside the {kind} folder {where}; a sweep goes in a folder of its own")
     if spec is None:
         Sweep(path)  # a sweep to continue must be there (and readable) before anything is locked
+    else:
+        _check_cells_fit(spec, path)
     with FolderLock(path, "sweep") as lock:
+        remove_stale_temporaries(path)  # what a killed sweep left
         try:
             sweep = write_spec(path, spec) if spec is not None else Sweep(path)
         except BaseException:
             if not (path / SWEEP_FILE).exists():
                 lock.discard()
             raise
+        for cell in sweep.cells:  # and in its runs, the finished ones too (a resumed run cleans its own again)
+            run_dir = sweep.run_dir(cell)
+            if os.path.isdir(run_dir):
+                with contextlib.suppress(GrokscopeError), FolderLock(run_dir, "sweep"):  # (busy: its writer cleans it)
+                    remove_stale_temporaries(run_dir, run_dir / CKPT_DIR)
         return _run_sweep(sweep, path, workers, batch, ray_address, progress, log, status_every, threads)
+
+
+def _check_cells_fit(spec: SweepSpec, path: Path) -> None:
+    """Refuse up front, as ``train`` does, a cell whose memory or disk cannot fit on this machine (before
+    the sweep folder is written). Each cell alone: the workers' runs side by side need more."""
+    from ..run import check_fits
+
+    for cell in spec.cells():
+        try:
+            check_fits(cell.config, path / RUNS_DIR / cell.name)
+        except GrokscopeError as e:
+            raise GrokscopeError(f"cell {cell.name}: {e}") from None
 
 
 def _run_sweep(sweep: Sweep, path: Path, workers, batch, ray_address, progress, log, status_every, threads) -> Sweep:
