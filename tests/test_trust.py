@@ -893,7 +893,7 @@ def test_case5_the_results_of_a_copied_run_are_never_merged_with_the_original(ru
     assert set(load_results(a)["weight_norms"].step) == set(Run(a).steps)  # report A shows A's steps only
     # B's own results folder works; pointing A's report at it shows nothing of B, and says why
     analyze(b, only="weight_norms", progress=False)
-    from grokscope.report import load_report_run
+    from grokscope.figures.inputs import load_report_run
     r = load_report_run(a, results=default_out_dir(b))
     assert not r.tables.results and any("a copy of this run" in n for n in r.notes)
     shutil.rmtree(res_a)
@@ -907,7 +907,7 @@ def test_case6_a_config_edited_to_other_model_settings_is_refused_on_resume_and_
     cfg["model"]["act_fn"] = "gelu"
     (run.path / "config.json").write_text(json.dumps(cfg, indent=2))
     _resume_refused(run.path, capsys, "act_fn 'relu' vs 'gelu'")
-    from grokscope.report import load_report_run
+    from grokscope.figures.inputs import load_report_run
     r = load_report_run(run.path, results=tmp_path / "none")
     assert any("differ from those the checkpoints were trained with (act_fn 'relu' vs 'gelu'" in n for n in r.notes)
 
