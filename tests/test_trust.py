@@ -774,7 +774,8 @@ def test_analyze_steps_that_are_not_step_numbers_are_one_line(run, capsys, steps
                                        ("ckpt/deeper", "inside the run"), ("SWEEP", "not in its analyses/"),
                                        ("SWEEP/runs/x", "not in its analyses/"), ("RESULTS/inner", "inside the results")])
 def test_analyze_out_into_a_run_a_sweep_or_other_results_is_refused(run, tmp_path, capsys, where, msg):
-    from grokscope.sweep import SweepSpec, write_spec
+    from grokscope.sweep import SweepSpec
+    from grokscope.sweep.folder import write_spec
     write_spec(tmp_path / "sweep", SweepSpec.make(fixed={"p": 5, "steps": 2}, grid={"frac": [0.5, 0.6]}))
     analyze(run.path, only="weight_norms", progress=False)
     out = {"SWEEP": tmp_path / "sweep", "RESULTS": default_out_dir(run.path)}.get(where.split("/")[0], run.path / where.split("/")[0])
