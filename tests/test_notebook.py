@@ -70,6 +70,7 @@ def test_tour_notebook_runs_and_embeds_plotly_js_once(tmp_path, monkeypatch):
     # it says how much disk it took, and that is what is there
     mb = int(re.search(r"grokscope-tour: (\d+) MB", text).group(1))
     assert mb == round(sum(f.stat().st_size for f in home.rglob("*") if f.is_file()) / 1e6)
+    assert 5 <= mb <= 7  # "about 6 MB", as the tour says
 
 
 @pytest.mark.slow

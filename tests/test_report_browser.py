@@ -218,7 +218,13 @@ def test_report_loads_renders_every_figure_and_the_slider_moves_the_map(browser,
         assert all(n > 0 for n in s["traces"]), f"section {sid} has an empty figure"
     assert sections["flatness"]["missing"] == 1  # sharpness was not computed: a line says how
     assert sections["llc"]["missing"] == 1  # nor the LLC (expensive, opt-in)
-    assert "Grokked" in page["header"] and "circuit formation from step" in page["header"]
+    # the phases table shows each phase's boundaries; its full sentence is behind the row's toggle
+    assert "Grokked" in page["header"] and "circuit formation" in page["header"]
+    assert "starts: train accuracy reached 99 %; ends: validation loss below chance" in page["header"]
+    assert "circuit formation from step" not in page["header"]
+    opened = browser.js("(() => { document.querySelectorAll('header details').forEach(d => d.open = true); "
+                        "return document.querySelector('header').innerText; })()")
+    assert "circuit formation from step" in opened
 
     save(browser, tmp_path, "report-full.png")
     browser.js("window.scrollTo(0, 0)")
