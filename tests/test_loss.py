@@ -125,7 +125,8 @@ def planted(monkeypatch):
     from grokscope.analyses import flatness, llc
 
     for module in (flatness, llc):
-        monkeypatch.setattr(module, "answer_logits", lambda model, x: model(x))
+        monkeypatch.setattr(module, "answer_logits", lambda model, x, rows=None: model(x))
+    monkeypatch.setattr(llc, "answer_rows", lambda model, x: None)  # the LLC's full-batch bookkeeping (unused here)
     data = types.SimpleNamespace(train_x=torch.tensor([[0], [1]]), train_y=torch.tensor([1, 0]))
     return PlantedLogits(), data
 
