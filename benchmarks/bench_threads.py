@@ -68,15 +68,16 @@ def main() -> None:
     shapes = ([1] if args.alone else []) + [2]
     with tempfile.TemporaryDirectory(prefix="bench_threads_") as d:
         for n in shapes:
-            rows = {s: run_together(n, args.steps, s, Path(d)) for s in settings}
-            base_wall = max(w for w, _ in rows[1])
-            base_cpu = sum(c for _, c in rows[1])
             print(f"\n{'one command alone' if n == 1 else f'{n} commands at once'}:")
-            for s, r in rows.items():
+            rows = {1: run_together(n, args.steps, 1, Path(d))}  # the baseline first, then each as it ends
+            base_wall, base_cpu = max(w for w, _ in rows[1]), sum(c for _, c in rows[1])
+            for s in settings:
+                r = rows[s] if s in rows else run_together(n, args.steps, s, Path(d))
                 label = "default" if s is None else f"--threads {s}"
                 wall, cpu = max(w for w, _ in r), sum(c for _, c in r)
                 each = ", ".join(f"{w:.1f} s wall / {c:.1f} s CPU" for w, c in r)
-                print(f"  {label:<12} {each}; wall {wall / base_wall:.2f}x, CPU {cpu / base_cpu:.2f}x one thread's")
+                print(f"  {label:<12} {each}; wall {wall / base_wall:.2f}x, CPU {cpu / base_cpu:.2f}x one thread's",
+                      flush=True)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -7,7 +7,8 @@ Everything here is an optimisation of something simpler that the tests compare i
   loss never reads: the last block's query, attention output and MLP at the first three positions,
   and the unembedding of those positions. Tested against ``model(tokens)[:, -1]`` for every model
   option (tests/test_model.py). Hook-based interventions (dropout, analyses) use the
-  HookedTransformer forward itself.
+  HookedTransformer forward itself. ``answer_rows``: what it reads off the tokens, made once for
+  many forwards of the same tokens (the LLC's full-batch SGLD steps).
 - ``batched_answer_logits``: the same forward for K runs at once, from parameters stacked along a
   leading run axis (tests/test_batched_forward.py). It is not a drop-in for K = 1: on the CPU one run
   through it costs about 1.5x ``answer_logits`` (it recomputes the first block per (position, token)
