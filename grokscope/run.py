@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -471,13 +472,23 @@ def _meta_model(m, n_elements: int):
 def model_size(m, n_elements: int) -> tuple[int, int]:
     """Parameters and checkpoint bytes of the model ``model.build_model`` makes for ``m``: those of the
     model built on the meta device with one block and with two (every block is the same size), so that
-    any depth is counted in milliseconds."""
+    any depth is counted at once (remembered per model shape: a sweep's runs share a few)."""
+    p1, b1, p2, b2 = _block_sizes(json.dumps(dataclasses.asdict(dataclasses.replace(m, n_layers=1)), sort_keys=True),
+                                  n_elements)
+    return p1 + (m.n_layers - 1) * (p2 - p1), b1 + (m.n_layers - 1) * (b2 - b1)
+
+
+@functools.lru_cache(maxsize=64)
+def _block_sizes(model_json: str, n_elements: int) -> tuple[int, int, int, int]:
+    """Parameters and checkpoint bytes of the one-block model (``ModelConfig`` as JSON) and the two-block one."""
+    from .config import ModelConfig
+
+    m = ModelConfig(**json.loads(model_json))
     sizes = []
     for n_layers in (1, 2):
         model = _meta_model(dataclasses.replace(m, n_layers=n_layers), n_elements)
-        sizes.append((sum(p.numel() for p in model.parameters()), disk_estimate(model, 1)[0]))
-    (p1, b1), (p2, b2) = sizes
-    return p1 + (m.n_layers - 1) * (p2 - p1), b1 + (m.n_layers - 1) * (b2 - b1)
+        sizes += [sum(p.numel() for p in model.parameters()), disk_estimate(model, 1)[0]]
+    return tuple(sizes)
 
 
 def estimate(cfg: RunConfig, start: int = 0) -> Estimate:
