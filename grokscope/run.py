@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -454,7 +455,7 @@ def _n_elements(op, p: int) -> int:
 
 def _meta_model(m, n_elements: int):
     """The HookedTransformer ``model.build_model`` makes for ``m``, on the meta device: its parameters and
-    state dict have their real shapes and take no memory (any size is counted in milliseconds)."""
+    state dict have their real shapes and take no memory."""
     import warnings
 
     from transformer_lens import HookedTransformer
@@ -466,17 +467,38 @@ def _meta_model(m, n_elements: int):
         return HookedTransformer(hooked_config(m, n_elements + 2, n_elements, "meta"))
 
 
+def model_size(m, n_elements: int) -> tuple[int, int]:
+    """Parameters and checkpoint bytes of the model ``model.build_model`` makes for ``m``: those of the
+    model built on the meta device with one block and with two (every block is the same size), so that
+    any depth is counted at once (remembered per model shape: a sweep's runs share a few)."""
+    p1, b1, p2, b2 = _block_sizes(json.dumps(dataclasses.asdict(dataclasses.replace(m, n_layers=1)), sort_keys=True),
+                                  n_elements)
+    return p1 + (m.n_layers - 1) * (p2 - p1), b1 + (m.n_layers - 1) * (b2 - b1)
+
+
+@functools.lru_cache(maxsize=64)
+def _block_sizes(model_json: str, n_elements: int) -> tuple[int, int, int, int]:
+    """Parameters and checkpoint bytes of the one-block model (``ModelConfig`` as JSON) and the two-block one."""
+    from .config import ModelConfig
+
+    m = ModelConfig(**json.loads(model_json))
+    sizes = []
+    for n_layers in (1, 2):
+        model = _meta_model(dataclasses.replace(m, n_layers=n_layers), n_elements)
+        sizes += [sum(p.numel() for p in model.parameters()), disk_estimate(model, 1)[0]]
+    return tuple(sizes)
+
+
 def estimate(cfg: RunConfig, start: int = 0) -> Estimate:
     """Memory and disk that training ``cfg`` (from ``start``) needs, from the config alone: the real
-    parameter count and checkpoint size (the model built on the meta device), batch size
-    (``config.batch_size``) and schedules (``schedule_size``)."""
+    parameter count and checkpoint size (``model_size``), batch size (``config.batch_size``) and
+    schedules (``schedule_size``)."""
     from .tasks import get_operation
 
     t, m, tr, s = cfg.task, cfg.model, cfg.train, cfg.schedule
     n_el = _n_elements(get_operation(t.op), t.p)
     N = n_el * n_el
-    model = _meta_model(m, n_el)
-    P = sum(p.numel() for p in model.parameters())
+    P, ckpt_bytes = model_size(m, n_el)
     B = batch_size(cfg, max(1, int(round(t.frac * N))))
     copies = 6 + (tr.wd_target == "init") + (tr.grokfast_lambda > 0) + (tr.weight_noise > 0)
     per_row = 4 * (m.n_layers * (12 * m.d_model + 3 * m.d_mlp + 12 * m.n_heads) + 3 * n_el) * 4
@@ -487,8 +509,7 @@ def estimate(cfg: RunConfig, start: int = 0) -> Estimate:
               + per_row * (B + min(1024, N))
               + 80 * (evals + ckpts))  # the schedules
     remaining = schedule_size(tr.steps, s.ckpt_every, s.ckpt_log_points, start)
-    ckpt_bytes, ckpts_bytes = disk_estimate(model, remaining)
-    disk = ckpts_bytes + 4 * P * 4 + 200 * evals + 48 * N
+    disk = ckpt_bytes * remaining + 4 * P * 4 + 200 * evals + 48 * N
     return Estimate(N, P, B, memory, disk, remaining, ckpt_bytes)
 
 

@@ -329,7 +329,7 @@ def test_registered():
         a = get_analysis(name)
         assert a.expensive and a.default_steps == "few"
     p = get_analysis("sharpness").params
-    assert p["eps"] == [1e-3, 5e-4] and p["subspace"] == 0 and p["budget"] == 20
+    assert p["eps"] == (1e-3, 5e-4) and p["subspace"] == 0 and p["budget"] == 20  # the signature's defaults
 
 
 def test_the_report_says_when_the_ascent_was_still_climbing():

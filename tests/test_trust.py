@@ -489,15 +489,15 @@ def test_steps_1e12_from_a_config_file_is_refused_with_the_estimate(tmp_path, ca
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("norm", ["none", "LN", "RMS"])
-def test_estimate_counts_the_parameters_batch_and_checkpoints_exactly(norm):
+@pytest.mark.parametrize("norm,n_layers", [("none", 1), ("LN", 2), ("RMS", 3)])
+def test_estimate_counts_the_parameters_batch_and_checkpoints_exactly(norm, n_layers):
     """The estimate's parameter count and checkpoint size are the built model's, its batch the trainer's
     (``config.batch_size``), its checkpoints the schedule's (``run.schedule``)."""
     from grokscope.config import batch_size
     from grokscope.model import build_model
     from grokscope.run import disk_estimate, schedule
     cfg = tiny()
-    cfg.model.norm = norm
+    cfg.model.norm, cfg.model.n_layers = norm, n_layers
     model = build_model(cfg.model, 9, 7, device="cpu")
     e = estimate(cfg)
     assert e.n_params == sum(p.numel() for p in model.parameters())
