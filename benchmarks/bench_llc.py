@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def worker(run_dir: str, steps: list[int]) -> None:
     """In a process of the code on PYTHONPATH: one JSON line per checkpoint."""
-    from grokscope.fastpath import configure_cpu
+    from grokscope.cpu import configure_cpu
 
     configure_cpu(1)
     import grokscope

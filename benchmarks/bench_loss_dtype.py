@@ -18,7 +18,7 @@ import torch
 
 from grokscope.config import RunConfig
 from grokscope.tasks import make_dataset
-from grokscope.fastpath import configure_cpu
+from grokscope.cpu import configure_cpu
 from grokscope.train import Trainer
 
 

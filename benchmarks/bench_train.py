@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 
 import grokscope
-from grokscope.fastpath import answer_flops, configure_cpu
+from grokscope.forward import answer_flops
+from grokscope.cpu import configure_cpu
 from grokscope.model import build_model
 from grokscope.run import schedule
 from grokscope.tasks import N_CTX, make_dataset
@@ -134,7 +135,7 @@ def _job(kind: str, steps: int, threads: int, queue) -> None:
             queue.put((kind, grokscope_run(steps, ckpt_every=1000)[0], peak, None))
     elif kind == "grokscope-compile":  # the same, each run in a fresh process of its own
         queue.put(("flops", None, peak, None))
-        code = ("import sys, torch; from grokscope.fastpath import configure_cpu; configure_cpu(int(sys.argv[2])); "
+        code = ("import sys, torch; from grokscope.forward import configure_cpu; configure_cpu(int(sys.argv[2])); "
                 "sys.path.insert(0, sys.argv[3]); import bench_train; "
                 "print(bench_train.grokscope_run(int(sys.argv[1]), 1000, compile=True)[0])")
         child = None

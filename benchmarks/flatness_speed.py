@@ -22,7 +22,7 @@ from scipy.optimize import Bounds, minimize
 
 from grokscope.analyses import flatness as fl
 from grokscope.config import ModelConfig
-from grokscope.fastpath import answer_logits
+from grokscope.forward import answer_logits
 from grokscope.model import build_model
 from grokscope.tasks import make_dataset
 

@@ -25,7 +25,7 @@ from .errors import GrokscopeError, TrainingInterrupted
 
 # name -> the submodule that defines it (imported when the name is first used)
 _LAZY = {
-    "build_model": "model", "answer_logits": "fastpath",
+    "build_model": "model", "answer_logits": "forward",
     "Run": "run", "load_run": "run",
     "Dataset": "tasks", "make_dataset": "tasks", "register_operation": "tasks", "OPERATIONS": "tasks",
     "train": "train",
@@ -88,7 +88,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .analyze import analyze
     from .batched import train_many
     from .compare import compare_checkpoints
-    from .fastpath import answer_logits
+    from .forward import answer_logits
     from .model import build_model
     from .provenance import provenance
     from .results import load_results

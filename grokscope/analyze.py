@@ -28,7 +28,7 @@ from .results import ResultStore, default_out_dir
 from .locks import FolderLock
 from .run import Run, fingerprint, is_run_dir
 from .provenance import provenance
-from .fastpath import restoring_cpu_settings
+from .cpu import restoring_cpu_settings
 
 FLUSH_S = 60.0  # write the tables at least this often during a long analysis
 FEW_LOG_STEPS = 5  # log-spaced checkpoints for default_steps="few", besides the phase boundaries

@@ -2,11 +2,11 @@
 
 The K HookedTransformers are built as ``train`` builds them (each from its own seed), then every
 trainable parameter is stacked along a leading run axis into one flat ``(K, n_params)`` buffer; each
-named parameter is a view of it. The forward is ``fastpath.batched_answer_logits`` (``answer_logits``
+named parameter is a view of it. The forward is ``forward.batched_answer_logits`` (``answer_logits``
 with a run axis in front: one ``baddbmm`` per projection for all K runs), the loss is the sum over
 runs of each run's mean answer-token cross-entropy (so run k's gradient is exactly its own), and the
 update is ``train.Stepper.step``, the one a single run takes: the same Grokfast-EMA, weight decay
-(towards the origin or the initialisation) and AdamW (``fastpath.adamw_``, written out) on the flat
+(towards the origin or the initialisation) and AdamW (``adamw.adamw_``, written out) on the flat
 buffer, with per-run learning rate, weight decay, betas and warm-up as (K, 1) columns. Each run keeps its own ``torch.Generator`` seeded as ``Trainer`` seeds it, and draws
 from it in the same order (minibatch permutation, then update noise), so a batched run follows the
 same trajectory as the run trained alone, up to floating-point reassociation.
@@ -31,7 +31,8 @@ import torch
 
 from .config import RunConfig, batch_size
 from .errors import GrokscopeError, TrainingInterrupted
-from .fastpath import batched_answer_logits, restoring_cpu_settings
+from .forward import batched_answer_logits
+from .cpu import restoring_cpu_settings
 from .files import fmt_bytes
 from .loss import LOSS_DTYPES, answer_loss, collapsed
 from .model import build_model, weight_norm

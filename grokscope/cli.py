@@ -553,7 +553,7 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 # Commands that compute: the process is grokscope's own, so it gets the process-wide CPU settings
 # (subnormal floats flushed, the heap kept between steps, --threads torch threads, default one; see
-# fastpath.configure_cpu), set before any work, that a call from Python only gets for its duration
+# cpu.configure_cpu), set before any work, that a call from Python only gets for its duration
 # (flushing) or not at all (the heap, the threads: a notebook keeps its own).
 COMPUTING = ("train", "analyze", "sweep")
 
@@ -584,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_arguments(args)
         if args.command in COMPUTING:
-            from .fastpath import configure_cpu
+            from .cpu import configure_cpu
 
             configure_cpu(args.threads)
         return args.func(args)

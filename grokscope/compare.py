@@ -40,7 +40,7 @@ def compare_checkpoints(run: Run | str | Path, a: int, b: int, fourier_params: d
     ``fourier`` analysis (e.g. {"key_freqs": "3,7"})."""
     from .analyses.base import REGISTRY
     from .analyses.fourier_keys import key_freq_list
-    from .fastpath import cpu_settings
+    from .cpu import cpu_settings
     from .loss import evaluate
 
     run = run if isinstance(run, Run) else Run(run)

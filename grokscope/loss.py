@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from .config import SOFTMAXES
 from .errors import GrokscopeError
-from .fastpath import answer_logits
+from .forward import answer_logits
 
 EVAL_CHUNK = 1024  # rows per evaluation forward: small enough for the cache (8192: 25 % slower)
 

@@ -14,7 +14,7 @@ grokscope owns the initialisation on both (``init_weights``: TransformerLens 3's
 gives bit-identical step-0 weights, and a checkpoint written under either major loads under either.
 
 The training forward (``answer_logits``, the same logits at ``=`` computed cheaper) lives in
-``fastpath``, with every other speed trick.
+``forward``, with the other speed tricks in ``adamw`` and ``cpu``.
 """
 from __future__ import annotations
 

@@ -74,7 +74,7 @@ def provenance(device: Any = None, loss_dtype: str | None = None, model_dtype: s
     (default: CUDA when present, else the CPU); ``loss_dtype``: the precision of the loss."""
     import torch
 
-    from .fastpath import flush_denormal_enabled
+    from .cpu import flush_denormal_enabled
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -15,7 +15,7 @@ resume state, so a resumed run repeats an uninterrupted one bit for bit (on the 
 
 ``Stepper.step`` is that update, once, for one run (``Trainer``: the model's own tensors, the single-run
 forward) and for K runs (``batched.BatchedTrainer``: one flat buffer, the batched forward); AdamW is
-``fastpath.adamw_`` for both. ``fit`` is the loop around it (evaluations, checkpoints, resume states).
+``adamw.adamw_`` for both. ``fit`` is the loop around it (evaluations, checkpoints, resume states).
 """
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ import torch
 
 from .config import RunConfig, batch_size
 from .errors import GrokscopeError, TrainingInterrupted
-from .fastpath import (adamw_, answer_logits, compile_failed, compiled_answer_logits, compiled_mode, fused_adamw_available,
-                       restoring_cpu_settings)
+from .adamw import adamw_, fused_adamw_available
+from .forward import answer_logits, compile_failed, compiled_answer_logits, compiled_mode
+from .cpu import restoring_cpu_settings
 from .files import fmt_bytes
 from .locks import FolderLock
 from .loss import LOSS_DTYPES, answer_loss, evaluate
@@ -118,7 +119,7 @@ def grokfast_ema_(ema: list[torch.Tensor] | None, grads: list[torch.Tensor], alp
 
 def decay_towards_(params: list[torch.Tensor], targets: list[torch.Tensor], rate) -> None:
     """W <- W - rate (W - W0): weight decay towards the initialisation W0, ``rate`` = lr * wd (a float,
-    or a (K, 1) column). Decay towards the origin is AdamW's own (``fastpath.adamw_``)."""
+    or a (K, 1) column). Decay towards the origin is AdamW's own (``adamw.adamw_``)."""
     for p, p0 in zip(params, targets):
         if torch.is_tensor(rate):
             p.sub_((p - p0) * rate)
@@ -134,7 +135,7 @@ def add_noise_(tensors: list[torch.Tensor], gen: torch.Generator, scale: float) 
 
 class AdamW:
     """AdamW's state of one run (a list of the model's tensors) or of K runs (one (K, n) buffer), and its
-    update (``fastpath.adamw_``). ``lr``, ``weight_decay`` (towards the origin), ``beta1``, ``beta2``:
+    update (``adamw.adamw_``). ``lr``, ``weight_decay`` (towards the origin), ``beta1``, ``beta2``:
     floats, or (K, 1) columns. ``steps``: the count of updates done, one float tensor per parameter, as
     torch.optim.AdamW keeps it (the resume state stores them as ``opt.<name>.step``)."""
 
@@ -222,7 +223,7 @@ class Stepper:
 
     def _adamw(self, lr) -> None:
         # one method, not inlined: tests/test_train.py swaps it for torch.optim.AdamW's own step to
-        # check fastpath.adamw_ against it bit for bit
+        # check adamw.adamw_ against it bit for bit
         self.adam.step(lr)
 
 
@@ -263,7 +264,7 @@ class Trainer(Stepper):
 
     @property
     def direct_adamw(self) -> bool:
-        """Whether updates take torch's fused AdamW kernel (``fastpath.adamw_``); False: the written-out formula."""
+        """Whether updates take torch's fused AdamW kernel (``adamw.adamw_``); False: the written-out formula."""
         return self.adam.fused
 
     @direct_adamw.setter
@@ -324,7 +325,7 @@ class Trainer(Stepper):
                 p.grad.add_(buf.mean(0), alpha=lam)
 
     def deterministic(self):
-        """Around the compiled forward and backward: ``fastpath.compiled_mode()`` (deterministic
+        """Around the compiled forward and backward: ``forward.compiled_mode()`` (deterministic
         scatter-adds, dynamo's dynamic output shapes), undone afterwards. A no-op for eager training."""
         return compiled_mode() if self.compiled is not None else contextlib.nullcontext()
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from grokscope.fastpath import batched_answer_logits
+from grokscope.forward import batched_answer_logits
 from grokscope.config import ModelConfig
 from grokscope.model import build_model
 

@@ -10,7 +10,7 @@ import torch
 
 import grokscope
 from grokscope import RunConfig
-from grokscope.fastpath import answer_logits
+from grokscope.forward import answer_logits
 from grokscope.tasks import make_dataset
 from grokscope.train import Trainer
 
@@ -76,7 +76,7 @@ def test_compiled_forward_and_gradients_equal_eager():
     for a, b in zip(g_fast, g_ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     from torch._dynamo.utils import counters
-    # torch.unique's sizes were traced (fastpath.compiled_mode), not a graph break; the setting was scoped
+    # torch.unique's sizes were traced (forward.compiled_mode), not a graph break; the setting was scoped
     assert not counters["graph_break"], dict(counters["graph_break"])
     assert not torch._dynamo.config.capture_dynamic_output_shape_ops
     assert not torch.are_deterministic_algorithms_enabled()

@@ -176,7 +176,7 @@ def test_a_stablemax_runs_hessian_loss_is_the_loss_it_trained_on(tmp_path):
     recorded = float(run.metrics.set_index("step").loc[20, "train_loss"])
     assert float(table["train_loss"].iloc[0]) == pytest.approx(recorded, rel=1e-9)
     model, data = run.model_at(20), run.data
-    from grokscope.fastpath import answer_logits
+    from grokscope.forward import answer_logits
 
     with torch.no_grad():
         ce = float(answer_loss(answer_logits(model, data.train_x), data.train_y))

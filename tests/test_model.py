@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from grokscope.config import ModelConfig
-from grokscope.fastpath import answer_logits
+from grokscope.forward import answer_logits
 from grokscope.model import build_model, n_params, sinusoidal_positions
 
 
@@ -81,7 +81,7 @@ def test_answer_flops_counts_the_matmuls_answer_logits_does(n_layers):
     """Known answer: torch's FLOP counter over one forward+backward, on rows with 5 prefixes and 12 pairs."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from grokscope.fastpath import answer_flops
+    from grokscope.forward import answer_flops
 
     model = build_model(ModelConfig(n_layers=n_layers, d_model=32, n_heads=4, d_mlp=64), 13, 11, seed=0)
     x = torch.arange(40) % 5  # 5 distinct x, so 5 prefixes

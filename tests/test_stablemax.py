@@ -87,7 +87,7 @@ def test_a_stablemax_run_trains_and_evaluates_with_stablemax(tmp_path):
     assert run.config.train.softmax == "stablemax"
     data = make_dataset("x+y", 7, 0.6, seed=0)
     model = run.model_at(20)
-    from grokscope.fastpath import answer_logits
+    from grokscope.forward import answer_logits
     with torch.no_grad():
         logits = answer_logits(model, data.train_x)
     row = run.metrics.set_index("step").loc[20]

@@ -107,7 +107,7 @@ def test_seeded_runs_are_identical(tmp_path):
 
 @pytest.mark.parametrize("variant", ["default", "wd_init", "grokfast"])
 def test_direct_adamw_is_bit_identical_to_opt_step(variant):
-    """Trainer calls the fused AdamW kernel itself (fastpath.adamw_); the weights and the optimiser state
+    """Trainer calls the fused AdamW kernel itself (adamw.adamw_); the weights and the optimiser state
     must be exactly what torch's public AdamW(fused=True).step() gives, step after step."""
     from grokscope.tasks import make_dataset
     from grokscope.train import Trainer
@@ -151,7 +151,7 @@ def _adam_case(seed=0, shapes=((5, 3), (7,), (2, 4, 3))):
 
 def test_adamw_written_out_fallback_matches_the_fused_kernel():
     """The fallback (the written-out formula) and the fast path (torch's fused kernel) give the same update."""
-    from grokscope.fastpath import adamw_
+    from grokscope.adamw import adamw_
     hyper = dict(lr=3e-3, beta1=0.9, beta2=0.98, weight_decay=1.0)
     fast, slow = _adam_case(), _adam_case()
     for _ in range(3):
@@ -166,7 +166,7 @@ def test_adamw_written_out_fallback_matches_the_fused_kernel():
 
 def test_adamw_columns_update_each_run_as_its_own_scalars():
     """K runs on a (K, n) buffer with (K, 1) settings = K one-run updates with scalar settings."""
-    from grokscope.fastpath import adamw_
+    from grokscope.adamw import adamw_
     K, n = 3, 11
     g = torch.Generator().manual_seed(1)
     p, grad = torch.randn(K, n, generator=g), torch.randn(K, n, generator=g)
@@ -191,7 +191,7 @@ def test_adamw_columns_update_each_run_as_its_own_scalars():
 def test_adamw_falls_back_when_the_private_kernel_is_missing(monkeypatch):
     """A torch without ``torch._fused_adamw_``: the trainer takes the written-out formula, with the
     same result as asking for it directly."""
-    from grokscope.fastpath import adamw_
+    from grokscope.adamw import adamw_
     from grokscope.tasks import make_dataset
     from grokscope.train import Trainer
     data = make_dataset("x+y", 7, 0.6, seed=0)

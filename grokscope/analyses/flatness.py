@@ -60,7 +60,7 @@ import torch
 from scipy.optimize import Bounds, minimize
 
 from ..errors import GrokscopeError
-from ..fastpath import answer_logits
+from ..forward import answer_logits
 from ..loss import answer_loss
 from ._common import resolve_softmax
 from .base import register

@@ -51,7 +51,7 @@ import torch
 
 from ..errors import GrokscopeError
 from ..tasks import OPERATIONS
-from ..fastpath import answer_logits
+from ..forward import answer_logits
 from ..loss import answer_loss
 from ._common import gini, shared
 from .base import register

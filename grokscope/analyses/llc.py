@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 
 from ..errors import GrokscopeError
-from ..fastpath import answer_logits, answer_rows
+from ..forward import answer_logits, answer_rows
 from ._common import resolve_softmax
 from .base import extra_missing, register
 

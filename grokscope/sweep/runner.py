@@ -68,9 +68,9 @@ def run_job(sweep_path: str, names: list[str], threads: int | None = None, progr
     """Train (or resume) the named cells of a sweep as one batch, then their analyses.
 
     Returns {cell: "ok" | "interrupted" | error line}. Runs in a pool worker or a Ray task."""
-    from ..fastpath import configure_cpu
+    from ..cpu import configure_cpu
 
-    if threads is not None:  # a worker process of the sweep's own (in the caller's process: see fastpath.cpu_settings)
+    if threads is not None:  # a worker process of the sweep's own (in the caller's process: see cpu.cpu_settings)
         configure_cpu(threads)
     sweep = Sweep(sweep_path)
     cells = [c for c in sweep.cells if c.name in set(names)]

@@ -1,4 +1,4 @@
-"""The fast path: the training forward, the AdamW kernel and every process-wide speed setting.
+"""The training forward: the logits at ``=`` computed cheaply, for one run or K, and ``--compile``.
 
 Everything here is an optimisation of something simpler that the tests compare it against:
 
@@ -16,22 +16,16 @@ Everything here is an optimisation of something simpler that the tests compare i
 - ``compiled_answer_logits`` / ``compiled_mode``: ``answer_logits`` through torch.compile for
   ``--compile``; the dynamo and deterministic-mode settings it needs are set around each compiled
   call and put back after it, never left set.
-- ``adamw_``: one AdamW update, written out, for one run (Python-scalar hyperparameters) or K runs
-  ((K, 1) columns on a (K, n) buffer). For one run on the CPU/CUDA it calls torch's fused AdamW
-  kernel (``torch._fused_adamw_``, a private API; about 0.5 ms a step cheaper than ``opt.step()``)
-  when this torch has it, else the written-out formula (tests/test_train.py compares the two).
-- ``configure_cpu`` / ``cpu_settings``: flush-to-zero for subnormal floats (for the duration of a
-  library call) and, in processes grokscope owns only, glibc's kept heap (``_keep_heap``).
+
+The update is ``adamw.adamw_``; the process-wide CPU settings are ``cpu.configure_cpu``.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
-import math
-import sys
 
 import torch
 import torch.nn.functional as F
+
 
 # =============================================================================================
 # The single-run forward
@@ -406,137 +400,4 @@ def compile_failed(e: Exception):
     return GrokscopeError(f"compile: torch.compile failed ({type(e).__name__}: {first}); train without --compile")
 
 
-# =============================================================================================
-# AdamW
-# =============================================================================================
-ADAM_EPS = 1e-8  # torch.optim.AdamW's default
-
-
-def fused_adamw_available(device: torch.device) -> bool:
-    """Whether ``adamw_`` can take torch's fused kernel on this device (a private API: checked, not assumed)."""
-    return device.type in ("cpu", "cuda") and callable(getattr(torch, "_fused_adamw_", None))
-
-
-def adamw_(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
-           exp_avg_sqs: list[torch.Tensor], steps: list[torch.Tensor], *, lr, beta1, beta2, weight_decay,
-           eps: float = ADAM_EPS, fused: bool = True) -> None:
-    """One AdamW update in place (Loshchilov & Hutter; torch.optim.AdamW's formula), for each tensor i:
-
-        step_i += 1;  t = step_i
-        p   <- p * (1 - lr * weight_decay)                 (decoupled weight decay, towards the origin)
-        m   <- beta1 m + (1 - beta1) g
-        v   <- beta2 v + (1 - beta2) g^2
-        p   <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-
-    One run: ``lr``, ``beta1``, ``beta2``, ``weight_decay`` are Python floats. K runs on (K, n) buffers:
-    each may be a (K, 1) column (one value per run) and broadcasts along the row. ``steps``: one float
-    tensor per parameter (torch.optim.AdamW's ``state["step"]``), counted up here.
-
-    ``fused`` and every hyperparameter a Python float: torch's fused AdamW kernel (what
-    ``torch.optim.AdamW(fused=True).step()`` calls; bit-identical to it, tested), when this torch has
-    it; otherwise the written-out formula below."""
-    scalar = not any(torch.is_tensor(h) for h in (lr, beta1, beta2, weight_decay))
-    torch._foreach_add_(steps, 1)
-    if fused and scalar and params and fused_adamw_available(params[0].device):
-        torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=lr, beta1=beta1,
-                            beta2=beta2, weight_decay=weight_decay, eps=eps, maximize=False, grad_scale=None,
-                            found_inf=None)
-        return
-    for p, g, m, v, s in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
-        t = float(s)
-        bc1, bc2 = 1.0 - beta1 ** t, 1.0 - beta2 ** t  # floats, or (K, 1) columns
-        p.mul_(1.0 - lr * weight_decay)
-        m.lerp_(g, 1.0 - beta1)
-        v.mul_(beta2).add_(g * g * (1.0 - beta2))
-        denom = (v.sqrt() / (bc2.sqrt() if torch.is_tensor(bc2) else math.sqrt(bc2))).add_(eps)
-        p.sub_(m / denom * (lr / bc1))
-
-
-# =============================================================================================
-# Process-wide CPU settings
-# =============================================================================================
-def configure_cpu(threads: int | None = None) -> None:
-    """Process-wide settings for training and analysis on the CPU (idempotent), for a process
-    grokscope owns (the ``grokscope`` command, a sweep's worker processes, a benchmark): they are
-    not undone. A call from Python gets ``cpu_settings()`` instead.
-
-    ``threads``: torch's intra-op and inter-op thread counts (the command's ``--threads``, default 1:
-    for models this small one thread per process is faster, and far faster when anything else runs;
-    docs/speed.md has the measurement). The inter-op count can be set only before the process's first
-    inter-op work; later it stays as it was."""
-    torch.set_flush_denormal(True)  # weight decay drives weights subnormal; slows the CPU many-fold
-    if threads:
-        torch.set_num_threads(threads)
-        try:
-            torch.set_num_interop_threads(threads)
-        except RuntimeError:  # already set, or inter-op work already started: torch allows it once
-            pass
-    _keep_heap()
-
-
-def flush_denormal_enabled() -> bool:
-    """Whether this thread flushes subnormal floats to zero (torch has a setter but no getter): half the
-    smallest normal float32 is subnormal, and comes out 0 when they are flushed."""
-    return float(torch.tensor(torch.finfo(torch.float32).tiny) / 2) == 0.0
-
-
-@contextlib.contextmanager
-def cpu_settings():
-    """Subnormal floats flushed to zero for the duration (as ``configure_cpu``), then as they were: a
-    call from Python (``train``, ``analyze``) leaves the caller's process as it found it. The kept
-    heap (``mallopt``), which cannot be undone, is set only in processes grokscope owns: the
-    ``grokscope`` command and a sweep's worker processes call ``configure_cpu``."""
-    was = flush_denormal_enabled()
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if not was:
-            torch.set_flush_denormal(False)
-
-
-def restoring_cpu_settings(fn):
-    """Decorator: run ``fn`` inside ``cpu_settings()``."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with cpu_settings():
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-_HEAP_KEPT = False
-
-
-def _keep_heap() -> None:
-    """Keep freed activation buffers in the heap instead of returning them to the kernel.
-
-    glibc serves allocations above its mmap threshold (128 KB at first) with fresh mmaps and trims
-    the heap top when it frees: every training step then page-faults its few-MB activations back
-    in (about 450 minor faults a step on the default model, 0.8 ms of system time). Raising both
-    thresholds keeps that memory mapped: the process keeps up to 512 MB of freed heap instead of
-    returning it. Process-wide and permanent, so only ``configure_cpu`` calls it; a no-op where the C
-    library is not glibc."""
-    global _HEAP_KEPT
-    if _HEAP_KEPT or not sys.platform.startswith("linux"):
-        return
-    _HEAP_KEPT = True
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        libc.mallopt(M_MMAP_THRESHOLD, 64 << 20)
-        libc.mallopt(M_TRIM_THRESHOLD, 512 << 20)
-    except (OSError, AttributeError):
-        pass
-
-
-def heap_kept() -> bool:
-    """Whether this process has set glibc's kept heap (``configure_cpu``)."""
-    return _HEAP_KEPT
-
-
-__all__ = ["answer_logits", "answer_rows", "answer_flops", "batched_answer_logits", "compiled_answer_logits", "compiled_mode",
-           "adamw_", "fused_adamw_available", "configure_cpu", "cpu_settings", "restoring_cpu_settings",
-           "flush_denormal_enabled"]
+__all__ = ["answer_logits", "answer_rows", "answer_flops", "batched_answer_logits", "compiled_answer_logits", "compiled_mode"]

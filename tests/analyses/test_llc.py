@@ -135,7 +135,7 @@ def test_the_full_batch_row_loss_is_each_rows_own_loss(tmp_path):
     gradients."""
     import grokscope
     from grokscope.analyses.llc import transformer_row_loss
-    from grokscope.fastpath import answer_logits
+    from grokscope.forward import answer_logits
     from grokscope.loss import answer_loss
 
     from conftest import QUIET, tiny_config
