@@ -96,11 +96,30 @@ REPRODUCTIONS: list[Reproduction] = [
         "paper", "estimate: ~1.5 GPU-hours (10 full-batch runs x 4e4 steps, up to 12,100 equations)",
         "not measured: no GPU in this project's sessions"),
     Reproduction(
+        "Figure 2 (right): the data each operation needs; x+y needs less than x-y, x^3+xy^2+y never generalises",
+        "Power et al. 2022, Figure 2 (right)",
+        "x+y and x^2+y^2 generalise from the least data; x-y, x/y and S5 need more; x^3+xy^2+y never",
+        "best validation accuracy at fractions 0.3 / 0.5 / 0.7 / 0.9: x+y 29 / 98 / 100 / 100 %; x-y 5 / 46 / 100 / 100 %; "
+        "x/y 8 / 41 / 100 / 100 %; x^2+y^2 91 / 97 / 99 / 98 %; s4 4 / 9 / 100 / 100 %; x^3+xy^2+y 5 / 7 / 6 / 6 %",
+        "grokscope sweep --preset fig2-right --scale small --out sweeps/fig2-right",
+        "CPU small: p = 23 and S4, 12 operations x 4 fractions, 1 seed, 6000 steps, a small model", "29 min 36 s on 2 workers (48 runs)",
+        "reproduced in its order; six of the 12 operations do not generalise within 6000 steps of this small model "
+        "even at 90 %"),
+    Reproduction(
+        "Figure 1 (center): the steps to generalise grow steeply as the training fraction shrinks",
+        "Power et al. 2022, Figure 1 (center)",
+        "steps to 99 % validation rise steeply as the fraction shrinks (S5)",
+        "median steps to 99 % validation over 3 seeds: 3050 at 90 %, 5150 at 80 %, 6550 at 70 % (2 of 3 seeds); "
+        "at 60 % and 55 % only 1 of 3 seeds got there within 12000 steps",
+        "grokscope sweep --preset fig1-center --scale small --out sweeps/fig1-center",
+        "CPU small: S4 product (not S5), 5 fractions 0.55-0.9 x 3 seeds, 12000 steps, a small model", "not recorded (an earlier session)",
+        "reproduced at the small scale"),
+    Reproduction(
         "Phases of x+y mod 113 at 30 %: memorisation, circuit formation, clean-up",
         "Nanda et al. 2023 (text)",
         "0-1.4k, 1.4k-9.4k, 9.4k-14k epochs",
         "not run in this session",
-        "grokscope train --preset nanda --out runs/nanda && grokscope analyze runs/nanda && grokscope report runs/nanda",
+        "grokscope train --preset nanda --out checkpoints/nanda && grokscope analyze --ckpt-dir checkpoints/nanda",
         "paper", "estimate: ~0.3 GPU-hours (one full-batch run of ~2e4 steps, then the analyses)",
         "not measured here"),
     Reproduction(
