@@ -82,7 +82,7 @@ def test_a_fresh_process_is_left_as_it_was():
     they were, flush-denormal off again. (The grokscope command configures its own process.)"""
     code = """
 import sys, tempfile, torch, grokscope
-from grokscope.forward import flush_denormal_enabled
+from grokscope.cpu import flush_denormal_enabled
 cfg = grokscope.RunConfig().update({"task": {"op": "x+y", "p": 7}, "model": {"n_layers": 1, "d_model": 16,
     "n_heads": 2, "d_mlp": 16}, "train": {"steps": 5}, "schedule": {"ckpt_every": 5, "ckpt_log_points": 0}})
 before = (flush_denormal_enabled(), torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
@@ -91,7 +91,7 @@ with tempfile.TemporaryDirectory() as d:
     grokscope.analyze(run, only="weight_norms", out=d + "/a", progress=False)
     run = grokscope.train_many([cfg], [d + "/b"], progress=False, log=lambda *a: None)
 after = (flush_denormal_enabled(), torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
-print(before == after, before[0], sys.modules['grokscope.forward']._HEAP_KEPT)
+print(before == after, before[0], sys.modules['grokscope.cpu']._HEAP_KEPT)
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]

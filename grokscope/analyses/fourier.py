@@ -355,16 +355,23 @@ def fourier_neurons(model, data, layer: int = -1) -> pd.DataFrame:
                          "std": acts.double().cpu().std((0, 1), unbiased=False).numpy()})
 
 
+BUFFERS = ("IGNORE", "mask")  # the attention's buffers: IGNORE is -inf by design
+
+
 def _key_matrix(run, step: int, tokens: torch.Tensor, key_from: str) -> torch.Tensor:
-    """The embedding rows or unembedding columns of ``tokens`` in checkpoint ``step``, loaded as analyze
-    loads a checkpoint (``Run.model_at``: its checksum, step, run, model settings and finite weights
-    checked), so that a checkpoint analyze skips gives no keys either; one clear error otherwise."""
+    """The embedding rows or unembedding columns of ``tokens`` in checkpoint ``step``, read with the checks
+    analyze makes (``Run.state_dict_at``: its checksum, step, run and model settings; every weight finite),
+    so that a checkpoint analyze skips gives no keys either; one clear error otherwise. No model is built
+    (this runs on every analyze call, to key the cache)."""
     try:
-        model = run.model_at(step)
+        state = run.state_dict_at(step)
     except GrokscopeError as e:
         raise GrokscopeError(f"fourier: cannot read the key frequencies' checkpoint: {e}") from None
-    W = model.W_E.detach()[tokens] if key_from == "embed" else model.W_U.detach()[:, tokens].T
-    return W.clone()
+    bad = [k for k, v in state.items() if k.rsplit(".", 1)[-1] not in BUFFERS and v.is_floating_point()
+           and not torch.isfinite(v).all()]
+    if bad:
+        raise GrokscopeError(f"fourier: the key frequencies' checkpoint at step {step} has inf or NaN weights ({bad[0]})")
+    return (state["embed.W_E"][tokens] if key_from == "embed" else state["unembed.W_U"][:, tokens].T).clone()
 
 
 def final_key_freqs(run, params: dict) -> tuple[list[int], int] | None:

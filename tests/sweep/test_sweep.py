@@ -291,7 +291,7 @@ def test_grid_file_yaml_and_json(tmp_path):
     json_file = tmp_path / "grid.json"
     json_file.write_text(json.dumps({"preset": "fig7", "fixed": {"steps": 100}}))
     r = cli("sweep", "--grid", str(json_file), "--out", str(tmp_path / "sw"), "--dry-run")
-    assert r.returncode == 0 and "grokscope: 16 runs" in r.stdout, r.stderr
+    assert r.returncode == 0 and "grokscope: 20 runs" in r.stdout, r.stderr  # fig7: 20 seeds, as Power et al.
 
 
 # --- Ray -----------------------------------------------------------------------------------------------------------
