@@ -103,7 +103,7 @@ def hooked_state_layout(cfg: ModelConfig, d_vocab: int, d_vocab_out: int) -> "Or
     return out
 
 
-def _buffer(name: str, dtype: torch.dtype) -> torch.Tensor:
+def attention_buffer(name: str, dtype: torch.dtype) -> torch.Tensor:
     """HookedTransformer's (3.9) attention buffers, as its state dict holds them."""
     if name.endswith(".mask"):
         return torch.empty((0, 0), dtype=torch.bool)
@@ -311,7 +311,7 @@ def _hooked_bridge_class():
             dtype = self._hooked_params["embed.W_E"].dtype
             for name, shape in self._hooked_layout.items():
                 if shape is None:
-                    t = _buffer(name, dtype).to(self._hooked_params["embed.W_E"].device)
+                    t = attention_buffer(name, dtype).to(self._hooked_params["embed.W_E"].device)
                 else:
                     t = self._hooked_params[name]
                     t = t if keep_vars else t.detach()

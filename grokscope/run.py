@@ -455,23 +455,29 @@ def _n_elements(op, p: int) -> int:
     return len(op.elements(p))
 
 
-def _meta_model(m, n_elements: int):
-    """The HookedTransformer ``model.build_model`` makes for ``m``, on the meta device: its parameters and
-    state dict have their real shapes and take no memory."""
-    import warnings
+def _layout_sizes(m, n_elements: int) -> tuple[int, int]:
+    """Parameters and checkpoint bytes of the model ``model.build_model`` makes for ``m``, from its state
+    dict's layout (``model.hooked_state_layout``, the same on either TransformerLens major), with nothing
+    built: float32 parameters, the attention's two buffers as HookedTransformer writes them, and the
+    4096 bytes ``disk_estimate`` allows for a file's header."""
+    import math as _math
 
-    from transformer_lens import HookedTransformer
+    from .model import attention_buffer, hooked_state_layout
 
-    from .model import hooked_config
-
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return HookedTransformer(hooked_config(m, n_elements + 2, n_elements, "meta"))
+    params = nbytes = 0
+    for name, shape in hooked_state_layout(m, n_elements + 2, n_elements).items():
+        if shape is None:
+            buf = attention_buffer(name, torch.float32)
+            nbytes += buf.numel() * buf.element_size()
+        else:
+            params += _math.prod(shape)
+            nbytes += _math.prod(shape) * 4
+    return params, nbytes + 4096
 
 
 def model_size(m, n_elements: int) -> tuple[int, int]:
     """Parameters and checkpoint bytes of the model ``model.build_model`` makes for ``m``: those of the
-    model built on the meta device with one block and with two (every block is the same size), so that
+    model's layout with one block and with two (every block is the same size), so that
     any depth is counted at once (remembered per model shape: a sweep's runs share a few)."""
     p1, b1, p2, b2 = _block_sizes(json.dumps(dataclasses.asdict(dataclasses.replace(m, n_layers=1)), sort_keys=True),
                                   n_elements)
@@ -486,8 +492,7 @@ def _block_sizes(model_json: str, n_elements: int) -> tuple[int, int, int, int]:
     m = ModelConfig(**json.loads(model_json))
     sizes = []
     for n_layers in (1, 2):
-        model = _meta_model(dataclasses.replace(m, n_layers=n_layers), n_elements)
-        sizes += [sum(p.numel() for p in model.parameters()), disk_estimate(model, 1)[0]]
+        sizes += list(_layout_sizes(dataclasses.replace(m, n_layers=n_layers), n_elements))
     return tuple(sizes)
 
 
