@@ -460,8 +460,6 @@ def _layout_sizes(m, n_elements: int) -> tuple[int, int]:
     dict's layout (``model.hooked_state_layout``, the same on either TransformerLens major), with nothing
     built: float32 parameters, the attention's two buffers as HookedTransformer writes them, and the
     4096 bytes ``disk_estimate`` allows for a file's header."""
-    import math as _math
-
     from .model import attention_buffer, hooked_state_layout
 
     params = nbytes = 0
@@ -470,8 +468,8 @@ def _layout_sizes(m, n_elements: int) -> tuple[int, int]:
             buf = attention_buffer(name, torch.float32)
             nbytes += buf.numel() * buf.element_size()
         else:
-            params += _math.prod(shape)
-            nbytes += _math.prod(shape) * 4
+            params += math.prod(shape)
+            nbytes += math.prod(shape) * 4
     return params, nbytes + 4096
 
 
