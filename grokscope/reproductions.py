@@ -67,7 +67,7 @@ REPRODUCTIONS: list[Reproduction] = [
         "Grokfast: steps to 95 % validation accuracy, baseline vs Grokfast-MA vs Grokfast-EMA",
         "Lee et al. 2024, ironjr/grokfast README and main.py (algorithmic data)",
         "39,890 / 790 (×50.5) / 910 (×43.8) steps",
-        "baseline: not within 2000 steps (best validation 9.1 %; BASELINE_EXT); Grokfast-MA 450; Grokfast-EMA 1400 "
+        "baseline: not within 2000 steps (best validation 9.1 %); Grokfast-MA 450; Grokfast-EMA 1400 "
         "(train 99 % at step 240 / 440 / 1200)",
         "grokscope sweep --preset grokfast --scale small --out sweeps/grokfast",
         "CPU small: their setting (x*y mod 97 at 50 %, 2 layers x 128, GELU, batch 512, Adam lr 1e-3 with their L2 "
