@@ -52,4 +52,4 @@ def adamw_(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list
         p.sub_(m / denom * (lr / bc1))
 
 
-__all__ = ["adamw_", "fused_adamw_available"]
+__all__ = ["ADAM_EPS", "adamw_", "fused_adamw_available"]

@@ -51,11 +51,11 @@ def batch_key(cfg: RunConfig, n_elements: int) -> tuple | None:
     tr = cfg.train
     if tr.resid_dropout > 0 or tr.weight_noise > 0 or tr.compile or tr.orthograd:
         return None
-    if tr.grokfast_lambda > 0 and tr.grokfast_filter != "ema":
+    if tr.grokfast_lambda > 0 and tr.grokfast_filter != "ema" or tr.wd_mode == "l2" and tr.weight_decay > 0:
         return None
     m, s = cfg.model, cfg.schedule
     return (n_elements, tuple(vars(m).items()), tr.steps, tuple(vars(s).items()), tr.device, tr.loss_dtype,
-            tr.softmax)
+            tr.softmax, tr.adam_eps)
 
 
 def _pad(rows: list[torch.Tensor], fill: int = 0) -> torch.Tensor:
@@ -135,7 +135,7 @@ class BatchedTrainer(Stepper):
         self.gf_alpha = _col([t.grokfast_alpha for t in trs], device)
         self.gf_lambda = _col([t.grokfast_lambda for t in trs], device)
         self.init = [self.flat.detach().clone()] if any(t.wd_target == "init" for t in trs) else None
-        self.adam = AdamW([self.flat], self.beta1, self.beta2, self.wd_origin)
+        self.adam = AdamW([self.flat], self.beta1, self.beta2, self.wd_origin, trs[0].adam_eps)  # one per batch (batch_key)
         self.ema: list[torch.Tensor] | None = None
         self.step_count = 0
         self.gens = [torch.Generator(device=device).manual_seed(t.seed + 1) for t in trs]

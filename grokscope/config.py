@@ -27,10 +27,11 @@ MAX_INT = 2**63 - 1
 MAX_SEED = 2**63 - 2  # training seeds the generator with seed + 1
 MAX_LOG_POINTS = 1_000_000  # more log-spaced steps than that only repeat steps
 ACT_FNS = ("relu", "gelu", "gelu_new", "silu")
-POS_EMBEDS = ("learned", "sinusoidal")
+POS_EMBEDS = ("learned", "sinusoidal", "none")
 BIASES = ("trained", "zero")
 NORMS = ("LN", "RMS", "none")
 WD_TARGETS = ("origin", "init")
+WD_MODES = ("decoupled", "l2")
 LOSS_DTYPES = ("float64", "float32")
 SOFTMAXES = ("softmax", "stablemax")
 GROKFAST_FILTERS = ("ema", "ma")
@@ -118,8 +119,9 @@ class ModelConfig:
     n_heads: int = opt(4, "n-heads", "attention heads (default {default})", at_least(1))
     d_mlp: int = opt(512, "d-mlp", "MLP width (default {default})", at_least(1))
     act_fn: str = opt("relu", "act-fn", ", ".join(ACT_FNS), one_of(ACT_FNS))
-    # "learned" or "sinusoidal" (fixed, not trained; as the paper's code)
-    pos_embed: str = opt("learned", "pos-embed", "learned or sinusoidal (fixed)", one_of(POS_EMBEDS))
+    # "learned", "sinusoidal" (fixed, not trained; as the paper's code) or "none" (frozen at zero: no position
+    # information, as Prieto et al.'s nn.TransformerEncoder)
+    pos_embed: str = opt("learned", "pos-embed", "learned, sinusoidal (fixed) or none (zero)", one_of(POS_EMBEDS))
     # "trained" or "zero" (frozen at zero; as the paper's code)
     biases: str = opt("trained", "biases", "trained or zero (frozen at zero)", one_of(BIASES))
     # "LN", "RMS" or "none" (HookedTransformer is pre-norm; the paper's code was post-LN)
@@ -132,11 +134,18 @@ class TrainConfig:
     variant: str = "adamw"  # the named recipe the fields below came from (informational; --variant applies one)
     lr: float = opt(1e-3, "lr", "learning rate (default {default})", POSITIVE)
     # decoupled (AdamW); 0 gives Adam
-    weight_decay: float = opt(1.0, "weight-decay", "decoupled weight decay (default {default})", NON_NEGATIVE)
+    weight_decay: float = opt(1.0, "weight-decay", "weight decay, decoupled unless --wd-mode l2 (default {default})",
+                              NON_NEGATIVE)
     # "origin" or "init": decay towards the initial weights
     wd_target: str = opt("origin", "wd-target", "origin or init", one_of(WD_TARGETS))
+    # "decoupled" (AdamW: W shrinks by lr * wd) or "l2": wd * W added to the gradient before Adam's moments
+    # (torch.optim.Adam's weight_decay, what Lee et al.'s Grokfast code uses), after ⊥Grad and Grokfast
+    wd_mode: str = opt("decoupled", "wd-mode", "{default} (default; AdamW) or l2: wd * W added to the gradient "
+                       "before Adam's moments (torch.optim.Adam's weight_decay)", one_of(WD_MODES))
     beta1: float = opt(0.9, "beta1", "Adam beta1 (default {default})", within(0, 1))
     beta2: float = opt(0.98, "beta2", "Adam beta2 (default {default})", within(0, 1))
+    # the epsilon in Adam's denominator (torch's default 1e-8; Prieto et al. use 1e-25)
+    adam_eps: float = opt(1e-8, "adam-eps", "Adam epsilon (default {default})", POSITIVE)
     # linear learning-rate warm-up over the first updates
     warmup: int = opt(10, "warmup", "linear warm-up updates (default {default})", NON_NEGATIVE)
     batch_size: int = opt(0, "batch-size", "minibatch (default {default})", NON_NEGATIVE,

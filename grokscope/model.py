@@ -137,7 +137,7 @@ def frozen_names(model: torch.nn.Module, cfg: ModelConfig) -> list[str]:
     names = []
     for name, _ in model.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
-        if cfg.pos_embed == "sinusoidal" and name == "pos_embed.W_pos":
+        if cfg.pos_embed != "learned" and name == "pos_embed.W_pos":
             names.append(name)
         elif cfg.biases == "zero" and (leaf.startswith("b_") or leaf == "b"):
             names.append(name)
@@ -163,7 +163,7 @@ def build_model(cfg: ModelConfig, d_vocab: int, d_vocab_out: int, seed: int = 0,
         if cfg.pos_embed == "sinusoidal":
             params["pos_embed.W_pos"].copy_(sinusoidal_positions(N_CTX, cfg.d_model))
         for name in frozen_names(model, cfg):
-            if name != "pos_embed.W_pos":
+            if name != "pos_embed.W_pos" or cfg.pos_embed == "none":
                 params[name].zero_()
             params[name].requires_grad_(False)
     return model.to(device, print_details=False)

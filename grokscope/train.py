@@ -7,6 +7,7 @@ One update, top to bottom:
     W      <- the clean weights again
     g      <- g - (<g,W>/<W,W>) W, per tensor, rescaled    (⊥Grad, with --orthograd)
     g      <- g + lambda * EMA(g) or lambda * mean(last w g) (Grokfast EMA or MA, when lambda > 0)
+    g      <- g + wd * (W - W0)                         (coupled L2 weight decay, with --wd-mode l2)
     W      <- W - lr * wd * (W - W0)                    (weight decay towards the init, when chosen)
     W      <- AdamW(W, g)                               (weight decay towards the origin inside AdamW)
     W      <- W + lr * update_noise * eps
@@ -30,7 +31,7 @@ import torch
 
 from .config import RunConfig, batch_size
 from .errors import GrokscopeError, TrainingInterrupted
-from .adamw import adamw_, fused_adamw_available
+from .adamw import ADAM_EPS, adamw_, fused_adamw_available
 from .forward import answer_logits, compile_failed, compiled_answer_logits, compiled_mode
 from .cpu import restoring_cpu_settings
 from .files import fmt_bytes
@@ -117,6 +118,14 @@ def grokfast_ema_(ema: list[torch.Tensor] | None, grads: list[torch.Tensor], alp
     return ema
 
 
+def l2_gradient_(params: list[torch.Tensor], targets: list[torch.Tensor] | None, wd: float) -> None:
+    """g <- g + wd (W - W0), the gradient of wd/2 |W - W0|^2 (W0 = 0 when ``targets`` is None): weight decay
+    coupled to the gradient, as torch.optim.Adam's ``weight_decay`` adds it inside ``step()`` (so after any
+    filter of the gradient, and divided by Adam's sqrt(v) like the rest of it)."""
+    for i, p in enumerate(params):
+        p.grad.add_(p if targets is None else p - targets[i], alpha=wd)
+
+
 def decay_towards_(params: list[torch.Tensor], targets: list[torch.Tensor], rate) -> None:
     """W <- W - rate (W - W0): weight decay towards the initialisation W0, ``rate`` = lr * wd (a float,
     or a (K, 1) column). Decay towards the origin is AdamW's own (``adamw.adamw_``)."""
@@ -139,8 +148,8 @@ class AdamW:
     floats, or (K, 1) columns. ``steps``: the count of updates done, one float tensor per parameter, as
     torch.optim.AdamW keeps it (the resume state stores them as ``opt.<name>.step``)."""
 
-    def __init__(self, params: list[torch.Tensor], beta1, beta2, weight_decay):
-        self.params, self.beta1, self.beta2, self.weight_decay = params, beta1, beta2, weight_decay
+    def __init__(self, params: list[torch.Tensor], beta1, beta2, weight_decay, eps: float = ADAM_EPS):
+        self.params, self.beta1, self.beta2, self.weight_decay, self.eps = params, beta1, beta2, weight_decay, eps
         self.exp_avg = [torch.zeros_like(p, requires_grad=False) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p, requires_grad=False) for p in params]
         self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
@@ -152,7 +161,7 @@ class AdamW:
 
     def step(self, lr) -> None:
         adamw_(self.params, [p.grad for p in self.params], self.exp_avg, self.exp_avg_sq, self.steps, lr=lr,
-               beta1=self.beta1, beta2=self.beta2, weight_decay=self.weight_decay, fused=self.fused)
+               beta1=self.beta1, beta2=self.beta2, weight_decay=self.weight_decay, eps=self.eps, fused=self.fused)
 
 
 class Stepper:
@@ -172,6 +181,7 @@ class Stepper:
     orthograd, orthograd_rescale = False, True
     grokfast_on, grokfast_ma_window = False, 0  # Grokfast (EMA unless an MA window is set: one run only)
     gf_alpha = gf_lambda = wd_init = 0.0
+    l2_decay = 0.0  # coupled L2 weight decay (--wd-mode l2; one run only), towards ``init`` when it is set
     decays_to_init = False
     # the state
     ema: list[torch.Tensor] | None = None  # Grokfast-EMA's average
@@ -215,6 +225,8 @@ class Stepper:
                 self._grokfast_ma(self.grokfast_ma_window, self.gf_lambda)
             elif self.grokfast_on:
                 self.ema = grokfast_ema_(self.ema, [p.grad for p in self.params], self.gf_alpha, self.gf_lambda)
+            if self.l2_decay:
+                l2_gradient_(self.params, self.init, self.l2_decay)
             if self.init is not None and self.decays_to_init:
                 decay_towards_(self.params, self.init, lr * self.wd_init)
             self._adamw(lr)
@@ -239,14 +251,17 @@ class Trainer(Stepper):
         self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.init = [p.detach().clone() for p in self.params] if tr.wd_target == "init" else None
-        self.adam = AdamW(self.params, tr.beta1, tr.beta2, tr.weight_decay if tr.wd_target == "origin" else 0.0)
+        l2 = tr.wd_mode == "l2"
+        self.adam = AdamW(self.params, tr.beta1, tr.beta2,
+                          tr.weight_decay if tr.wd_target == "origin" and not l2 else 0.0, tr.adam_eps)
         self.gen = torch.Generator(device=device).manual_seed(tr.seed + 1)
         # the update's settings, as Stepper.step reads them
         self.weight_noise, self.orthograd, self.orthograd_rescale = tr.weight_noise, tr.orthograd, tr.orthograd_rescale
         self.grokfast_on = tr.grokfast_lambda > 0
         self.grokfast_ma_window = tr.grokfast_window if self.grokfast_on and tr.grokfast_filter != "ema" else 0
         self.gf_alpha, self.gf_lambda = tr.grokfast_alpha, tr.grokfast_lambda
-        self.wd_init, self.decays_to_init = tr.weight_decay, tr.weight_decay > 0
+        self.wd_init, self.decays_to_init = tr.weight_decay, tr.weight_decay > 0 and not l2
+        self.l2_decay = tr.weight_decay if l2 else 0.0
         self.ema: list[torch.Tensor] | None = None
         # Grokfast-MA: a ring of the last ``grokfast_window`` gradients per parameter, and how many came in
         self.ma: list[torch.Tensor] | None = None

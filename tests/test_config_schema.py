@@ -37,7 +37,8 @@ def test_train_flags_are_the_schema():
 
 @pytest.mark.parametrize("flag,text", [
     ("p", "modulus / prime p (default 97)"), ("steps", "optimisation budget (default 1e5)"),
-    ("lr", "learning rate (default 1e-3)"), ("weight-decay", "decoupled weight decay (default 1)"),
+    ("lr", "learning rate (default 1e-3)"), ("weight-decay", "weight decay, decoupled unless --wd-mode l2 (default 1)"),
+    ("adam-eps", "Adam epsilon (default 1e-8)"),
     ("beta2", "Adam beta2 (default 0.98)"), ("orthograd-rescale", "⊥Grad: back to the gradient's norm (default true)"),
     ("batch-size", "minibatch (default min(512, half the training set))"),
     ("split-seed", "seed of the split and outliers (default: --seed)"),

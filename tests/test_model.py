@@ -64,6 +64,10 @@ def test_frozen_options():
     torch.testing.assert_close(m.pos_embed.W_pos.detach(), sinusoidal_positions(4, 16))
     assert sinusoidal_positions(4, 16)[1, 0] == pytest.approx(torch.sin(torch.tensor(1.0)).item())
     assert n_params(m) < n_params(m, trainable_only=False)
+    # no positions (Prieto et al.'s encoder): W_pos frozen at zero, so the stream is the token embedding alone
+    m = build_model(ModelConfig(d_model=16, n_heads=2, d_mlp=32, pos_embed="none"), 7, 5)
+    assert not m.pos_embed.W_pos.requires_grad and float(m.pos_embed.W_pos.abs().max()) == 0
+    assert m.embed.W_E.requires_grad and float(m.embed.W_E.detach().abs().max()) > 0
 
 
 def test_seeded_init_is_reproducible_and_leaves_global_rng():

@@ -41,16 +41,18 @@ def test_grokfast_preset_is_their_setting():
         assert (t.op, t.p, t.frac) == ("x*y", 97, 0.5)
         assert (m.n_layers, m.d_model, m.n_heads, m.act_fn) == (2, 128, 4, "gelu")
         assert (tr.batch_size, tr.lr, tr.beta1, tr.beta2, tr.warmup, tr.stop_val_acc) == (512, 1e-3, 0.9, 0.98, 10, 0.95)
+        assert tr.wd_mode == "l2"  # their torch.optim.Adam(weight_decay=...): an L2 term, not AdamW's
     assert cells["baseline"].train.grokfast_lambda == 0 and cells["baseline"].train.weight_decay == 0
     ma, ema = cells["ma"].train, cells["ema"].train
     assert (ma.grokfast_filter, ma.grokfast_window, ma.grokfast_lambda, ma.weight_decay) == ("ma", 100, 5.0, 0.01)
     assert (ema.grokfast_filter, ema.grokfast_alpha, ema.grokfast_lambda, ema.weight_decay) == ("ema", 0.98, 2.0, 0.005)
-    assert "L2" in SWEEP_PRESETS["grokfast"]["help"]  # the one difference in the optimiser is said
+    assert "L2" in SWEEP_PRESETS["grokfast"]["help"]
 
 
 def test_nanda_fraction_sweep_preset():
     spec = preset_spec("nanda-fractions", "paper")
     assert spec.grid == {"frac": [0.25, 0.28, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]} and spec.fixed == {"seed": 0}
+    assert preset_spec("nanda-fractions", "small").grid == spec.grid  # all ten fit the CPU at the small scale
     cfg = spec.cells()[0].config
     assert (cfg.task.op, cfg.task.p, cfg.model.n_layers, cfg.model.norm, cfg.train.full_batch) == ("x+y", 113, 1, "none", True)
     assert cfg.train.stop_val_acc == 0  # loss below 0.1 comes after 99 % accuracy: the whole budget
@@ -61,6 +63,9 @@ def test_stability_preset_says_where_stablemax_was_shown():
     assert "MLP" in p["help"] and "hidden [200, 200]" in p["help"] and "float64" in p["help"]
     cfg = preset_spec("stability", "paper").cells()[0].config
     assert (cfg.task.p, cfg.task.frac, cfg.model.d_mlp, cfg.train.beta2, cfg.train.steps) == (113, 0.4, 2048, 0.99, 5000)
+    for scale in ("small", "paper"):  # their encoder has no positions; their Adam's epsilon is 1e-25
+        cfg = preset_spec("stability", scale).cells()[0].config
+        assert (cfg.model.pos_embed, cfg.train.adam_eps) == ("none", 1e-25)
     assert preset_spec("stability", "paper").grid["weight-decay"] == [0.0, 1.5]
 
 
@@ -104,6 +109,11 @@ def test_the_docs_table_is_the_modules_and_the_command_prints_it(capsys):
         assert all(getattr(r, c).strip() and not getattr(r, c).isupper() for c in reproductions.COLUMNS), r
 
 
-def test_grokfast_small_and_paper_have_the_same_cases():
+def test_grokfast_small_is_their_setting_with_a_shorter_budget():
     small, paper = preset_spec("grokfast", "small"), preset_spec("grokfast", "paper")
     assert small.cases == paper.cases and [c.name for c in small.cells()] == ["baseline", "ma", "ema"]
+    for s, p in zip(small.cells(), paper.cells()):
+        a, b = s.config.to_dict(), p.config.to_dict()
+        assert a["task"] == b["task"] and a["model"] == b["model"]
+        assert {k: v for k, v in a["train"].items() if k != "steps"} == {k: v for k, v in b["train"].items() if k != "steps"}
+        assert s.config.train.steps < p.config.train.steps

@@ -105,26 +105,30 @@ def test_seeded_runs_are_identical(tmp_path):
         assert torch.equal(v, b.state_dict_at(60)[k])
 
 
-@pytest.mark.parametrize("variant", ["default", "wd_init", "grokfast"])
+def torch_step(opt):
+    """A trainer's ``_adamw`` replaced by torch's own ``opt.step()`` at the trainer's learning rate."""
+    def step(lr):
+        opt.param_groups[0]["lr"] = lr
+        opt.step()
+    return step
+
+
+@pytest.mark.parametrize("variant", ["default", "wd_init", "grokfast", "eps"])
 def test_direct_adamw_is_bit_identical_to_opt_step(variant):
     """Trainer calls the fused AdamW kernel itself (adamw.adamw_); the weights and the optimiser state
     must be exactly what torch's public AdamW(fused=True).step() gives, step after step."""
     from grokscope.tasks import make_dataset
     from grokscope.train import Trainer
-    over = {"wd_init": {"wd_target": "init"}, "grokfast": {"grokfast_lambda": 2.0}}.get(variant, {})
+    over = {"wd_init": {"wd_target": "init"}, "grokfast": {"grokfast_lambda": 2.0},
+            "eps": {"adam_eps": 1e-25}}.get(variant, {})  # eps: Prieto et al.'s
     cfg = tiny(train=over)
     tr = cfg.train
     data = make_dataset("x+y", 7, 0.6, seed=0)
     a, b = Trainer(cfg, data, torch.device("cpu")), Trainer(cfg, data, torch.device("cpu"))
     assert a.direct_adamw
-    opt = torch.optim.AdamW(b.params, lr=tr.lr, betas=(tr.beta1, tr.beta2), fused=True,
+    opt = torch.optim.AdamW(b.params, lr=tr.lr, betas=(tr.beta1, tr.beta2), fused=True, eps=tr.adam_eps,
                             weight_decay=tr.weight_decay if tr.wd_target == "origin" else 0.0)
-
-    def public_step(lr):
-        opt.param_groups[0]["lr"] = lr
-        opt.step()
-
-    b._adamw = public_step
+    b._adamw = torch_step(opt)
     for _ in range(25):
         a.step()
         b.step()
@@ -137,6 +141,31 @@ def test_direct_adamw_is_bit_identical_to_opt_step(variant):
     # the resume state holds what torch's optimiser holds, under opt.<name>.<key>, as before
     opt_keys = {k for k in a.state_tensors() if k.startswith("opt.")}
     assert opt_keys == {f"opt.{n}.{k}" for n, q in zip(b.names, b.params) for k in opt.state[q]}
+
+
+@pytest.mark.parametrize("grokfast", [{}, {"grokfast_lambda": 2.0}, {"grokfast_lambda": 5.0, "grokfast_filter": "ma",
+                                                                      "grokfast_window": 3}])
+def test_l2_weight_decay_is_torch_adams_weight_decay(grokfast):
+    """--wd-mode l2 is torch.optim.Adam(weight_decay=wd) (what Lee et al.'s Grokfast code trains with): the
+    term wd * W joins the gradient inside the optimiser, after the Grokfast filter, so it is not amplified."""
+    from grokscope.tasks import make_dataset
+    from grokscope.train import Trainer
+    data = make_dataset("x+y", 7, 0.6, seed=0)
+    a = Trainer(tiny(train={"weight_decay": 0.3, "wd_mode": "l2", **grokfast}), data, torch.device("cpu"))
+    b = Trainer(tiny(train={"weight_decay": 0.0, **grokfast}), data, torch.device("cpu"))
+    tr = b.cfg.train
+    opt = torch.optim.Adam(b.params, lr=tr.lr, betas=(tr.beta1, tr.beta2), weight_decay=0.3, fused=True)  # bit for bit
+    b._adamw = torch_step(opt)
+    for _ in range(12):
+        a.step()
+        b.step()
+    for p, q in zip(a.params, b.params):
+        assert torch.equal(p, q)
+    # and it is not AdamW's decoupled decay: with a large wd the two part
+    c = Trainer(tiny(train={"weight_decay": 0.3, **grokfast}), data, torch.device("cpu"))
+    for _ in range(12):
+        c.step()
+    assert max((p - q).abs().max().item() for p, q in zip(a.params, c.params)) > 1e-4
 
 
 def _adam_case(seed=0, shapes=((5, 3), (7,), (2, 4, 3))):

@@ -563,8 +563,8 @@ def is_nanda_setting(cfg) -> bool:
     d_model 128, 4 heads, d_mlp 512, full batch, AdamW lr 1e-3, weight decay 1, betas 0.9/0.98)."""
     t, m, tr = cfg.task, cfg.model, cfg.train
     return (t.op, t.p, t.frac, m.n_layers, m.norm, m.d_model, m.n_heads, m.d_mlp, tr.full_batch, tr.lr,
-            tr.weight_decay, tr.beta1, tr.beta2, tr.wd_target) == \
-        ("x+y", 113, 0.3, 1, "none", 128, 4, 512, True, 1e-3, 1.0, 0.9, 0.98, "origin")
+            tr.weight_decay, tr.beta1, tr.beta2, tr.wd_target, tr.wd_mode) == \
+        ("x+y", 113, 0.3, 1, "none", 128, 4, 512, True, 1e-3, 1.0, 0.9, 0.98, "origin", "decoupled")
 
 
 def published_comparison(phases: pd.DataFrame, fourier: pd.DataFrame | None) -> list[tuple[str, str, str]]:

@@ -88,8 +88,8 @@ def model_text(cfg) -> str:
 
 def recipe_text(cfg) -> str:
     r = cfg.train
-    opt = (f"AdamW, weight decay {r.weight_decay:g}" + (" towards the initialisation" if r.wd_target == "init" else "")
-           if r.weight_decay else "Adam, no weight decay")
+    opt = ((f"Adam, L2 weight decay {r.weight_decay:g}" if r.wd_mode == "l2" else f"AdamW, weight decay {r.weight_decay:g}")
+           + (" towards the initialisation" if r.wd_target == "init" else "") if r.weight_decay else "Adam, no weight decay")
     batch = ("full batch" if r.full_batch else f"batch {r.batch_size}" if r.batch_size
              else "batch min(512, half the training set)")
     parts = [f"{r.variant}: {opt}", f"lr {r.lr:g}", f"β {r.beta1:g}/{r.beta2:g}", f"warm-up {r.warmup}", batch,

@@ -97,13 +97,21 @@ def test_paper_presets_match_the_paper():
 def test_small_presets_keep_the_shape_and_shrink_the_cost(name):
     small, paper = preset_spec(name, "small"), preset_spec(name, "paper")
     assert set(small.grid) <= set(paper.grid) and small.analyses.keys() == paper.analyses.keys()
-    cells = small.cells()
+    cells, paper_cells = small.cells(), paper.cells()
+    # a small scale is either shrunk (S4, p <= 31, d_model <= 64) or the paper's own setting, run after run,
+    # with a shorter budget (grokfast: their filters reach 95 % in ~1000 steps)
+    budget_cut = len(cells) == len(paper_cells) and all(
+        (c.config.task, c.config.model) == (q.config.task, q.config.model) and c.config.train.steps < q.config.train.steps
+        for c, q in zip(cells, paper_cells))
     for c in cells:
         t = c.config.task
-        assert t.op.startswith("s4") or t.p <= 31  # S5 -> S4, p 97 -> small
-        assert c.config.model.d_model <= 64 and c.config.train.steps <= 12_000
-    # the whole grid: at most ~3e5 run-steps of a 64-wide model, about half an hour on 2 cores
-    assert sum(c.config.train.steps for c in cells) <= 300_000
+        assert c.config.train.steps <= 12_000
+        if not budget_cut:
+            assert t.op.startswith("s4") or t.p <= 31  # S5 -> S4, p 97 -> small
+            assert c.config.model.d_model <= 64
+    # the whole grid: at most ~3e5 run-steps of a 64-wide model (a wider one counts (d_model / 64)^2 times),
+    # about half an hour on 2 cores
+    assert sum(c.config.train.steps * max(1.0, (c.config.model.d_model / 64) ** 2) for c in cells) <= 300_000
     if "variant" in paper.grid:
         assert small.grid["variant"] == paper.grid["variant"]
     if "op" in paper.grid:
