@@ -37,14 +37,16 @@ def calls(monkeypatch):
 
 
 def count_model_loads(monkeypatch):
+    """The steps whose checkpoint is read (``Run.state_dict_at``: ``model_at`` reads through it, and
+    analyze loads each checkpoint after the first into the model it built)."""
     loads = []
-    original = Run.model_at
+    original = Run.state_dict_at
 
-    def model_at(self, step, device="cpu"):
+    def state_dict_at(self, step):
         loads.append(step)
-        return original(self, step, device)
+        return original(self, step)
 
-    monkeypatch.setattr(Run, "model_at", model_at)
+    monkeypatch.setattr(Run, "state_dict_at", state_dict_at)
     return loads
 
 
