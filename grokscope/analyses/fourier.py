@@ -239,54 +239,43 @@ def last_position_acts(model, x: torch.Tensor, names: list[str]) -> dict[str, to
 
 def neuron_frequency_fractions(acts: torch.Tensor) -> torch.Tensor:
     """(K+1, m), K = n // 2: share of each neuron's variance over the (n, n, m) grid in the terms of each
-    frequency, in float64.
+    frequency (float64 values, from a float32 transform: the activations are float32).
 
     Frequency k's terms: the products of ``fourier_basis(n)`` rows over a and over b whose frequencies
-    (f_a, f_b) are (k, 0), (0, k) or (k, k). Row 0 is ~0 (the activations are centred); NaN for a
+    (f_a, f_b) are (k, 0), (0, k) or (k, k). Row 0 is 0 (the activations are centred); NaN for a
     neuron that never varies. ``neuron_grid_stats`` says how it is computed."""
     return neuron_grid_stats(acts)[0]
 
 
 def neuron_grid_stats(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(``neuron_frequency_fractions``, std): the (K+1, m) shares and each neuron's (m,) standard deviation
-    over the (n, n, m) grid (population, float64).
+    over the (n, n, m) grid (population), float64.
 
-    With X the centred activations and F its 2-D DFT (F[u, v] = sum_ab X[a, b] e^(-2 pi i (u a + v b)/n)),
-    the energy of X in the span of the real basis products of frequencies (k, k) is the energy on the
-    complex exponentials (+-k, +-k): 2 (|F[k, k]|^2 + |F[k, -k]|^2) / n^2 (half that, one term, at
-    k = n/2, whose sine row is zero); likewise 2 |F[k, 0]|^2 / n^2 for (k, 0) and (0, k). So only those
-    entries of F are formed: a real FFT over b, then one sum over a per frequency, instead of the two
-    full (n x n) basis transforms (tests/analyses/test_fourier.py checks it against them). The total
-    is sum X^2 (Parseval)."""
-    X = acts.double().cpu()  # (n, n, m); centring changes F[0, 0] only, so it is left to the total
+    The 2-D coefficients are B X B^T (B = ``fourier_basis(n)``), but only those with a label are
+    needed: after the transform over a (one (n x n) @ (n x n*m) product), each row r of frequency k
+    meets only the constant row over b and the one or two rows of frequency k (a batched product of
+    (3 x n) @ (n x m)), and row 0 meets every row. That is a third of the work of both full transforms,
+    which tests/analyses/test_fourier.py compares it with. Centring changes only coefficient (0, 0),
+    so the centred total is the variance times n^2."""
+    X = acts.detach().float().cpu()  # (n, n, m)
     n, m = X.shape[1:]
-    h = n // 2 + 1
-    G = torch.fft.rfft(X, dim=1)  # (n, h, m): G[a, l] = sum_b X[a, b] e^(-2 pi i l b / n)
-    k = torch.arange(h, dtype=torch.float64)
-    E = torch.polar(torch.ones(h, n, dtype=torch.float64),
-                    -2 * math.pi * torch.outer(k, torch.arange(n, dtype=torch.float64)) / n)  # (h, n): e^(-2 pi i k a/n)
-    f_k0 = (E @ G[:, 0]).abs().pow(2)  # (h, m): |F[k, 0]|^2
-    f_0k = G.sum(0).abs().pow(2)  # |F[0, k]|^2
-    f_kk = torch.einsum("ka,akm->km", E, G).abs().pow(2)  # |F[k, k]|^2
-    f_kmk = torch.einsum("ka,akm->km", E, G.conj()).abs().pow(2)  # |F[k, -k]|^2
-    weight = torch.full((h, 1), 2.0 / (n * n), dtype=torch.float64)  # a conjugate pair of terms each
-    if n % 2 == 0:
-        weight[-1] = 1.0 / (n * n)  # k = n/2: its own conjugate
-    per = weight * (f_k0 + f_0k + f_kk + f_kmk)
-    if n % 2 == 0:
-        per[-1] = weight[-1] * (f_k0[-1] + f_0k[-1] + f_kk[-1])  # F[k, -k] is F[k, k] there
-    # the centred total, sum (X - mean)^2, by Parseval over b from G: |G[a, l]|^2 twice for the bins
-    # that stand for a conjugate pair, less the mean's share
-    pair = torch.full((h, 1), 2.0, dtype=torch.float64)
-    pair[0] = 1.0
-    if n % 2 == 0:
-        pair[-1] = 1.0
-    total = ((torch.view_as_real(G).pow(2).sum(-1) * pair).sum((0, 1)) / n - f_k0[0] / (n * n)).clamp(min=0.0)
+    basis, freqs = fourier_basis(n)
+    B = basis.float()
+    Y = (B @ X.reshape(n, n * m)).view(n, n, m)  # over a: Y[r, b] = sum_a B[r, a] X[a, b]
+    sel = torch.zeros(n, 3, n)  # row r meets: the constant row, and the rows of its own frequency
+    sel[:, 0] = B[0]
+    for r in range(1, n):
+        same = (freqs == freqs[r]).nonzero()[:, 0]
+        sel[r, 1:1 + len(same)] = B[same]
+    per = torch.zeros(int(freqs.max()) + 1, m, dtype=torch.float64)
+    per.index_add_(0, freqs[1:], torch.bmm(sel[1:], Y[1:]).double().pow(2).sum(1))  # (k, 0) and (k, k)
+    per.index_add_(0, freqs, (B @ Y[0]).double().pow(2))  # (0, k), and (0, 0)
     per[0] = 0.0  # the constant (0, 0): nothing once centred
-    return per / total, (total / (n * n)).sqrt()
+    var = torch.var_mean(X, dim=(0, 1), correction=0)[0].double()  # (m,)
+    return per / (var * (n * n)), var.sqrt()
 
 
-TIE = 1e-9  # shares within this relative distance of a neuron's largest are ties (rounding decides nothing)
+TIE = 1e-5  # shares within this relative distance of a neuron's largest are ties (float32 rounding decides nothing)
 
 
 def dominant_frequency(frac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
