@@ -416,6 +416,7 @@ def _results(run: Run, data, pending: list[_Pending], todo: list[int], workers: 
                 yield from ahead.popleft().result()
         while ahead:
             yield from ahead.popleft().result()
+        pool.shutdown(wait=True)  # every job is done: the workers exit
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 

@@ -43,6 +43,7 @@ What each operation gets:
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -107,8 +108,10 @@ def cyclic_tokens(data) -> torch.Tensor:
     return torch.arange(p)
 
 
+@functools.lru_cache(maxsize=16)
 def fourier_basis(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Orthonormal real Fourier basis of Z_n: (n, n) float64 rows [1, cos 1, sin 1, cos 2, ...] and (n,) freqs."""
+    """Orthonormal real Fourier basis of Z_n: (n, n) float64 rows [1, cos 1, sin 1, cos 2, ...] and (n,) freqs.
+    Made once per n: every call returns the same tensors, to read and never to write."""
     j = torch.arange(n, dtype=torch.float64)
     rows, freqs = [torch.full((n,), 1 / math.sqrt(n), dtype=torch.float64)], [0]
     for k in range(1, n // 2 + 1):
@@ -259,20 +262,28 @@ def neuron_grid_stats(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     so the centred total is the variance times n^2."""
     X = acts.detach().float().cpu()  # (n, n, m)
     n, m = X.shape[1:]
-    basis, freqs = fourier_basis(n)
-    B = basis.float()
+    B, sel, freqs = _labelled_rows(n)
     Y = (B @ X.reshape(n, n * m)).view(n, n, m)  # over a: Y[r, b] = sum_a B[r, a] X[a, b]
-    sel = torch.zeros(n, 3, n)  # row r meets: the constant row, and the rows of its own frequency
-    sel[:, 0] = B[0]
-    for r in range(1, n):
-        same = (freqs == freqs[r]).nonzero()[:, 0]
-        sel[r, 1:1 + len(same)] = B[same]
     per = torch.zeros(int(freqs.max()) + 1, m, dtype=torch.float64)
     per.index_add_(0, freqs[1:], torch.bmm(sel[1:], Y[1:]).double().pow(2).sum(1))  # (k, 0) and (k, k)
     per.index_add_(0, freqs, (B @ Y[0]).double().pow(2))  # (0, k), and (0, 0)
     per[0] = 0.0  # the constant (0, 0): nothing once centred
     var = torch.var_mean(X, dim=(0, 1), correction=0)[0].double()  # (m,)
     return per / (var * (n * n)), var.sqrt()
+
+
+@functools.lru_cache(maxsize=16)
+def _labelled_rows(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``neuron_grid_stats``'s float32 basis (n, n), the rows over b that each row r meets (n, 3, n: the
+    constant row, then the one or two rows of r's frequency, zeros for none), and the frequencies."""
+    basis, freqs = fourier_basis(n)
+    B = basis.float()
+    sel = torch.zeros(n, 3, n)
+    sel[:, 0] = B[0]
+    for r in range(1, n):
+        same = (freqs == freqs[r]).nonzero()[:, 0]
+        sel[r, 1:1 + len(same)] = B[same]
+    return B, sel, freqs
 
 
 TIE = 1e-5  # shares within this relative distance of a neuron's largest are ties (float32 rounding decides nothing)
