@@ -19,7 +19,9 @@ It prints:
    checkpoint, CPU seconds (this process and its workers) and the peak resident memory of this
    process and of each worker (sampled from /proc every 0.2 s, and the kernel's high-water mark);
 2. a second ``analyze`` with no new checkpoints (goal: seconds): everything comes from the cache;
-3. one more after 10 new checkpoints appear: only those are computed.
+3. one more after 10 new checkpoints appear: only those are computed (and, where the last
+   checkpoint's key frequencies changed, the tables keyed on them: see ``fourier.resolve_key_freqs``).
+``--passes N``: passes 1 to N only.
 ``--split`` (with ``--workers 1``): pass 1 split into each analysis and the rest.
 ``--before OLD_CHECKOUT``: the same cold analyze by the grokscope in OLD_CHECKOUT (a git worktree of an
 earlier commit), in a subprocess, right after pass 1 on the same run, then every table of the two
@@ -123,7 +125,7 @@ class Memory:
         workers = sorted(v for pid, v in self.peak.items() if pid != me)
         mib = 1024 ** 2
         return (f"peak RSS: this process {self.peak[me] / mib:.0f} MiB"
-                + (f", workers {', '.join(f'{v / mib:.0f}' for v in workers)} MiB" if workers else ""))
+                + (f", child processes (workers) {', '.join(f'{v / mib:.0f}' for v in workers)} MiB" if workers else ""))
 
 
 def cpu_seconds() -> float:
@@ -198,17 +200,23 @@ def before(old: Path, run: Run, out: Path, new_out: Path, cold: float) -> None:
         if list(a.columns) != list(b.columns) or len(a) != len(b):
             print(f"  {path.stem}: columns or rows differ ({len(a)} vs {len(b)} rows)")
             continue
-        parts = []
+        parts, rels, differ = [], [], np.zeros(len(a), dtype=bool)
         for c in a.columns:
             x, y = a[c], b[c]
             if pd.api.types.is_float_dtype(x) and pd.api.types.is_float_dtype(y):
                 xv, yv = x.to_numpy(), y.to_numpy()
                 rel = np.nan_to_num(np.abs(xv - yv) / np.maximum(np.abs(xv), 1e-300), nan=0.0)
+                rels.append(rel)
                 nan = "" if np.array_equal(np.isnan(xv), np.isnan(yv)) else " (NaN where the other is not)"
                 if rel.max() > 0 or nan:
                     parts.append(f"{c} {rel.max():.1e}{nan}")
-            elif not (x.astype(str) == y.astype(str)).all():
-                parts.append(f"{c}: {int((x.astype(str) != y.astype(str)).sum())} rows differ")
+            else:
+                same = ((x.astype(str) == y.astype(str)) | (x.isna() & y.isna())).to_numpy()
+                differ |= ~same
+                if not same.all():
+                    parts.append(f"{c}: {int((~same).sum())} rows differ")
+        if differ.any() and rels:  # how far apart the numbers of those rows are (a tie decides an argmax)
+            parts.append(f"their floats within {max(r[differ].max() for r in rels):.1e}")
         print(f"  {path.stem:<16} {len(a):>9} rows: " + (", ".join(parts) if parts else "equal"))
 
 
@@ -221,6 +229,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--before", type=Path, metavar="OLD_CHECKOUT", help="also time and compare an older checkout")
     ap.add_argument("--split", action="store_true", help="time each analysis (with --workers 1)")
+    ap.add_argument("--passes", type=int, choices=(1, 2, 3), default=3, help="run passes 1 to N only")
     args = ap.parse_args()
     if args.split and args.workers != 1:
         ap.error("--split needs --workers 1 (the analyses run in this process)")
@@ -244,13 +253,14 @@ def main() -> None:
         cold = one_pass(run, out, f"1. cold analyze of {len(run.steps)} checkpoints", args.workers, args.split)
         if args.before:
             before(args.before, run, tmp / "before", out, cold)
-        warm = one_pass(run, out, "2. again, no new checkpoint (goal: seconds)", args.workers)
+        n = len(run.steps)
+        warm = one_pass(run, out, "2. again, no new checkpoint (goal: seconds)", args.workers) if args.passes > 1 else None
         for s in held:
             shutil.move(hidden / run.checkpoint_path(s).name, run.checkpoint_path(s))
-        grown = one_pass(run, out, f"3. after {len(held)} new checkpoints", args.workers)
-        n = len(run.steps) - len(held)
-        print(f"\nsummary: cold {cold:.1f} s ({1000 * cold / n:.0f} ms per checkpoint), cached {warm:.2f} s, "
-              f"+{len(held)} checkpoints {grown:.1f} s")
+        grown = one_pass(run, out, f"3. after {len(held)} new checkpoints", args.workers) if args.passes > 2 else None
+        print(f"\nsummary: cold {cold:.1f} s ({1000 * cold / n:.0f} ms per checkpoint)"
+              + (f", cached {warm:.2f} s" if warm is not None else "")
+              + (f", +{len(held)} checkpoints {grown:.1f} s" if grown is not None else ""))
         print(json.dumps({"checkpoints": n, "cold_s": round(cold, 2), "ms_per_checkpoint": round(1000 * cold / n, 1)}))
     finally:
         for f in (tmp / "held").glob("*") if (tmp / "held").is_dir() else []:

@@ -378,7 +378,7 @@ def _worker_job(path: str, work: list[tuple[int, list[str]]], params: dict[str, 
             for step, names in work]
 
 
-def default_workers(n_steps: int) -> int:
+def worker_count(n_steps: int) -> int:
     """One process per core this process may use (per ``torch.get_num_threads()`` cores), at most one
     per ``MIN_WORKER_STEPS`` checkpoints."""
     import torch
@@ -417,6 +417,9 @@ def _results(run: Run, data, pending: list[_Pending], todo: list[int], workers: 
         while ahead:
             yield from ahead.popleft().result()
         pool.shutdown(wait=True)  # every job is done: the workers exit
+    except cf.process.BrokenProcessPool:
+        raise GrokscopeError(f"a worker process of analyze died (killed, or out of memory); what was done is "
+                             f"kept: run it again, with fewer workers (now {workers})") from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
@@ -429,7 +432,7 @@ def _checkpoint_analyses(run: Run, data, pending: list[_Pending], progress: bool
     todo = sorted({s for p in pending for s in p.todo})
     ours = all(p.a.fn.__module__.startswith("grokscope.") for p in pending)  # a worker imports only these
     if workers is None:
-        workers = default_workers(len(todo)) if ours else 1
+        workers = worker_count(len(todo)) if ours else 1
     elif workers > 1 and not ours:
         raise GrokscopeError("workers > 1 runs only grokscope's own analyses (a worker process imports only "
                              "those); pass workers=1")

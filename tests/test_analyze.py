@@ -188,7 +188,7 @@ def test_cli(run, tmp_path, capsys):
         assert len(err) == 1 and message in err[0]
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])  # 2: worker processes start
 def test_fast_path_gives_the_tables_of_a_fresh_model_per_analysis(run, tmp_path, workers):
     """analyze's path (each checkpoint loaded into one model, the analyses sharing the grid forward inside
     ``sharing()``, and with ``workers=2`` two worker processes) against the plain one: a model built

@@ -59,7 +59,7 @@ from .base import register
 
 CYCLIC_KINDS = ("modular", "multiplicative", "modular-mixed", "modular-poly")
 SIGN = {"x+y": 1, "x-y": -1, "x*y": 1, "x/y": -1}  # answer = f(j_a + SIGN * j_b) in the cyclic order
-CHUNK = 4096
+CHUNK = 16384  # grid rows per forward: the whole grid of p = 127 at once (its activations are a few 10 MB)
 
 
 # --- the basis -------------------------------------------------------------------------------------
@@ -344,13 +344,15 @@ def _losses(model, data, row: torch.Tensor, resid_mid, acts, resid_post, keys: l
     activations, ``key_part(acts, dirs) = dirs.T (dirs acts)`` (rank r, the key terms), what it writes is
     known without a (N, d_mlp) product: the restricted stream is mean(resid_mid) + mean(acts) @ W_out
     + b_out + dirs.T ((dirs acts) @ W_out), and the excluded one is the forward's own ``resid_post``
-    less that last term (float64, then the model's dtype for ln_final and the unembedding)."""
+    less that last term (the sums over the grid as matmuls in the activations' dtype, the rest in
+    float64, then the model's dtype for ln_final and the unembedding)."""
     dev = acts.device
-    A = acts.double()  # (N, d_mlp)
     mlp = model.blocks[-1].mlp
     W_out = mlp.W_out.detach().double()
     dirs = key_directions(n, keys, SIGN[data.op]).to(dev)  # (r, N)
-    key_out = dirs.T @ ((dirs @ A) @ W_out)  # (N, d_model): what the key part of the activations writes
+    coef = (dirs.to(acts.dtype) @ acts).double()  # (r, d_mlp): the key terms' coefficients (a matmul, no float64 copy)
+    key_out = dirs.T @ (coef @ W_out)  # (N, d_model): what the key part of the activations writes
+    mean_acts = (torch.ones(1, len(acts), dtype=acts.dtype, device=dev) @ acts)[0].double() / len(acts)
     in_table = row >= 0
     val = torch.zeros(len(data.all_x), dtype=torch.bool)
     val[data.val_idx] = True
@@ -358,7 +360,7 @@ def _losses(model, data, row: torch.Tensor, resid_mid, acts, resid_post, keys: l
     train_label[data.train_idx] = data.train_y
     val_cells = in_table & val[row.clamp(min=0)]
     train_cells = in_table & (train_label[row.clamp(min=0)] >= 0)
-    mean_out = resid_mid.double().mean(0) + A.mean(0) @ W_out + mlp.b_out.detach().double()  # (d_model,)
+    mean_out = resid_mid.double().mean(0) + mean_acts @ W_out + mlp.b_out.detach().double()  # (d_model,)
     out = []
     for stream, cells, labels in (
         (lambda c: mean_out + key_out[c], val_cells, data.all_y[row[val_cells]]),
