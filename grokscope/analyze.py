@@ -3,10 +3,14 @@
     run dir (checkpoints/<run>)  ->  analyze()  ->  analyses/<run>/<name>.csv + <name>.json
 
 Checkpoint analyses first: each checkpoint that some chosen analysis has not done yet is loaded once
-(``run.model_at``) and handed to every analysis that needs it; a checkpoint that is missing, truncated
-or unreadable is skipped with one warning line. Then the run analyses (phases), from the metrics and
-the tables. Tables are written every ``FLUSH_S`` seconds and at the end, so an interrupted analysis
-keeps what it did. (The ``grokscope analyze`` sub-command is in cli.py.)
+(its weights checked and loaded into one model that is built once, ``_Loader``) and handed to every
+analysis that needs it, which share their common work (``sharing``: the grid forward); a checkpoint
+that is missing, truncated or unreadable is skipped with one warning line. Many checkpoints are
+spread over ``workers`` processes (one per core by default), in chunks of ``CHUNK_STEPS``, their
+rows gathered here in step order. Then the run analyses (phases), from the metrics and the tables.
+Tables are written every ``FLUSH_S`` seconds (less often when writing them takes long: at most
+``1 / FLUSH_SHARE`` of the time) and at the end, so an interrupted analysis keeps what it did. (The
+``grokscope analyze`` sub-command is in cli.py.)
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 
@@ -27,10 +31,14 @@ from .files import remove_stale_temporaries
 from .results import ResultStore, default_out_dir
 from .locks import FolderLock
 from .run import Run, fingerprint, is_run_dir
+from .weights import load_weights
 from .provenance import provenance
 from .cpu import restoring_cpu_settings
 
-FLUSH_S = 60.0  # write the tables at least this often during a long analysis
+FLUSH_S = 60.0  # write the tables this often during a long analysis
+FLUSH_SHARE = 10  # ... but wait at least this many times as long as the last write took
+CHUNK_STEPS = 16  # checkpoints per job of a worker process
+MIN_WORKER_STEPS = 64  # fewer checkpoints than this per worker: no worker processes (their start-up costs seconds)
 FEW_LOG_STEPS = 5  # log-spaced checkpoints for default_steps="few", besides the phase boundaries
 SLIDER_LOG_STEPS = 20  # for default_steps="slider" (the maps of Figure 3): log-spaced, besides the boundaries
 
@@ -168,6 +176,19 @@ def _as_table(out, name: str) -> pd.DataFrame:
     raise TypeError(f"analysis {name!r} returned {type(out).__name__}; expected a DataFrame or a dict")
 
 
+def _step_rows(out, name: str, step: int) -> pd.DataFrame:
+    """An analysis's output for one checkpoint as its rows in the table: a ``step`` column first, floats
+    as float64 (which the CSV keeps exactly: cached rows read back equal fresh ones)."""
+    table = _as_table(out, name).copy()
+    if "step" in table.columns:
+        table = table.drop(columns="step")
+    for c in table.columns:
+        if pd.api.types.is_float_dtype(table[c].dtype) and table[c].dtype != "float64":
+            table[c] = table[c].astype("float64")
+    table.insert(0, "step", step)
+    return table
+
+
 class _Pending:
     """One checkpoint analysis in progress: cached rows, new rows, steps done."""
 
@@ -183,15 +204,9 @@ class _Pending:
         self.todo: set[int] = set()
         self.provenance: dict | None = None  # the record written in the sidecar (set by analyze)
 
-    def add(self, step: int, out, print_: str | None) -> None:
-        table = _as_table(out, self.a.name).copy()
-        if "step" in table.columns:
-            table = table.drop(columns="step")
-        for c in table.columns:  # float64, which the CSV keeps exactly: cached rows read back equal fresh ones
-            if pd.api.types.is_float_dtype(table[c].dtype) and table[c].dtype != "float64":
-                table[c] = table[c].astype("float64")
-        table.insert(0, "step", step)
-        self.parts.append(table)
+    def add(self, step: int, rows: pd.DataFrame, print_: str | None) -> None:
+        """``rows``: ``_step_rows`` of the analysis's output at ``step``."""
+        self.parts.append(rows)
         self.done.add(step)
         self.prints[step] = print_
         self.dirty = True
@@ -217,7 +232,8 @@ class _Pending:
 @restoring_cpu_settings  # subnormal floats flushed, as in training (long-decayed weights are full of them)
 def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = None,
             steps: Iterable[int] | None = None, every: int | None = None, out: str | Path | None = None,
-            progress: bool = True, params: dict[str, dict[str, Any]] | None = None) -> dict[str, pd.DataFrame]:
+            progress: bool = True, params: dict[str, dict[str, Any]] | None = None,
+            workers: int | None = None) -> dict[str, pd.DataFrame]:
     """Run analyses over a run's checkpoints and return their tables (name -> DataFrame with ``step``).
 
     ``only``: analysis names (a list or "a,b"); default every analysis that is not ``expensive`` and
@@ -231,6 +247,9 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
     registered defaults. Results are cached per checkpoint: what was done with the same version and
     params is not computed again, for this run and the same checkpoint files (see ``results``). The
     results folder is locked while it is written: a second ``analyze`` on it is refused.
+    ``workers``: processes that analyse the checkpoints (default: one per core this process may use,
+    divided by torch's thread count, when there are at least ``MIN_WORKER_STEPS`` checkpoints per worker
+    to do and every analysis is one of grokscope's; 1: all in this process). The tables are the same.
     """
     from .progress import tqdm
 
@@ -250,7 +269,7 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
     with FolderLock(store.folder, "analyze") as lock:
         remove_stale_temporaries(store.folder)  # what a killed analyze left
         try:
-            return _analyze(run, data, chosen, all_params, store, steps, every, progress)
+            return _analyze(run, data, chosen, all_params, store, steps, every, progress, workers)
         except BaseException:
             if not store.names():
                 lock.discard()  # nothing was written: leave no empty results folder behind
@@ -258,7 +277,8 @@ def analyze(run_or_path: Run | str | Path, only: str | Iterable[str] | None = No
 
 
 def _analyze(run: Run, data, chosen: list[Analysis], all_params: dict, store: ResultStore,
-             steps: Iterable[int] | None, every: int | None, progress: bool) -> dict[str, pd.DataFrame]:
+             steps: Iterable[int] | None, every: int | None, progress: bool, workers: int | None
+             ) -> dict[str, pd.DataFrame]:
     if store.check_owner(run):
         warn(f"{store.folder} held the results of an earlier run that no longer exists; they are replaced")
     available = run.steps
@@ -271,7 +291,7 @@ def _analyze(run: Run, data, chosen: list[Analysis], all_params: dict, store: Re
     for p in pending:
         p.provenance = record
     _plan(run, store, pending, available, asked, few_default=steps is None)
-    _checkpoint_analyses(run, data, pending, progress)
+    _checkpoint_analyses(run, data, pending, progress, workers)
     tables = {p.a.name: p.table() for p in pending}
     for a in chosen:
         if a.kind == "run":
@@ -297,38 +317,148 @@ def _plan(run: Run, store: ResultStore, pending: list[_Pending], available: list
         p.todo = {s for s in want if s not in p.done}
 
 
-def _checkpoint_analyses(run: Run, data, pending: list[_Pending], progress: bool) -> None:
+class _Loader:
+    """One checkpoint after another into one model, built at the first: each state dict is read and
+    checked as ``Run.model_at`` does (``state_dict_at``, ``load_weights``), without building a model per
+    checkpoint. ``done()`` puts back what an analysis may have changed besides the weights (hooks,
+    train mode, which parameters take gradients)."""
+
+    def __init__(self, run: Run):
+        self.run, self.model, self.grad = run, None, []
+
+    def load(self, step: int):
+        if self.model is None:
+            self.model = self.run.model_at(step)
+            self.grad = [p.requires_grad for p in self.model.parameters()]
+            return self.model
+        load_weights(self.model, self.run.state_dict_at(step), f"checkpoint {self.run.checkpoint_path(step)}")
+        return self.model
+
+    def done(self) -> None:
+        self.model.reset_hooks()
+        self.model.eval()
+        for p, g in zip(self.model.parameters(), self.grad):
+            p.requires_grad_(g)
+
+
+def _analyse_step(loader: _Loader, data, step: int, jobs: list[tuple[str, Callable, dict]]):
+    """(fingerprint, {name: rows}) of one checkpoint, or (fingerprint, the GrokscopeError's text) when
+    it cannot be read. ``jobs``: (name, fn, params) of the analyses to run on it."""
+    print_ = fingerprint(loader.run.checkpoint_path(step))
+    try:
+        model = loader.load(step)
+    except GrokscopeError as e:
+        return print_, str(e)
+    try:
+        with sharing():  # analyses of this checkpoint share their common work (the grid forward)
+            return print_, {name: _step_rows(fn(model, data, **params), name, step) for name, fn, params in jobs}
+    finally:
+        loader.done()
+
+
+_WORKER: dict[str, _Loader] = {}  # in a worker process: run path -> its loader, kept between jobs
+
+
+def _worker_init(threads: int, parent: int) -> None:
+    from .cpu import configure_cpu
+    from .sweep.runner import _pool_init
+
+    _pool_init(threads, parent)
+    configure_cpu(threads)
+
+
+def _worker_job(path: str, work: list[tuple[int, list[str]]], params: dict[str, dict]) -> list[tuple]:
+    """In a worker process: (step, fingerprint, rows or error) for each (step, analysis names) of ``work``."""
+    loader = _WORKER.get(path)
+    if loader is None:
+        _WORKER.clear()
+        loader = _WORKER[path] = _Loader(Run(path))
+    data = loader.run.data
+    return [(step, *_analyse_step(loader, data, step, [(n, get_analysis(n).fn, params[n]) for n in names]))
+            for step, names in work]
+
+
+def worker_count(n_steps: int) -> int:
+    """One process per core this process may use (per ``torch.get_num_threads()`` cores), at most one
+    per ``MIN_WORKER_STEPS`` checkpoints."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores // max(1, torch.get_num_threads()), n_steps // MIN_WORKER_STEPS))
+
+
+def _results(run: Run, data, pending: list[_Pending], todo: list[int], workers: int):
+    """(step, fingerprint, rows or error) for every step of ``todo``, in order: here, or from
+    ``workers`` processes in chunks of ``CHUNK_STEPS`` (a few chunks ahead, so memory stays flat)."""
+    work = [(step, [p.a.name for p in pending if step in p.todo]) for step in todo]
+    if workers <= 1:
+        loader = _Loader(run)
+        for step, names in work:
+            yield (step, *_analyse_step(loader, data, step, [(p.a.name, p.a.fn, p.params) for p in pending
+                                                             if p.a.name in names]))
+        return
+    import concurrent.futures as cf
+    from collections import deque
+
+    import torch
+
+    from .sweep.runner import _WorkerContext
+
+    params = {p.a.name: p.params for p in pending}
+    chunks = iter([work[i:i + CHUNK_STEPS] for i in range(0, len(work), CHUNK_STEPS)])
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=_WorkerContext(), initializer=_worker_init,
+                                  initargs=(torch.get_num_threads(), os.getpid()))
+    try:
+        ahead: deque = deque()
+        for chunk in chunks:
+            ahead.append(pool.submit(_worker_job, str(run.path), chunk, params))
+            if len(ahead) >= 2 * workers:
+                yield from ahead.popleft().result()
+        while ahead:
+            yield from ahead.popleft().result()
+        pool.shutdown(wait=True)  # every job is done: the workers exit
+    except cf.process.BrokenProcessPool:
+        raise GrokscopeError(f"a worker process of analyze died (killed, or out of memory); what was done is "
+                             f"kept: run it again, with fewer workers (now {workers})") from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _checkpoint_analyses(run: Run, data, pending: list[_Pending], progress: bool, workers: int | None) -> None:
     """Load each checkpoint some analysis still needs once and hand it to them; tables flushed every
     ``FLUSH_S`` seconds and at the end (nothing written when no checkpoint could be read)."""
     from .progress import tqdm  # one output per bar in a notebook
 
     todo = sorted({s for p in pending for s in p.todo})
-    last_flush = time.monotonic()
+    ours = all(p.a.fn.__module__.startswith("grokscope.") for p in pending)  # a worker imports only these
+    if workers is None:
+        workers = worker_count(len(todo)) if ours else 1
+    elif workers > 1 and not ours:
+        raise GrokscopeError("workers > 1 runs only grokscope's own analyses (a worker process imports only "
+                             "those); pass workers=1")
+    next_flush = time.monotonic() + FLUSH_S
     skipped: list[str] = []
     ok = 0
     try:
-        bar = tqdm(todo, disable=not progress or not todo, desc=f"analyze {run.path.name}", unit="ckpt",
+        bar = tqdm(total=len(todo), disable=not progress or not todo, desc=f"analyze {run.path.name}", unit="ckpt",
                    dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
-        for step in bar:
-            print_ = fingerprint(run.checkpoint_path(step))
-            try:
-                model = run.model_at(step)
-            except GrokscopeError as e:
-                skipped.append(str(e))
+        for step, print_, rows in _results(run, data, pending, todo, min(workers, max(1, len(todo)))):
+            bar.update()
+            if isinstance(rows, str):
+                skipped.append(rows)
                 if len(skipped) < len(todo):
-                    warn(f"skipping step {step}: {e}")
+                    warn(f"skipping step {step}: {rows}")
                 continue
             ok += 1
-            with sharing():  # analyses of this checkpoint share their common work (the grid forward)
-                for p in pending:
-                    if step in p.todo:
-                        p.add(step, p.a.fn(model, data, **p.params), print_)
-                        model.reset_hooks()
-            del model
-            if time.monotonic() - last_flush > FLUSH_S:
+            for p in pending:
+                if p.a.name in rows:
+                    p.add(step, rows[p.a.name], print_)
+            if time.monotonic() > next_flush:
+                t = time.monotonic()
                 for p in pending:
                     p.flush()
-                last_flush = time.monotonic()
+                next_flush = time.monotonic() + max(FLUSH_S, FLUSH_SHARE * (time.monotonic() - t))
+        bar.close()
     finally:
         for p in pending if ok or not todo else ():  # nothing could be read: write nothing, say why
             p.flush()

@@ -29,14 +29,21 @@ def _dest(flag: str) -> str:
     return flag.replace("-", "_")
 
 
-def _thread_count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"--threads takes a whole number of at least 1, got {text!r}")
-    return n
+def _count(flag: str):
+    """An argparse type for ``flag``: a whole number of at least 1, or one clear error naming the flag."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{flag} takes a whole number of at least 1, got {text!r}")
+        return n
+
+    return parse
+
+
+_thread_count = _count("--threads")
 
 
 def _add_threads(p: argparse.ArgumentParser, what: str = "this process") -> None:
@@ -213,6 +220,9 @@ def _add_analyze(sub, help_: str) -> None:
     p.add_argument("--steps", metavar="S1,S2", help="only these checkpoint steps")
     p.add_argument("--out", metavar="DIR", help="results folder (default: analyses/<run dir name>, beside the run's checkpoints/ folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=_count("--workers"), metavar="N",
+                   help="processes that analyse the checkpoints (default: one per core, when there are many "
+                        "checkpoints to do; 1: all in this process)")
     _add_threads(p)
     p.set_defaults(func=cmd_analyze)
 
@@ -230,7 +240,8 @@ def cmd_analyze(args) -> int:
             get_analysis(name.strip())
     run = open_run(args.ckpt_dir)
     out = Path(args.out) if args.out else default_out_dir(run.path)
-    tables = analyze(run, only=args.only, steps=steps, every=args.every, out=out, progress=not args.no_progress)
+    tables = analyze(run, only=args.only, steps=steps, every=args.every, out=out, progress=not args.no_progress,
+                     workers=args.workers)
     for name, table in tables.items():
         n = table["step"].nunique() if "step" in table.columns else 0
         _say(f"grokscope: {name}: {len(table)} rows, {n} steps -> {out / (name + '.csv')}")

@@ -90,17 +90,19 @@ def _mix_groups(q: torch.Tensor, groups: list, bias, scale) -> torch.Tensor:
 def _block_out(resid: torch.Tensor, z: torch.Tensor, block, kind, act, capture=None, layer=0) -> torch.Tensor:
     """resid (N, Tq, d_model) + attention output of z (N, Tq, H, d_head), then + the MLP.
 
-    ``capture`` (a dict): the last position's ``hook_resid_mid`` and ``mlp.hook_post`` go into it under
-    the HookedTransformer's hook names."""
+    ``capture`` (a dict): the last position's ``hook_resid_mid``, ``mlp.hook_post`` and ``hook_resid_post``
+    go into it under the HookedTransformer's hook names."""
     N, Tq, d = resid.shape
     a, m = block.attn, block.mlp
     resid = resid + torch.addmm(a.b_O, z.reshape(N * Tq, -1), a.W_O.reshape(-1, d)).view(N, Tq, d)
     h = _norm(resid, block.ln2, kind).reshape(N * Tq, d)
     hidden = act(torch.addmm(m.b_in, h, m.W_in))  # (N*Tq, d_mlp)
+    out = resid + torch.addmm(m.b_out, hidden, m.W_out).view(N, Tq, d)
     if capture is not None:
         capture[f"blocks.{layer}.hook_resid_mid"] = resid[:, -1]
         capture[f"blocks.{layer}.mlp.hook_post"] = hidden.view(N, Tq, -1)[:, -1]
-    return resid + torch.addmm(m.b_out, hidden, m.W_out).view(N, Tq, d)
+        capture[f"blocks.{layer}.hook_resid_post"] = out[:, -1]
+    return out
 
 
 class _Rows:
@@ -193,8 +195,8 @@ def answer_logits(model, tokens: torch.Tensor, capture: dict | None = None, rows
       blocks compute them once per distinct prefix and gather;
     - the last block computes K and V at ``y``, and Q, the attention output and the MLP only at
       ``=``, whose logits are all the loss reads.
-    ``capture``: a dict that receives every block's ``hook_resid_mid`` and ``mlp.hook_post`` at the
-    last position, (batch, width) each, under the HookedTransformer's hook names (for analyses).
+    ``capture``: a dict that receives every block's ``hook_resid_mid``, ``mlp.hook_post`` and
+    ``hook_resid_post`` at the last position, (batch, width) each, under the HookedTransformer's hook names (for analyses).
     ``rows``: ``answer_rows(model, tokens)`` computed before, for these same tokens.
     """
     if tokens.shape[1] < 3:

@@ -37,14 +37,16 @@ def calls(monkeypatch):
 
 
 def count_model_loads(monkeypatch):
+    """The steps whose checkpoint is read (``Run.state_dict_at``: ``model_at`` reads through it, and
+    analyze loads each checkpoint after the first into the model it built)."""
     loads = []
-    original = Run.model_at
+    original = Run.state_dict_at
 
-    def model_at(self, step, device="cpu"):
+    def state_dict_at(self, step):
         loads.append(step)
-        return original(self, step, device)
+        return original(self, step)
 
-    monkeypatch.setattr(Run, "model_at", model_at)
+    monkeypatch.setattr(Run, "state_dict_at", state_dict_at)
     return loads
 
 
@@ -184,3 +186,40 @@ def test_cli(run, tmp_path, capsys):
         assert main(["analyze", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
+
+
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])  # 2: worker processes start
+def test_fast_path_gives_the_tables_of_a_fresh_model_per_analysis(run, tmp_path, workers):
+    """analyze's path (each checkpoint loaded into one model, the analyses sharing the grid forward inside
+    ``sharing()``, and with ``workers=2`` two worker processes) against the plain one: a model built
+    afresh for every checkpoint and analysis, each analysis computed alone with the params its sidecar
+    records. Every default table, every step it holds."""
+    from grokscope.analyses import compute
+
+    out = tmp_path / "res"
+    tables = analyze(run, out=out, progress=False, workers=workers)
+    checked = 0
+    for name, table in tables.items():
+        meta = json.loads((out / f"{name}.json").read_text())
+        if meta["kind"] != "checkpoint":
+            continue
+        for step, rows in table.groupby("step"):
+            ref = compute(name, run.model_at(int(step)), run.data, **meta["params"])
+            got = rows.drop(columns="step").reset_index(drop=True)
+            pd.testing.assert_frame_equal(got, ref.reset_index(drop=True), check_dtype=False, rtol=1e-9, atol=1e-12)
+            checked += 1
+    assert {"fourier", "fourier_neurons", "neuron_norms", "weight_norms", "tsne"} <= set(tables) and checked >= 30
+
+
+@pytest.mark.parametrize("value", ["0", "two"])
+def test_a_bad_worker_count_is_one_line_and_exit_2(run, value, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["analyze", "--ckpt-dir", str(run.path), "--workers", value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--workers" in err[0] and repr(value) in err[0], err
+
+
+def test_workers_refused_for_an_analysis_a_worker_cannot_import(run, tmp_path, calls):
+    with pytest.raises(GrokscopeError, match="workers=1"):
+        analyze(run, only="probe_a", out=tmp_path / "res", progress=False, workers=2)

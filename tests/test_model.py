@@ -45,7 +45,7 @@ def test_answer_logits_equals_hooked_forward(opts):
     captured = {}
     answer_logits(model, tokens, capture=captured)
     _, cache = model.run_with_cache(tokens)
-    assert len(captured) == 2 * cfg.n_layers
+    assert len(captured) == 3 * cfg.n_layers  # hook_resid_mid, mlp.hook_post, hook_resid_post
     for name, act in captured.items():
         torch.testing.assert_close(act, cache[name][:, -1], atol=1e-8, rtol=1e-8)
     # gradients agree too

@@ -43,6 +43,7 @@ What each operation gets:
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -58,7 +59,7 @@ from .base import register
 
 CYCLIC_KINDS = ("modular", "multiplicative", "modular-mixed", "modular-poly")
 SIGN = {"x+y": 1, "x-y": -1, "x*y": 1, "x/y": -1}  # answer = f(j_a + SIGN * j_b) in the cyclic order
-CHUNK = 4096
+CHUNK = 16384  # grid rows per forward: the whole grid of p = 127 at once (its activations are a few 10 MB)
 
 
 # --- the basis -------------------------------------------------------------------------------------
@@ -107,8 +108,10 @@ def cyclic_tokens(data) -> torch.Tensor:
     return torch.arange(p)
 
 
+@functools.lru_cache(maxsize=16)
 def fourier_basis(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Orthonormal real Fourier basis of Z_n: (n, n) float64 rows [1, cos 1, sin 1, cos 2, ...] and (n,) freqs."""
+    """Orthonormal real Fourier basis of Z_n: (n, n) float64 rows [1, cos 1, sin 1, cos 2, ...] and (n,) freqs.
+    Made once per n: every call returns the same tensors, to read and never to write."""
     j = torch.arange(n, dtype=torch.float64)
     rows, freqs = [torch.full((n,), 1 / math.sqrt(n), dtype=torch.float64)], [0]
     for k in range(1, n // 2 + 1):
@@ -203,10 +206,12 @@ def grid_tokens(data, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def grid_acts(model, data, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every MLP layer's ``hook_post`` and the last block's ``hook_resid_mid`` at the ``=`` position over
-    the (a, b) grid: name -> (n*n, width); computed once per model inside a ``sharing()`` block."""
+    """Every MLP layer's ``hook_post`` and the last block's ``hook_resid_mid`` and ``hook_resid_post`` at
+    the ``=`` position over the (a, b) grid: name -> (n*n, width); computed once per model inside a
+    ``sharing()`` block."""
     L = model.cfg.n_layers
-    names = [f"blocks.{i}.mlp.hook_post" for i in range(L)] + [f"blocks.{L - 1}.hook_resid_mid"]
+    names = [f"blocks.{i}.mlp.hook_post" for i in range(L)] + [f"blocks.{L - 1}.hook_resid_mid",
+                                                                 f"blocks.{L - 1}.hook_resid_post"]
     key = ("grid_acts", id(model), id(data), tuple(tokens.tolist()))
     return shared(key, lambda: last_position_acts(model, grid_tokens(data, tokens)[0], names))
 
@@ -235,23 +240,63 @@ def last_position_acts(model, x: torch.Tensor, names: list[str]) -> dict[str, to
     return {name: torch.cat(v) for name, v in store.items()}
 
 
-def neuron_frequency_fractions(acts: torch.Tensor, basis: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """(K+1, m): share of each neuron's variance over the (n, n, m) grid in the terms of each frequency.
+def neuron_frequency_fractions(acts: torch.Tensor) -> torch.Tensor:
+    """(K+1, m), K = n // 2: share of each neuron's variance over the (n, n, m) grid in the terms of each
+    frequency (float64 values, from a float32 transform: the activations are float32).
 
-    Frequency k's terms: the 2-D basis products whose frequencies (f_a, f_b) are (k, 0), (0, k) or (k, k).
-    Row 0 is ~0 (the activations are centred); NaN for a neuron that never varies.
-    """
-    centred = acts.to(basis.dtype).cpu() - acts.to(basis.dtype).cpu().mean((0, 1))  # (n, n, m)
-    n, m = centred.shape[1:]
-    coef = (basis @ centred.reshape(len(centred), n * m)).reshape(-1, n, m)  # transform over a: (n, n, m)
-    coef = torch.matmul(basis, coef)  # and over b, batched over a's frequency: (n, n, m)
-    energy = coef.pow(2)
-    fa, fb = freqs[:, None], freqs[None, :]
-    label = torch.where(fa == 0, fb, torch.where(fb == 0, fa, torch.where(fa == fb, fa, -1)))  # (n, n)
-    keep = label >= 0
-    per = torch.zeros(int(freqs.max()) + 1, acts.shape[-1], dtype=basis.dtype)
-    per.index_add_(0, label[keep], energy[keep])  # (K+1, m)
-    return per / energy.sum((0, 1))
+    Frequency k's terms: the products of ``fourier_basis(n)`` rows over a and over b whose frequencies
+    (f_a, f_b) are (k, 0), (0, k) or (k, k). Row 0 is 0 (the activations are centred); NaN for a
+    neuron that never varies. ``neuron_grid_stats`` says how it is computed."""
+    return neuron_grid_stats(acts)[0]
+
+
+def neuron_grid_stats(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``neuron_frequency_fractions``, std): the (K+1, m) shares and each neuron's (m,) standard deviation
+    over the (n, n, m) grid (population), float64.
+
+    The 2-D coefficients are B X B^T (B = ``fourier_basis(n)``), but only those with a label are
+    needed: after the transform over a (one (n x n) @ (n x n*m) product), each row r of frequency k
+    meets only the constant row over b and the one or two rows of frequency k (a batched product of
+    (3 x n) @ (n x m)), and row 0 meets every row. That is a third of the work of both full transforms,
+    which tests/analyses/test_fourier.py compares it with. Centring changes only coefficient (0, 0),
+    so the centred total is the variance times n^2."""
+    X = acts.detach().float().cpu()  # (n, n, m)
+    n, m = X.shape[1:]
+    B, sel, freqs = _labelled_rows(n)
+    Y = (B @ X.reshape(n, n * m)).view(n, n, m)  # over a: Y[r, b] = sum_a B[r, a] X[a, b]
+    per = torch.zeros(int(freqs.max()) + 1, m, dtype=torch.float64)
+    per.index_add_(0, freqs[1:], torch.bmm(sel[1:], Y[1:]).double().pow(2).sum(1))  # (k, 0) and (k, k)
+    per.index_add_(0, freqs, (B @ Y[0]).double().pow(2))  # (0, k), and (0, 0)
+    per[0] = 0.0  # the constant (0, 0): nothing once centred
+    var = torch.var_mean(X, dim=(0, 1), correction=0)[0].double()  # (m,)
+    return per / (var * (n * n)), var.sqrt()
+
+
+@functools.lru_cache(maxsize=16)
+def _labelled_rows(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``neuron_grid_stats``'s float32 basis (n, n), the rows over b that each row r meets (n, 3, n: the
+    constant row, then the one or two rows of r's frequency, zeros for none), and the frequencies."""
+    basis, freqs = fourier_basis(n)
+    B = basis.float()
+    sel = torch.zeros(n, 3, n)
+    sel[:, 0] = B[0]
+    for r in range(1, n):
+        same = (freqs == freqs[r]).nonzero()[:, 0]
+        sel[r, 1:1 + len(same)] = B[same]
+    return B, sel, freqs
+
+
+TIE = 1e-5  # shares within this relative distance of a neuron's largest are ties (float32 rounding decides nothing)
+
+
+def dominant_frequency(frac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(share, index) of each neuron's largest share in ``frac`` (K, m), ties (within ``TIE``: a neuron
+    active on one grid cell has the same share on every frequency) going to the lowest frequency, so
+    that no table depends on rounding. NaN columns (dead neurons) give index 0 and share NaN."""
+    f = torch.nan_to_num(frac, nan=-1.0)
+    top = f.max(0).values  # (m,)
+    index = (f >= top - TIE * top.abs()).int().argmax(0)  # the first within the tie
+    return frac.gather(0, index[None])[0], index
 
 
 def key_directions(n: int, key_freqs: list[int], sign: int) -> torch.Tensor:
@@ -272,10 +317,9 @@ def key_part(acts: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
     return dirs.T @ (dirs @ acts)  # (N, m)
 
 
-def logits_after_last_mlp(model, resid_mid: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
-    """(N, d_vocab_out) logits from the last block's resid_mid (N, d_model) and MLP activations (N, d_mlp)."""
-    mlp = model.blocks[-1].mlp
-    resid = (resid_mid + acts @ mlp.W_out + mlp.b_out)[:, None]  # (N, 1, d_model)
+def logits_of_stream(model, resid: torch.Tensor) -> torch.Tensor:
+    """(N, d_vocab_out) logits from the residual stream after the last block (N, d_model): ln_final, unembed."""
+    resid = resid.to(model.W_U.dtype)[:, None]  # (N, 1, d_model)
     ln = getattr(model, "ln_final", None)
     if ln is not None:
         resid = ln(resid)
@@ -292,11 +336,23 @@ def _parse_keys(key_freqs, K: int) -> list[int] | None:
     return keys
 
 
-def _losses(model, data, row: torch.Tensor, resid_mid, acts, keys: list[int], n: int) -> tuple[float, float]:
-    """Restricted (validation) and excluded (training) loss; ``row``: (N,) grid cell -> data.all_x row."""
+def _losses(model, data, row: torch.Tensor, resid_mid, acts, resid_post, keys: list[int], n: int
+            ) -> tuple[float, float]:
+    """Restricted (validation) and excluded (training) loss; ``row``: (N,) grid cell -> data.all_x row.
+
+    The last MLP writes ``acts @ W_out + b_out`` into the stream, so with the key part of the
+    activations, ``key_part(acts, dirs) = dirs.T (dirs acts)`` (rank r, the key terms), what it writes is
+    known without a (N, d_mlp) product: the restricted stream is mean(resid_mid) + mean(acts) @ W_out
+    + b_out + dirs.T ((dirs acts) @ W_out), and the excluded one is the forward's own ``resid_post``
+    less that last term (the sums over the grid as matmuls in the activations' dtype, the rest in
+    float64, then the model's dtype for ln_final and the unembedding)."""
     dev = acts.device
-    A = acts.double()  # (N, d_mlp)
-    key = key_part(A, key_directions(n, keys, SIGN[data.op]).to(dev))
+    mlp = model.blocks[-1].mlp
+    W_out = mlp.W_out.detach().double()
+    dirs = key_directions(n, keys, SIGN[data.op]).to(dev)  # (r, N)
+    coef = (dirs.to(acts.dtype) @ acts).double()  # (r, d_mlp): the key terms' coefficients (a matmul, no float64 copy)
+    key_out = dirs.T @ (coef @ W_out)  # (N, d_model): what the key part of the activations writes
+    mean_acts = (torch.ones(1, len(acts), dtype=acts.dtype, device=dev) @ acts)[0].double() / len(acts)
     in_table = row >= 0
     val = torch.zeros(len(data.all_x), dtype=torch.bool)
     val[data.val_idx] = True
@@ -304,16 +360,17 @@ def _losses(model, data, row: torch.Tensor, resid_mid, acts, keys: list[int], n:
     train_label[data.train_idx] = data.train_y
     val_cells = in_table & val[row.clamp(min=0)]
     train_cells = in_table & (train_label[row.clamp(min=0)] >= 0)
+    mean_out = resid_mid.double().mean(0) + mean_acts @ W_out + mlp.b_out.detach().double()  # (d_model,)
     out = []
-    for mid, a, cells, labels in (
-        (resid_mid.mean(0).expand_as(resid_mid), A.mean(0) + key, val_cells, data.all_y[row[val_cells]]),
-        (resid_mid, A - key, train_cells, train_label[row[train_cells]]),
+    for stream, cells, labels in (
+        (lambda c: mean_out + key_out[c], val_cells, data.all_y[row[val_cells]]),
+        (lambda c: resid_post[c].double() - key_out[c], train_cells, train_label[row[train_cells]]),
     ):
         if not cells.any():
             out.append(float("nan"))
             continue
         cells = cells.to(dev)
-        logits = logits_after_last_mlp(model, mid[cells], a[cells].to(acts.dtype))
+        logits = logits_of_stream(model, stream(cells))
         out.append(answer_loss(logits, labels.to(dev)).item())  # softmax cross-entropy in float64, as Nanda et al.
     return out[0], out[1]
 
@@ -342,17 +399,16 @@ def fourier_neurons(model, data, layer: int = -1) -> pd.DataFrame:
     layer = layer % model.cfg.n_layers
     tokens = cyclic_tokens(data)
     n = len(tokens)
-    basis, freqs = fourier_basis(n)
     name = f"blocks.{layer}.mlp.hook_post"
     acts = grid_acts(model, data, tokens)[name].reshape(n, n, -1)  # (n, n, m)
-    frac = shared(("neuron_fracs", id(model), id(data), layer),
-                lambda: neuron_frequency_fractions(acts, basis, freqs))[1:]  # (K, m)
-    best = torch.nan_to_num(frac, nan=-1.0).max(0)
+    frac, std = shared(("neuron_grid", id(model), id(data), layer), lambda: neuron_grid_stats(acts))
+    frac = frac[1:]  # (K, m)
+    share, index = dominant_frequency(frac)
     dead = frac.isnan().any(0)  # (m,) neurons that never vary: freq 0, frac NaN
     return pd.DataFrame({"layer": layer, "neuron": np.arange(acts.shape[-1]),
-                         "freq": torch.where(dead, 0, best.indices + 1).numpy(),
-                         "frac": frac.gather(0, best.indices[None])[0].numpy(),
-                         "std": acts.double().cpu().std((0, 1), unbiased=False).numpy()})
+                         "freq": torch.where(dead, 0, index + 1).numpy(),
+                         "frac": share.numpy(),
+                         "std": std.numpy()})
 
 
 BUFFERS = ("IGNORE", "mask")  # the attention's buffers: IGNORE is -inf by design
@@ -447,16 +503,17 @@ def fourier(model, data, n_key: int | None = None, key_freqs="final", key_step=N
     layer = layer % L
     row = grid_tokens(data, tokens)[1]
     acts = grid_acts(model, data, tokens)
-    frac = shared(("neuron_fracs", id(model), id(data), layer), lambda: neuron_frequency_fractions(
-        acts[f"blocks.{layer}.mlp.hook_post"].reshape(n, n, -1), basis, freqs))[1:]
+    frac = shared(("neuron_grid", id(model), id(data), layer), lambda: neuron_grid_stats(
+        acts[f"blocks.{layer}.mlp.hook_post"].reshape(n, n, -1)))[0][1:]
     live = ~frac.isnan().any(0)  # (m,)
-    best = frac[:, live].max(0) if live.any() else None
+    best = dominant_frequency(frac[:, live]) if live.any() else None
 
     restricted = excluded = float("nan")
     if data.op in SIGN:
         with torch.no_grad():
             restricted, excluded = _losses(model, data, row, acts[f"blocks.{L - 1}.hook_resid_mid"],
-                                           acts[f"blocks.{L - 1}.mlp.hook_post"], keys, n)
+                                           acts[f"blocks.{L - 1}.mlp.hook_post"],
+                                           acts[f"blocks.{L - 1}.hook_resid_post"], keys, n)
     idx = [k - 1 for k in keys]
     return {
         "key_freqs": ",".join(map(str, keys)),
@@ -466,8 +523,8 @@ def fourier(model, data, n_key: int | None = None, key_freqs="final", key_step=N
         "unembed_gini": gini(norms["unembed"][1:]),
         "embed_key_frac": (emb_sq[idx].sum() / emb_sq.sum()).item(),
         "unembed_key_frac": (unemb_sq[idx].sum() / unemb_sq.sum()).item(),
-        "neuron_frac_explained": best.values.mean().item() if best is not None else float("nan"),
-        "neuron_key_frac": torch.isin(best.indices + 1, torch.tensor(keys, dtype=torch.long)).float().mean().item()
+        "neuron_frac_explained": best[0].mean().item() if best is not None else float("nan"),
+        "neuron_key_frac": torch.isin(best[1] + 1, torch.tensor(keys, dtype=torch.long)).float().mean().item()
         if best is not None else float("nan"),
         "restricted_loss": restricted,
         "excluded_loss": excluded,

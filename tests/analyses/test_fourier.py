@@ -113,7 +113,6 @@ def test_planted_discrete_log_embedding():
 # --- neurons and projections on planted activations -----------------------------------------------------
 def test_neuron_frequency_fractions_planted():
     n = 11
-    B, freqs = fo.fourier_basis(n)
     a, b = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
     acts = torch.stack([
         wave(torch.cos, 3, a, n) * wave(torch.cos, 3, b, n) + 2,  # all frequency 3
@@ -121,11 +120,38 @@ def test_neuron_frequency_fractions_planted():
         wave(torch.cos, 1, a, n) * wave(torch.cos, 4, b, n),  # a cross term: no single frequency
         torch.zeros(n, n, dtype=torch.float64),  # dead
     ], -1)  # (n, n, 4)
-    frac = fo.neuron_frequency_fractions(acts, B, freqs)
+    frac = fo.neuron_frequency_fractions(acts)
     assert frac[3, 0] == pytest.approx(1.0) and frac[:, 0].sum() == pytest.approx(1.0)
     assert frac[2, 1] == pytest.approx(1 / 1.01) and frac[5, 1] == pytest.approx(0.01 / 1.01)
     assert frac[:, 2].sum() == pytest.approx(0.0, abs=1e-12)
     assert frac[:, 3].isnan().all()
+
+
+def basis_frequency_fractions(acts, basis, freqs):
+    """The definition: both full (n x n) real basis transforms, energy summed per frequency label."""
+    centred = acts.double() - acts.double().mean((0, 1))
+    coef = torch.einsum("ia,jb,abm->ijm", basis, basis, centred)
+    energy = coef.pow(2)
+    fa, fb = freqs[:, None], freqs[None, :]
+    label = torch.where(fa == 0, fb, torch.where(fb == 0, fa, torch.where(fa == fb, fa, -1)))
+    per = torch.zeros(int(freqs.max()) + 1, acts.shape[-1], dtype=torch.float64)
+    per.index_add_(0, label[label >= 0], energy[label >= 0])
+    return per / energy.sum((0, 1))
+
+
+@pytest.mark.parametrize("n", [6, 7, 12, 13])
+def test_neuron_frequency_fractions_equal_the_basis_transform(n):
+    """The shortcut of ``neuron_grid_stats`` against the definition on random activations (n odd and
+    even: the top frequency n/2 has no sine), and the std against torch's, to float32 precision."""
+    B, freqs = fo.fourier_basis(n)
+    acts = torch.randn(n, n, 9, generator=torch.Generator().manual_seed(n)).relu()
+    acts[..., 0] = 0.0  # a dead neuron
+    frac, std = fo.neuron_grid_stats(acts)
+    ref = basis_frequency_fractions(acts, B, freqs)
+    assert frac.shape == ref.shape == (n // 2 + 1, 9)
+    assert frac[:, 0].isnan().all() and ref[:, 0].isnan().all()
+    torch.testing.assert_close(frac[:, 1:], ref[:, 1:], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(std, acts.double().std((0, 1), unbiased=False), rtol=1e-6, atol=0.0)
 
 
 @pytest.mark.parametrize("sign", [1, -1])
@@ -269,3 +295,15 @@ def test_grid_work_is_shared_only_inside_a_sharing_block(monkeypatch):
     assert _common._SHARED.get() is None  # nothing kept after the block
     pd_a = F.fourier_neurons(model, data)
     assert a.equals(pd_a) and b == F.fourier(model, data)
+
+
+def test_dominant_frequency_ties_go_to_the_lowest():
+    """A neuron active on one grid cell has the same share on every frequency: rounding must not pick."""
+    n = 12
+    acts = torch.zeros(n, n, 3)
+    acts[5, 7, 0] = 2.0  # one cell: a flat spectrum
+    acts[..., 1] = torch.cos(2 * math.pi * 4 * torch.arange(n) / n)[:, None]  # frequency 4 alone
+    frac = fo.neuron_frequency_fractions(acts)[1:]
+    share, index = fo.dominant_frequency(frac)
+    assert index.tolist() == [0, 3, 0] and share[1].item() == pytest.approx(1.0)
+    assert frac[:, 2].isnan().all() and share[2].isnan()
