@@ -32,6 +32,7 @@ apply and says how to install it. The model's weights are never changed (devinte
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import gc
 import math
@@ -97,27 +98,28 @@ def _check_llc_args(n: int, lr: float, chains: int, draws: int, localization: fl
 def _sample_chains(model, row_loss, n: int, *, lr: float, nbeta: float, chains: int, draws: int, burnin: int,
                    batch: int, init_batches: int, seed: int, localization: float) -> tuple[float, np.ndarray, float]:
     """SGLD chains through devinterp. Returns the loss at the checkpoint, the (chain, step) trace of the
-    mean sampled loss (burn-in included) and devinterp's own LLC estimate (over every step)."""
-    from datasets import Dataset
+    mean sampled loss (burn-in included) and devinterp's own LLC estimate (over every step).
+
+    What devinterp is given (``_FlatModel``, ``_batches``) is shaped for speed; the chains are the ones it
+    would draw from the model itself (see those two)."""
     from devinterp.slt.llc import compute_llc
     from devinterp.slt.sampling import sample
 
-    # devinterp samples language models: each "sequence" here is (row index, 0), and the loss of its one
-    # next-token position is the row's own loss, so every reduction devinterp makes is over rows
-    rows = Dataset.from_dict({"input_ids": [[i, 0] for i in range(n)]}).with_format("torch")
+    flat = _FlatModel(model)
+    batches = _batches(n, batch, seed, next(model.parameters()).device)
 
-    def loss_fn(m, input_ids):
-        return row_loss(m, input_ids[:, 0].long())[:, None]  # (batch, 1)
+    def loss_fn(m, input_ids):  # input_ids (1, 2): (batch index, 0) -> (1, 1): the batch's mean row loss
+        return row_loss(m.bound(), batches[int(input_ids[0, 0])]).mean().reshape(1, 1)
 
-    masks = {name: None for name, p in model.named_parameters() if p.requires_grad}
+    items = [{"input_ids": torch.tensor([b, 0])} for b in range(len(batches))]
     out_dir = tempfile.mkdtemp(prefix="grokscope-llc-")
     device = str(next(model.parameters()).device)
     try:
         with warnings.catch_warnings(), _quiet_chains(), _gc_frozen():
             warnings.simplefilter("ignore")
-            samples = sample(model, rows, {}, lr=lr, n_beta=nbeta, param_masks=masks, num_chains=chains,
-                             num_draws=draws, batch_size=batch, num_burnin_steps=burnin, num_init_loss_batches=init_batches,
-                             init_seed=seed, localization=localization, device=device,
+            samples = sample(flat, items, {}, lr=lr, n_beta=nbeta, param_masks={"w": None}, num_chains=chains,
+                             num_draws=draws, batch_size=1, num_burnin_steps=burnin, num_init_loss_batches=init_batches,
+                             init_seed=seed, localization=localization, device=device, shuffle=False,
                              output_path=f"{out_dir}/samples.zarr", loss_fn=loss_fn)
             ds = samples.dataset
             init_loss = float(ds.init_loss.values.mean())
@@ -126,6 +128,54 @@ def _sample_chains(model, row_loss, n: int, *, lr: float, nbeta: float, chains: 
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     return init_loss, trace, devinterp_llc
+
+
+def _batches(n: int, batch: int, seed: int, device) -> torch.Tensor:
+    """(n // batch, batch) row indices: the minibatches of one pass over the training set, in the order the
+    sampler takes them (and then again from the first, as devinterp cycles through a loader's first pass).
+    A full batch is every row in order; smaller ones are cut from a permutation drawn from ``seed`` (the
+    rows that do not fill a last batch are left out, as devinterp's loader drops them).
+
+    devinterp is given one item per minibatch (its batch size 1) and the loss returns the minibatch's
+    mean: the same gradient and the same mean sampled loss as it computes from ``batch`` rows of one row
+    each, without collating the rows of every step and storing every row's loss (a full batch of the quick
+    model: 384 losses and 768 token ids a step, ~30 MB a call written to its zarr store)."""
+    if batch >= n:
+        return torch.arange(n, device=device)[None]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[:n // batch * batch].view(-1, batch).to(device)
+
+
+class _FlatModel(torch.nn.Module):
+    """What devinterp samples: ``model``'s trainable tensors as one flat parameter ``w``.
+
+    SGLD's update is elementwise, so the chain of one tensor of all the weights is the chain of the
+    tensors one by one, in a dozen operations a step instead of a dozen per tensor (devinterp's step is a
+    Python loop over its parameters: 16 tensors in the quick model took a third of the step). ``bound()``
+    gives a private copy of the model whose parameters are views of ``w`` (made anew for each forward, so
+    the gradient flows into ``w``); the caller's model is never touched. devinterp copies the module for
+    each chain: a copy gets its own ``w`` and shares the private model (chains run one after another)."""
+
+    def __init__(self, model: torch.nn.Module, w: torch.Tensor | None = None, _layout=None):
+        super().__init__()
+        if _layout is None:
+            inner = copy.deepcopy(model)
+            inner.train()  # as devinterp sets the model it samples
+            named = [(name, p) for name, p in inner.named_parameters() if p.requires_grad]
+            slots = [(inner.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2]) for name, _ in named]
+            _layout = (inner, slots, [p.shape for _, p in named], [p.numel() for _, p in named])
+            w = torch.cat([p.detach().reshape(-1) for _, p in named])
+        self._layout = _layout
+        self.w = torch.nn.Parameter(w)
+
+    def bound(self) -> torch.nn.Module:
+        inner, slots, shapes, sizes = self._layout
+        for (module, key), part, shape in zip(slots, self.w.split(sizes), shapes):
+            module._parameters[key] = part.view(shape)
+        return inner
+
+    def __deepcopy__(self, memo):
+        return _FlatModel(None, self.w.detach().clone(), self._layout)
 
 
 def _llc_table(trace: np.ndarray, init_loss: float, devinterp_llc: float, nbeta: float, burnin: int,
@@ -244,12 +294,12 @@ def transformer_row_loss(data, softmax: str = "softmax") -> Callable:
         rows = rows.to(x.device)
         if len(rows) < len(y):
             return answer_loss(answer_logits(model, x[rows]), y[rows], torch.float64, "none", softmax).float()
-        # a full batch (the default: every row, in the sampler's shuffled order): the forward of the
-        # training set in its own order, its token bookkeeping made once, then each row's loss taken
+        # a full batch (the default: every row, in order): the forward of the training set in its own
+        # order, its token bookkeeping made once, then each row's loss taken (in the order asked for)
         if "rows" not in whole:
-            whole["rows"] = answer_rows(model, x)
-        losses = answer_loss(answer_logits(model, x, rows=whole["rows"]), y, torch.float64, "none", softmax)
-        return losses.float()[rows]
+            whole["rows"], whole["order"] = answer_rows(model, x), torch.arange(len(y), device=x.device)
+        losses = answer_loss(answer_logits(model, x, rows=whole["rows"]), y, torch.float64, "none", softmax).float()
+        return losses if torch.equal(rows, whole["order"]) else losses[rows]
 
     return row_loss
 
