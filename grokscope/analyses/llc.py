@@ -152,9 +152,11 @@ class _FlatModel(torch.nn.Module):
     SGLD's update is elementwise, so the chain of one tensor of all the weights is the chain of the
     tensors one by one, in a dozen operations a step instead of a dozen per tensor (devinterp's step is a
     Python loop over its parameters: 16 tensors in the quick model took a third of the step). ``bound()``
-    gives a private copy of the model whose parameters are views of ``w`` (made anew for each forward, so
-    the gradient flows into ``w``); the caller's model is never touched. devinterp copies the module for
-    each chain: a copy gets its own ``w`` and shares the private model (chains run one after another)."""
+    gives a private copy of the model whose parameters are views of ``w``, so the gradient flows into
+    ``w``; the caller's model is never touched. The views are made once per ``w``: they hold no tensor for
+    the backward (only sizes), so every step's backward goes through them again, and devinterp updates
+    ``w`` in place through ``.data``, which they see. devinterp copies the module for each chain: a copy
+    gets its own ``w`` (and views) and shares the private model (chains run one after another)."""
 
     def __init__(self, model: torch.nn.Module, w: torch.Tensor | None = None, _layout=None):
         super().__init__()
@@ -165,13 +167,16 @@ class _FlatModel(torch.nn.Module):
             slots = [(inner.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2]) for name, _ in named]
             _layout = (inner, slots, [p.shape for _, p in named], [p.numel() for _, p in named])
             w = torch.cat([p.detach().reshape(-1) for _, p in named])
-        self._layout = _layout
+        self._layout, self._views = _layout, None
         self.w = torch.nn.Parameter(w)
 
     def bound(self) -> torch.nn.Module:
         inner, slots, shapes, sizes = self._layout
-        for (module, key), part, shape in zip(slots, self.w.split(sizes), shapes):
-            module._parameters[key] = part.view(shape)
+        if self._views is None or self._views[0] != self.w.data_ptr():
+            with torch.enable_grad():  # (devinterp's first forward, the loss at w*, runs under no_grad)
+                self._views = (self.w.data_ptr(), [part.view(shape) for part, shape in zip(self.w.split(sizes), shapes)])
+        for (module, key), view in zip(slots, self._views[1]):
+            module._parameters[key] = view
         return inner
 
     def __deepcopy__(self, memo):
