@@ -69,7 +69,7 @@ def _add_field(p: argparse.ArgumentParser, f: Field) -> None:
 
 
 def _add_train(sub, help_: str) -> None:
-    from .tensorboard import RESTRICTED_EVERY  # (pandas, not torch: only for this command's parser)
+    from .tensorboard import RESTRICTED_EVERY  # (a light module: pandas and torch only on use)
 
     p = sub.add_parser("train", help=help_, description="Train the paper's transformer on a binary-operation table.")
     # argparse %-formats help strings: the presets' "50 %" must reach it as "%%"

@@ -21,10 +21,12 @@ session wrote past the resume point (TensorBoard's purge step), which training m
 from __future__ import annotations
 
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .errors import GrokscopeError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METRIC_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
                "val_acc": "accuracy/val", "lr": "lr", "weight_norm": "weight_norm", "collapse": "collapse"}
@@ -38,6 +40,8 @@ FLUSH_SECS = 10  # the live event file reaches the disk at least this often
 
 def scalars(metrics: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Long table ``tag, step, value``: what ``to_tensorboard`` writes."""
+    import pandas as pd  # (here: ``grokscope train --help`` reads this module's constants without it)
+
     parts = []
     for col, tag in METRIC_TAGS.items():
         if col in metrics.columns:
@@ -109,8 +113,6 @@ class LiveScalars:
     def __init__(self, folder: str | Path, data, start: int, every: int = RESTRICTED_EVERY, log=print):
         from .analyses.fourier import not_cyclic, SIGN
 
-        if every < 1:
-            raise GrokscopeError(f"--tensorboard-every must be at least 1, got {every}")
         SummaryWriter = summary_writer()
         self.folder, self.data, self.every, self.last = Path(folder), data, int(every), int(start)
         self.no_restricted = not_cyclic(data) or (None if data.op in SIGN else

@@ -608,6 +608,10 @@ def _train(prep: Prepared, progress: bool, log, live: tuple = (False, RESTRICTED
         t0 = time.perf_counter()
         trainer.compile_now()
         log(f"grokscope: compiled in {time.perf_counter() - t0:.1f} s")
+    scalars = None
+    if live[0] is not False and live[0] is not None:
+        folder = live_folder(prep.run_dir) if live[0] is True else Path(live[0])
+        scalars = LiveScalars(folder, data, prep.start, live[1], log)
     writer = RunWriter(prep)
     record_session(prep.run_dir, cfg, device, prep.start)  # provenance.json: versions, machine, precision
     per, total_bytes = disk_estimate(trainer.model, writer.remaining_ckpts())
@@ -617,12 +621,9 @@ def _train(prep: Prepared, progress: bool, log, live: tuple = (False, RESTRICTED
         f"steps {prep.start}->{cfg.train.steps}")
     log(f"grokscope: {writer.remaining_ckpts()} checkpoints x {fmt_bytes(per)} = {fmt_bytes(total_bytes)} on disk "
         f"(+ {fmt_bytes(state_bytes)} resume state); free: {fmt_bytes(shutil.disk_usage(prep.run_dir).free)}")
+    if scalars is not None:
+        log(f"grokscope: TensorBoard scalars while training -> {scalars.folder} (tensorboard --logdir {scalars.folder.parent})")
     run = Run(prep.run_dir)
-    scalars = None
-    if live[0] is not False and live[0] is not None:
-        folder = live_folder(prep.run_dir) if live[0] is True else Path(live[0])
-        scalars = LiveScalars(folder, data, prep.start, live[1], log)
-        log(f"grokscope: TensorBoard scalars while training -> {folder} (tensorboard --logdir {folder.parent})")
     run.interrupted = fit(trainer, [writer], progress=progress, log=log, live=scalars)
     if run.interrupted:
         raise TrainingInterrupted([run], read_state_step(prep.run_dir / STATE_FILE))

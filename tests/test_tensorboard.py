@@ -79,6 +79,10 @@ def test_live_scalars_equal_the_offline_ones_and_a_resume_appends(tmp_path):
     assert sorted(got[RESTRICTED_TAG]) == [0, 9, 15, 21, 30]
     want = restricted_loss_own_keys(run.model_at(30), run.data)
     assert got[RESTRICTED_TAG][30] == pytest.approx(want, rel=1e-6)
+    plain = grokscope.train(cfg, out=tmp_path / "plain", steps=30, **QUIET)  # training itself is not touched
+    a = plain.metrics.drop(columns="elapsed_s").set_index("step")
+    b = run.metrics.drop(columns="elapsed_s").set_index("step")  # (plus step 20, where the first budget ended)
+    assert set(a.index) < set(b.index) and b.loc[a.index].equals(a)
 
 
 def test_restricted_loss_own_keys_is_fouriers(tiny_run):
