@@ -11,7 +11,8 @@ with its stated error (``llc_se``).
 
 ``--before DIR``: a checkout of grokscope from before a change (e.g. ``git worktree add DIR main``):
 the same measurement runs with that code in a second process at the same time, so both see the same
-load; the table puts the two side by side, with the time ratios.
+load; the table puts the two side by side, with the time ratios and the difference of the estimates in
+units of their joint stated error (sqrt(se_before² + se_this²)).
 """
 from __future__ import annotations
 
@@ -95,7 +96,9 @@ def main() -> None:
                         + (f" ({x['warning'][:40]})" if x["warning"] else ""))
         if "before" in results:
             b, a = results["before"][step], results["this"][step]
-            line.append(f"before/this: wall {b['wall'] / a['wall']:.1f}x, CPU {b['cpu'] / a['cpu']:.1f}x")
+            sigma = (b["se"] ** 2 + a["se"] ** 2) ** 0.5
+            line.append(f"before/this: wall {b['wall'] / a['wall']:.1f}x, CPU {b['cpu'] / a['cpu']:.1f}x; "
+                        f"estimates differ by {abs(b['llc'] - a['llc']) / sigma:.2f} of their joint stated error")
         print("  ".join(line))
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 

@@ -76,6 +76,8 @@ def _add_field(p: argparse.ArgumentParser, f: Field) -> None:
 
 
 def _add_train(sub, help_: str) -> None:
+    from .tensorboard import RESTRICTED_EVERY  # (a light module: pandas and torch only on use)
+
     p = sub.add_parser("train", help=help_, description="Train the paper's transformer on a binary-operation table.")
     # argparse %-formats help strings: the presets' "50 %" must reach it as "%%"
     p.add_argument("--preset", help="; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()).replace("%", "%%"),
@@ -89,6 +91,12 @@ def _add_train(sub, help_: str) -> None:
     p.add_argument("--out", metavar="DIR", help="run directory (default checkpoints/<op>_p<p>_f<frac>_s<seed>, e.g. checkpoints/xdivy_p97_f0.5_s0)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (with --steps: a new budget)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tensorboard", nargs="?", const=True, default=False, metavar="DIR",
+                   help="write TensorBoard scalars while training (losses, accuracies, weight norm, collapse; the "
+                        "restricted loss every --tensorboard-every steps) into DIR (default "
+                        "<results folder>/tensorboard/live); needs pip install 'grokscope[tensorboard]'")
+    p.add_argument("--tensorboard-every", type=int, default=None, metavar="N",
+                   help=f"steps between two live restricted losses (default {RESTRICTED_EVERY})")
     _add_field(p, fields["compile"])
     _add_threads(p)
     for f in axes().values():
@@ -125,12 +133,17 @@ def cmd_train(args) -> int:
         if fixed:
             raise GrokscopeError(f"--resume continues a run with its own config; drop --{', --'.join(fixed)}")
     try:
+        live = {"tensorboard": args.tensorboard}
+        if args.tensorboard_every is not None:
+            if args.tensorboard is False:
+                raise GrokscopeError("--tensorboard-every needs --tensorboard")
+            live["tensorboard_every"] = args.tensorboard_every
         if args.resume:
-            run = train(resume=args.resume, steps=args.steps, progress=not args.no_progress, log=_say)
+            run = train(resume=args.resume, steps=args.steps, progress=not args.no_progress, log=_say, **live)
         else:
             cfg = build_config(args)
             get_operation(cfg.task.op)  # unknown operation: fail before touching the disk
-            run = train(cfg, out=args.out, progress=not args.no_progress, log=_say)
+            run = train(cfg, out=args.out, progress=not args.no_progress, log=_say, **live)
     except TrainingInterrupted:  # saved; the loop printed the command that continues the run
         return 130
     m = run.metrics

@@ -41,8 +41,9 @@ from .model import build_model, weight_norm
 from .progress import tqdm
 from .provenance import record_session
 from .resume import read_state_step, resume_parts, resume_tensors
-from .run import CONFIG_FILE, STATE_FILE, Prepared, Run, RunWriter, disk_estimate, is_run_dir, prepare
+from .run import CONFIG_FILE, METRIC_COLUMNS, STATE_FILE, Prepared, Run, RunWriter, disk_estimate, is_run_dir, prepare
 from .tasks import Dataset
+from .tensorboard import RESTRICTED_EVERY, LiveScalars, live_folder, summary_writer
 from .weights import load_weights
 
 
@@ -442,8 +443,8 @@ def early_stop_text(step: int, total: int, level: float, reached: int | None, ma
 class _Loop:
     """``fit``'s bookkeeping for K runs that step together: evaluate and record, checkpoint, early stop."""
 
-    def __init__(self, trainer, writers: list[RunWriter], progress: bool, desc: str, log=print):
-        self.trainer, self.writers, w0, self.log = trainer, writers, writers[0], log
+    def __init__(self, trainer, writers: list[RunWriter], progress: bool, desc: str, log=print, live=None):
+        self.trainer, self.writers, w0, self.log, self.live = trainer, writers, writers[0], log, live
         self.early = ""  # why every run ended before the budget (``stopped_early``)
         self.eval_steps, self.ckpt_set = w0.eval_steps, set(w0.ckpt_steps)
         self.t0 = time.perf_counter()
@@ -466,6 +467,8 @@ class _Loop:
             if w.stopped:
                 continue
             w.record(step, (tl, ta, vl, va, lr, wn, elapsed, collapse))
+            if self.live is not None:
+                self.live.record(step, dict(zip(METRIC_COLUMNS[1:], (tl, ta, vl, va, lr, wn, elapsed, collapse))), trainer)
             if w.ends(step, va):
                 ending.append(k)
         if ending:  # early stop: these runs end here, with a checkpoint and their resume state
@@ -522,9 +525,11 @@ class _Loop:
             self.log(f"grokscope: {self.early}")
         for w in self.writers:
             w.close()
+        if self.live is not None:
+            self.live.close()
 
 
-def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str = "", log=print) -> bool:
+def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str = "", log=print, live=None) -> bool:
     """Train until the (shared) budget: metrics, checkpoints and resume states of every run on schedule.
 
     ``trainer`` holds K runs that step together (``Trainer``: K = 1; ``BatchedTrainer``) and gives per
@@ -533,10 +538,11 @@ def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str =
     saving a checkpoint and the resume state of every run). A run whose config sets ``stop_val_acc``
     ends (checkpoint and resume state at that step) at the first evaluation that reaches it (or, with
     ``stop_margin``, at the first evaluation at or after ``stop_step``); the
-    others go on, and the loop ends when every run has ended or the budget is spent."""
+    others go on, and the loop ends when every run has ended or the budget is spent. ``live``: a
+    ``tensorboard.LiveScalars`` that gets every metrics row as it is written (one run only)."""
     start, total = writers[0].prep.start, writers[0].prep.cfg.train.steps
     with _sigint_sets_flag() as flag:
-        loop = _Loop(trainer, writers, progress, desc, log)
+        loop = _Loop(trainer, writers, progress, desc, log, live)
         try:
             if start == 0:
                 loop.record(0)
@@ -561,20 +567,30 @@ def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str =
 # --- the public entry point ----------------------------------------------------------------------
 @restoring_cpu_settings
 def train(config: RunConfig | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
-          steps: int | None = None, progress: bool = True, log=print) -> Run:
+          steps: int | None = None, progress: bool = True, log=print, tensorboard: bool | str | Path = False,
+          tensorboard_every: int = RESTRICTED_EVERY) -> Run:
     """Train a run (or continue one with ``resume=DIR``) and return it.
 
     ``out`` defaults to ``checkpoints/<op>_p<p>_f<frac>_s<seed>``. With ``resume``, the run's own
     config is used; ``steps`` may extend its budget. Ctrl-C saves a checkpoint and the resume state,
     then raises ``TrainingInterrupted`` (a KeyboardInterrupt; its ``run`` is the run), whose message
     says how to continue. The caller's process is left as it was (see ``cpu_settings``).
+
+    ``tensorboard``: True (into ``<results folder>/tensorboard/live``) or a folder: TensorBoard scalars
+    written while training (``tensorboard.LiveScalars``), the restricted loss every
+    ``tensorboard_every`` steps.
     """
+    if tensorboard is not False and tensorboard is not None:
+        summary_writer()  # the extra is missing: one error before anything is written
+        if tensorboard_every < 1:
+            raise GrokscopeError(f"--tensorboard-every must be at least 1, got {tensorboard_every}")
+    live = (tensorboard, tensorboard_every)
     if resume is not None:
         run_dir = Path(resume)
         if not is_run_dir(run_dir):
             raise GrokscopeError(f"cannot resume {run_dir}: not a run directory (no {CONFIG_FILE})")
         with FolderLock(run_dir, "train --resume"):  # read and checked under the lock: no writer moves it
-            return _train(prepare(resume=run_dir, steps=steps), progress, log)
+            return _train(prepare(resume=run_dir, steps=steps), progress, log, live)
     prep = prepare(config, out, steps=steps)
     from .sweep.folder import enclosing
 
@@ -587,7 +603,7 @@ def train(config: RunConfig | None = None, out: str | Path | None = None, *, res
         if is_run_dir(prep.run_dir):  # made by another process since prepare() looked
             raise GrokscopeError(f"{prep.run_dir} already holds a run; continue it with --resume {prep.run_dir} "
                                  f"or pick another --out")
-        return _train(prep, progress, log)
+        return _train(prep, progress, log, live)
     except BaseException:
         if not is_run_dir(prep.run_dir):
             lock.discard()  # a run that never started leaves no folder behind (when the lock made it)
@@ -596,7 +612,7 @@ def train(config: RunConfig | None = None, out: str | Path | None = None, *, res
         lock.release()
 
 
-def _train(prep: Prepared, progress: bool, log) -> Run:
+def _train(prep: Prepared, progress: bool, log, live: tuple = (False, RESTRICTED_EVERY)) -> Run:
     cfg, data = prep.cfg, prep.data
     device = pick_device(cfg.train.device)
     trainer = Trainer(cfg, data, device)
@@ -607,6 +623,10 @@ def _train(prep: Prepared, progress: bool, log) -> Run:
         t0 = time.perf_counter()
         trainer.compile_now()
         log(f"grokscope: compiled in {time.perf_counter() - t0:.1f} s")
+    scalars = None
+    if live[0] is not False and live[0] is not None:
+        folder = live_folder(prep.run_dir) if live[0] is True else Path(live[0])
+        scalars = LiveScalars(folder, data, prep.start, live[1], log)
     writer = RunWriter(prep)
     record_session(prep.run_dir, cfg, device, prep.start)  # provenance.json: versions, machine, precision
     per, total_bytes = disk_estimate(trainer.model, writer.remaining_ckpts())
@@ -616,8 +636,10 @@ def _train(prep: Prepared, progress: bool, log) -> Run:
         f"steps {prep.start}->{cfg.train.steps}")
     log(f"grokscope: {writer.remaining_ckpts()} checkpoints x {fmt_bytes(per)} = {fmt_bytes(total_bytes)} on disk "
         f"(+ {fmt_bytes(state_bytes)} resume state); free: {fmt_bytes(shutil.disk_usage(prep.run_dir).free)}")
+    if scalars is not None:
+        log(f"grokscope: TensorBoard scalars while training -> {scalars.folder} (tensorboard --logdir {scalars.folder.parent})")
     run = Run(prep.run_dir)
-    run.interrupted = fit(trainer, [writer], progress=progress, log=log)
+    run.interrupted = fit(trainer, [writer], progress=progress, log=log, live=scalars)
     if run.interrupted:
         raise TrainingInterrupted([run], read_state_step(prep.run_dir / STATE_FILE))
     return run

@@ -44,3 +44,87 @@ def test_cli_and_nothing_to_write(tiny_run, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(GrokscopeError):
         grokscope.to_tensorboard(tmp_path / "missing")
+
+
+# --- live, while training (grokscope train --tensorboard) -----------------------------------------------
+def test_live_scalars_equal_the_offline_ones_and_a_resume_appends(tmp_path):
+    """A tiny run trained with live scalars, interrupted by its budget and resumed: every shared tag holds
+    exactly the offline export's points (each step once), and the restricted loss is written at step 0
+    and the first evaluation at or after each multiple of ``tensorboard_every``, with fourier's value."""
+    from conftest import QUIET, tiny_config
+
+    from grokscope.analyses.fourier import restricted_loss_own_keys
+    from grokscope.tensorboard import RESTRICTED_TAG
+
+    cfg = tiny_config(model={"n_layers": 1}, train={"steps": 20}, schedule={"eval_every": 3})
+    live = tmp_path / "live"
+    grokscope.train(cfg, out=tmp_path / "run", tensorboard=live, tensorboard_every=7, **QUIET)
+    # a point the interrupted session wrote past the resume point, which the resumed session measures again
+    from torch.utils.tensorboard import SummaryWriter
+
+    stale = SummaryWriter(str(live), filename_suffix=".live")
+    stale.add_scalar("loss/train", 123.0, global_step=21)
+    stale.close()
+    run = grokscope.train(resume=tmp_path / "run", steps=30, tensorboard=live, tensorboard_every=7, **QUIET)
+    got = read_scalars(live)
+    offline = read_scalars(grokscope.to_tensorboard(run, logdir=tmp_path / "offline"))
+    shared = set(got) & set(offline)
+    assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr", "weight_norm", "collapse"} <= shared
+    for tag in shared:
+        assert got[tag] == offline[tag], tag  # the same float32 values at the same steps
+    steps = list(run.metrics.step)
+    assert sorted(got["loss/train"]) == steps and len(steps) == len(set(steps))
+    assert 123.0 not in got["loss/train"].values()
+    # restricted loss: step 0, then the first evaluation at or after 7, 14, 21, 28 (evaluations every 3)
+    assert sorted(got[RESTRICTED_TAG]) == [0, 9, 15, 21, 30]
+    want = restricted_loss_own_keys(run.model_at(30), run.data)
+    assert got[RESTRICTED_TAG][30] == pytest.approx(want, rel=1e-6)
+    plain = grokscope.train(cfg, out=tmp_path / "plain", steps=30, **QUIET)  # training itself is not touched
+    a = plain.metrics.drop(columns="elapsed_s").set_index("step")
+    b = run.metrics.drop(columns="elapsed_s").set_index("step")  # (plus step 20, where the first budget ended)
+    assert set(a.index) < set(b.index) and b.loc[a.index].equals(a)
+
+
+def test_restricted_loss_own_keys_is_fouriers(tiny_run):
+    from grokscope.analyses.fourier import fourier, restricted_loss_own_keys
+
+    model = tiny_run.model_at(tiny_run.steps[-1])
+    assert restricted_loss_own_keys(model, tiny_run.data) == pytest.approx(
+        fourier(model, tiny_run.data, key_freqs="own")["restricted_loss"], rel=1e-12)
+
+
+def test_live_without_a_fourier_basis_says_so_once(tmp_path):
+    from conftest import tiny_config
+
+    from grokscope.tensorboard import RESTRICTED_TAG
+
+    lines = []
+    cfg = tiny_config(task={"op": "s5", "p": 5, "frac": 0.3}, train={"steps": 4}, schedule={"eval_every": 2})
+    grokscope.train(cfg, out=tmp_path / "run", tensorboard=tmp_path / "live", tensorboard_every=1, progress=False,
+                    log=lines.append)
+    said = [line for line in lines if "no restricted loss" in line]
+    assert len(said) == 1 and "s5" in said[0]
+    got = read_scalars(tmp_path / "live")
+    assert RESTRICTED_TAG not in got and sorted(got["loss/train"]) == [0, 2, 4]
+
+
+def test_cli_live_flags_and_a_missing_extra(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from grokscope.cli import main
+    from grokscope.tensorboard import live_folder
+
+    run_dir = tmp_path / "checkpoints" / "r"
+    args = ["train", "--op", "x+y", "--p", "5", "--frac", "0.5", "--steps", "4", "--d-model", "16", "--n-heads", "2",
+            "--d-mlp", "16", "--n-layers", "1", "--eval-every", "2", "--no-progress", "--out", str(run_dir)]
+    assert main(args + ["--tensorboard"]) == 0
+    assert live_folder(run_dir) == tmp_path / "analyses" / "r" / "tensorboard" / "live"
+    assert sorted(read_scalars(live_folder(run_dir))["loss/val"]) == list(grokscope.load_run(run_dir).metrics.step)
+    capsys.readouterr()
+    assert main(args[:-1] + [str(tmp_path / "r2"), "--tensorboard-every", "5"]) == 2
+    assert capsys.readouterr().err.strip() == "grokscope: error: --tensorboard-every needs --tensorboard"
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the extra were not installed
+    assert main(args[:-1] + [str(tmp_path / "r3"), "--tensorboard"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["grokscope: error: TensorBoard export needs the tensorboard package: pip install 'grokscope[tensorboard]'"]
+    assert not (tmp_path / "r3").exists()  # nothing written

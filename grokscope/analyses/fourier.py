@@ -375,6 +375,27 @@ def _losses(model, data, row: torch.Tensor, resid_mid, acts, resid_post, keys: l
     return out[0], out[1]
 
 
+def restricted_loss_own_keys(model, data) -> float:
+    """The restricted loss of ``model`` with its own key frequencies (its unembedding's, counted by the gap
+    rule): ``fourier(model, data, key_freqs="own")["restricted_loss"]``, computing only what that needs
+    (one forward over the grid, no neuron measures), for a live view while training, when the final
+    checkpoint's keys are not known yet. NaN where ``fourier`` has none (an operation that is not a cyclic
+    sum or difference); an error where the Fourier analyses do not apply (``not_cyclic``)."""
+    _check(data)
+    if data.op not in SIGN:
+        return float("nan")
+    tokens = cyclic_tokens(data)
+    n = len(tokens)
+    basis, freqs = fourier_basis(n)
+    keys = key_frequencies(frequency_norms(element_matrices(model, tokens)["unembed"], basis, freqs))
+    L = model.cfg.n_layers
+    x, row = grid_tokens(data, tokens)
+    names = [f"blocks.{L - 1}.hook_resid_mid", f"blocks.{L - 1}.mlp.hook_post"]
+    acts = last_position_acts(model, x, names)
+    with torch.no_grad():
+        return _losses(model, data, row, acts[names[0]], acts[names[1]], keys, n)[0]
+
+
 # --- the registered analyses ------------------------------------------------------------------------
 @register("fourier_spectrum", summary="norm of the embedding and unembedding on each Fourier frequency",
           version=1, applies=not_cyclic)

@@ -9,7 +9,8 @@ sampled by SGLD (``devinterp.slt.sampling.sample``): per step
 Δw = ε/2 · (−nβ ∇L_m(w) − γ (w − w*)) + N(0, ε), L_m the minibatch loss. E_w is the mean minibatch loss
 over the draws after ``burnin`` steps, every chain; L_n(w*) is devinterp's ``init_loss`` (the mean over
 ``init_batches`` minibatches at w*). devinterp's own ``compute_llc`` averages over the burn-in as well;
-its figure is kept as ``llc_all_steps``.
+its figure is kept as ``llc_all_steps``. devinterp runs the chains side by side, as one chain of their
+stacked weights (``_Chains``; the same chains in law, about 1.7x faster on the quick model).
 
 The estimate depends on the step size ε (``lr``), the localisation γ, nβ and the number of draws, and
 means something only when the chains have settled. The table therefore holds, besides the estimate:
@@ -32,6 +33,7 @@ apply and says how to install it. The model's weights are never changed (devinte
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import gc
 import math
@@ -97,35 +99,103 @@ def _check_llc_args(n: int, lr: float, chains: int, draws: int, localization: fl
 def _sample_chains(model, row_loss, n: int, *, lr: float, nbeta: float, chains: int, draws: int, burnin: int,
                    batch: int, init_batches: int, seed: int, localization: float) -> tuple[float, np.ndarray, float]:
     """SGLD chains through devinterp. Returns the loss at the checkpoint, the (chain, step) trace of the
-    mean sampled loss (burn-in included) and devinterp's own LLC estimate (over every step)."""
-    from datasets import Dataset
+    mean sampled loss (burn-in included) and devinterp's own LLC estimate (over every step).
+
+    What devinterp is given is shaped for speed (``_Chains``, ``_batches``): the chains are the ones it
+    would draw from the model itself, chain by chain, in law (their random numbers are drawn in another
+    order)."""
     from devinterp.slt.llc import compute_llc
     from devinterp.slt.sampling import sample
 
-    # devinterp samples language models: each "sequence" here is (row index, 0), and the loss of its one
-    # next-token position is the row's own loss, so every reduction devinterp makes is over rows
-    rows = Dataset.from_dict({"input_ids": [[i, 0] for i in range(n)]}).with_format("torch")
+    stacked = _Chains(model, chains)
+    batches = _batches(n, batch, seed, next(model.parameters()).device)
 
-    def loss_fn(m, input_ids):
-        return row_loss(m, input_ids[:, 0].long())[:, None]  # (batch, 1)
+    def loss_fn(m, input_ids):  # input_ids (1, chains + 1): (batch index, 0, ...) -> (1, chains): each chain's mean batch loss
+        rows = batches[int(input_ids[0, 0])]
+        return torch.stack([row_loss(m.bound(c), rows).mean() for c in range(chains)])[None]
 
-    masks = {name: None for name, p in model.named_parameters() if p.requires_grad}
+    # an item per minibatch, as a "sequence" of chains + 1 tokens (its index, then zeros): devinterp takes
+    # the loss at each of its chains next-token positions, here the chains' losses
+    items = [{"input_ids": torch.tensor([b] + [0] * chains)} for b in range(len(batches))]
     out_dir = tempfile.mkdtemp(prefix="grokscope-llc-")
     device = str(next(model.parameters()).device)
     try:
         with warnings.catch_warnings(), _quiet_chains(), _gc_frozen():
             warnings.simplefilter("ignore")
-            samples = sample(model, rows, {}, lr=lr, n_beta=nbeta, param_masks=masks, num_chains=chains,
-                             num_draws=draws, batch_size=batch, num_burnin_steps=burnin, num_init_loss_batches=init_batches,
-                             init_seed=seed, localization=localization, device=device,
+            # devinterp backpropagates the mean over the chains' losses: nbeta * chains gives each chain nbeta
+            samples = sample(stacked, items, {}, lr=lr, n_beta=nbeta * chains, param_masks={"w": None}, num_chains=1,
+                             num_draws=draws, batch_size=1, num_burnin_steps=burnin, num_init_loss_batches=init_batches,
+                             init_seed=seed, localization=localization, device=device, shuffle=False,
                              output_path=f"{out_dir}/samples.zarr", loss_fn=loss_fn)
             ds = samples.dataset
             init_loss = float(ds.init_loss.values.mean())
-            trace = ds.sampling_loss_micro.mean(dim=["batch_sampling", "token_pos"]).values.astype(np.float64)  # (chain, step)
-            devinterp_llc = float(compute_llc(samples)["llc_mean"])
+            trace = ds.sampling_loss_micro.values[0, :, 0, :].T.astype(np.float64)  # (chain, step)
+            devinterp_llc = float(compute_llc(samples)["llc_mean"]) / chains
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     return init_loss, trace, devinterp_llc
+
+
+def _batches(n: int, batch: int, seed: int, device) -> torch.Tensor:
+    """(n // batch, batch) row indices: the minibatches of one pass over the training set, in the order the
+    sampler takes them (and then again from the first, as devinterp cycles through a loader's first pass).
+    A full batch is every row in order; smaller ones are cut from a permutation drawn from ``seed`` (the
+    rows that do not fill a last batch are left out, as devinterp's loader drops them). Every chain takes
+    the same minibatches, as devinterp's chains do by default.
+
+    devinterp is given one item per minibatch (its batch size 1) and the loss returns the minibatch's
+    mean: the same gradient and the same mean sampled loss as it computes from ``batch`` rows of one row
+    each, without collating the rows of every step and storing every row's loss (a full batch of the quick
+    model: 384 losses and 768 token ids a step and chain, about 10 MB a call written to its zarr store)."""
+    if batch >= n:
+        return torch.arange(n, device=device)[None]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[:n // batch * batch].view(-1, batch).to(device)
+
+
+class _Chains(torch.nn.Module):
+    """What devinterp samples: ``chains`` copies of ``model``'s trainable tensors as one parameter ``w``
+    (chains, n_params), each row a chain, sampled as one chain by devinterp.
+
+    SGLD's update is elementwise and the chains are independent, so one chain of the stacked weights,
+    whose loss is the mean of the copies' losses (devinterp's step multiplies that gradient by nbeta *
+    chains, so each copy's is its own loss's times nbeta), is the ``chains`` chains side by side: each
+    row gets its own gradient, its own pull to w* and its own noise, as devinterp would give it one chain
+    after another, in a dozen operations a step for all of them instead of a dozen per tensor per chain
+    (devinterp's step is a Python loop over its parameters; with its loss bookkeeping, that was a third
+    of each step of the quick model, 16 tensors). The loss has one column per chain, which devinterp
+    records as it records a sequence's positions: each chain's trace.
+
+    ``bound(c)`` gives a private copy of the model whose parameters are views of row c of ``w``, so the
+    gradient flows into it; the caller's model is never touched. The views are made once: they hold no
+    tensor for the backward (only sizes), so every step's backward goes through them again, and devinterp
+    updates ``w`` in place through ``.data``, which they see."""
+
+    def __init__(self, model: torch.nn.Module, chains: int):
+        super().__init__()
+        self.inner = [copy.deepcopy(model)]  # a list: not a submodule, so ``w`` is all devinterp sees
+        self.inner[0].train()  # as devinterp sets the model it samples
+        named = [(name, p) for name, p in self.inner[0].named_parameters() if p.requires_grad]
+        self.slots = [(self.inner[0].get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2]) for name, _ in named]
+        self.shapes, self.sizes = [p.shape for _, p in named], [p.numel() for _, p in named]
+        self.w = torch.nn.Parameter(torch.cat([p.detach().reshape(-1) for _, p in named]).repeat(chains, 1))
+        self.views = None
+
+    def bound(self, chain: int) -> torch.nn.Module:
+        if self.views is None or self.views[0] != self.w.data_ptr():
+            with torch.enable_grad():  # (devinterp's first forward, the loss at w*, runs under no_grad)
+                self.views = (self.w.data_ptr(), [[part.view(shape) for part, shape in zip(row.split(self.sizes), self.shapes)]
+                                                  for row in self.w.unbind(0)])
+        for (module, key), view in zip(self.slots, self.views[1][chain]):
+            module._parameters[key] = view
+        return self.inner[0]
+
+    def __deepcopy__(self, memo):
+        """devinterp samples a copy: its own ``w`` (and views), the private model shared."""
+        other = copy.copy(self)
+        other._parameters = {"w": torch.nn.Parameter(self.w.detach().clone())}
+        other.views = None
+        return other
 
 
 def _llc_table(trace: np.ndarray, init_loss: float, devinterp_llc: float, nbeta: float, burnin: int,
@@ -244,12 +314,12 @@ def transformer_row_loss(data, softmax: str = "softmax") -> Callable:
         rows = rows.to(x.device)
         if len(rows) < len(y):
             return answer_loss(answer_logits(model, x[rows]), y[rows], torch.float64, "none", softmax).float()
-        # a full batch (the default: every row, in the sampler's shuffled order): the forward of the
-        # training set in its own order, its token bookkeeping made once, then each row's loss taken
+        # a full batch (the default: every row, in order): the forward of the training set in its own
+        # order, its token bookkeeping made once, then each row's loss taken (in the order asked for)
         if "rows" not in whole:
-            whole["rows"] = answer_rows(model, x)
-        losses = answer_loss(answer_logits(model, x, rows=whole["rows"]), y, torch.float64, "none", softmax)
-        return losses.float()[rows]
+            whole["rows"], whole["order"] = answer_rows(model, x), torch.arange(len(y), device=x.device)
+        losses = answer_loss(answer_logits(model, x, rows=whole["rows"]), y, torch.float64, "none", softmax).float()
+        return losses if torch.equal(rows, whole["order"]) else losses[rows]
 
     return row_loss
 

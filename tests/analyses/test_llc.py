@@ -158,6 +158,43 @@ def test_the_full_batch_row_loss_is_each_rows_own_loss(tmp_path):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_stacked_chains_give_each_chain_its_own_loss_and_gradient():
+    """What devinterp samples: the chains' weights as rows of one parameter; each row's loss and gradient
+    are those of the model at that row's weights, across steps that update the rows in place through
+    ``.data`` (as devinterp's SGLD does), the views first made under no_grad (devinterp's loss at w*)."""
+    import copy
+
+    from grokscope.analyses.llc import _Chains
+
+    X, Y, w = regression(5)
+    model = Product(w)
+    row_loss = lambda m, rows: 0.5 * (m(X[rows]) - Y[rows]) ** 2  # noqa: E731
+    stacked = _Chains(model, 3)
+    rows = torch.arange(50)
+    with torch.no_grad():
+        stacked.bound(0)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        stacked.w.data.add_(0.1 * torch.randn(stacked.w.shape, generator=g))
+        stacked.w.grad = None
+        losses = torch.stack([row_loss(stacked.bound(c), rows).mean() for c in range(3)])
+        losses.sum().backward()
+        for c in range(3):
+            alone = copy.deepcopy(model)
+            alone.u.data.copy_(stacked.w.data[c, :5])
+            alone.v.data.copy_(stacked.w.data[c, 5:])
+            loss = row_loss(alone, rows).mean()
+            loss.backward()
+            torch.testing.assert_close(losses[c], loss)
+            torch.testing.assert_close(stacked.w.grad[c], torch.cat([alone.u.grad, alone.v.grad]))
+    assert torch.equal(model.u.data, (w.abs().sqrt() * w.sign()))  # the caller's model is untouched
+    copied = copy.deepcopy(stacked)  # devinterp samples a copy: its own weights
+    assert copied.w is not stacked.w and torch.equal(copied.w, stacked.w)
+    copied.w.data.zero_()
+    assert float(row_loss(copied.bound(1), rows).mean().detach()) == pytest.approx(float(0.5 * (Y[:50] ** 2).mean()))
+    assert stacked.w.abs().sum() > 0
+
+
 def test_gc_is_frozen_only_while_sampling():
     import gc
 
