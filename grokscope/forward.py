@@ -31,7 +31,7 @@ import torch.nn.functional as F
 # The single-run forward
 # =============================================================================================
 _ACTS = {
-    "relu": F.relu,
+    "relu": torch.relu_,  # in place on the matmul's fresh output (addmm keeps its inputs, not its output)
     "gelu": F.gelu,
     "gelu_new": lambda t: F.gelu(t, approximate="tanh"),
     "gelu_pytorch_tanh": lambda t: F.gelu(t, approximate="tanh"),
@@ -64,7 +64,7 @@ def _scores(q: torch.Tensor, k: torch.Tensor, scale) -> torch.Tensor:
     """q (..., Tq, H, d_head), k (..., T, H, d_head) -> (..., Tq, T, H) dot products over ``scale``.
 
     With T = 4, broadcast products beat batched matmuls of 4x32 @ 32x4 by about 2x on the CPU."""
-    return (q.unsqueeze(-3) * k.unsqueeze(-4)).sum(-1) / scale
+    return (q.unsqueeze(-3) * k.unsqueeze(-4)).sum(-1).div_(scale)
 
 
 def _mix(scores: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -78,12 +78,12 @@ def _mix_groups(q: torch.Tensor, groups: list, bias, scale) -> torch.Tensor:
     softmax over all of them (``bias``: the additive mask, (Tq, T, 1), or None), then the groups' sum."""
     scores = torch.cat([_scores(q, k, scale) for k, _ in groups], -2)
     if bias is not None:
-        scores = scores + bias
+        scores.add_(bias)
     pattern = scores.softmax(-2).split([k.shape[-3] for k, _ in groups], -2)
     z = None
     for p, (_, v) in zip(pattern, groups):
         part = (p.unsqueeze(-1) * v.unsqueeze(-4)).sum(-3)
-        z = part if z is None else z + part
+        z = part if z is None else z.add_(part)
     return z
 
 
@@ -94,10 +94,12 @@ def _block_out(resid: torch.Tensor, z: torch.Tensor, block, kind, act, capture=N
     go into it under the HookedTransformer's hook names."""
     N, Tq, d = resid.shape
     a, m = block.attn, block.mlp
-    resid = resid + torch.addmm(a.b_O, z.reshape(N * Tq, -1), a.W_O.reshape(-1, d)).view(N, Tq, d)
+    # the residual adds go in place into each matmul's fresh output (not a view: autograd would copy)
+    attn = torch.addmm(a.b_O, z.reshape(N * Tq, -1), a.W_O.reshape(-1, d))
+    resid = attn.add_(resid.reshape(N * Tq, d)).view(N, Tq, d)
     h = _norm(resid, block.ln2, kind).reshape(N * Tq, d)
     hidden = act(torch.addmm(m.b_in, h, m.W_in))  # (N*Tq, d_mlp)
-    out = resid + torch.addmm(m.b_out, hidden, m.W_out).view(N, Tq, d)
+    out = torch.addmm(m.b_out, hidden, m.W_out).add_(resid.reshape(N * Tq, d)).view(N, Tq, d)
     if capture is not None:
         capture[f"blocks.{layer}.hook_resid_mid"] = resid[:, -1]
         capture[f"blocks.{layer}.mlp.hook_post"] = hidden.view(N, Tq, -1)[:, -1]
@@ -136,7 +138,7 @@ def _first_block(r: _Rows, emb: torch.Tensor, block, is_last: bool, capture):
     w, b = _qkv_weights(a, "QKV")  # (d_model, 3*H*d_head)
     q, k, v = torch.addmm(b, _norm(emb, block.ln1, kind), w).view(-1, 3, r.H, r.dh).unbind(1)  # (U, H, dh)
     U = len(r.pairs)
-    qk = (torch.bmm(q.transpose(0, 1), k.permute(1, 2, 0)) / a.attn_scale).permute(1, 2, 0).reshape(U * U, r.H)
+    qk = torch.bmm(q.transpose(0, 1), k.permute(1, 2, 0)).div_(a.attn_scale).permute(1, 2, 0).reshape(U * U, r.H)
     if is_last:
         z = _mix(_take(qk, tok[:, -1:, None] * U + tok[:, None, :]), _take(v, tok))  # (B, 1, H, dh)
         return None, _block_out(_take(emb, tok[:, -1:]), z, block, kind, act, capture, 0)
@@ -155,7 +157,7 @@ def _middle_block(r: _Rows, pre: torch.Tensor, suf: torch.Tensor, block, capture
     hs = _norm(suf, block.ln1, kind)  # (B, 2, d_model)
     qp, kp, vp = torch.addmm(b, hp, w).view(P, S, 3, H, dh).unbind(2)
     qs, ks, vs = torch.addmm(b, hs.reshape(B * 2, r.d), w).view(B, 2, 3, H, dh).unbind(2)
-    z_p = _mix(_scores(qp, kp, a.attn_scale) + r.neg[:S, :S], vp)
+    z_p = _mix(_scores(qp, kp, a.attn_scale).add_(r.neg[:S, :S]), vp)
     z_s = _mix_groups(qs, [(_take(kp, r.inv), _take(vp, r.inv)), (ks, vs)], r.neg[S:], a.attn_scale)
     return (_block_out(pre, z_p, block, kind, r.act),
             _block_out(suf, z_s, block, kind, r.act, capture, layer))
@@ -205,7 +207,8 @@ def answer_logits(model, tokens: torch.Tensor, capture: dict | None = None, rows
         return model(tokens)[:, -1]
     r = _Rows(model.cfg, tokens) if rows is None else rows
     V = model.cfg.d_vocab
-    emb = _take(model.embed.W_E, r.pairs % V) + _take(model.pos_embed.W_pos, r.pairs // V)  # (U, d_model)
+    emb = torch.index_select(model.embed.W_E, 0, r.pairs % V)  # (U, d_model)
+    emb.add_(torch.index_select(model.pos_embed.W_pos, 0, r.pairs // V))
     last = len(model.blocks) - 1
     pre = suf = None
     for layer, block in enumerate(model.blocks):
