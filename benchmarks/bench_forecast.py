@@ -227,14 +227,17 @@ def leads(args) -> None:
             ll = find_leadlag(Run(d).metrics, results, n_answers=round(np.exp(facts["chance"]))).set_index("measure")
             rows.append({k: ll.loc[k, "lead"] if k in ll.index else pd.NA
                          for k in ("fsd", "restricted_loss", "unembed_circle_r2")} | {"sweep": sweep})
-    t = pd.DataFrame(rows).dropna()
-    t = t.astype({"fsd": float, "restricted_loss": float, "unembed_circle_r2": float})
-    print(f"lead on validation loss (steps; phases_leadlag) over {len(t)} grokking runs: "
-          + ", ".join(f"{k} mean {t[k].mean():.0f}, median {t[k].median():.0f}" for k in ("fsd", "restricted_loss", "unembed_circle_r2"))
-          + f"; FSD ahead of restricted loss in {int((t['fsd'] > t['restricted_loss']).sum())}/{len(t)}")
+    t = pd.DataFrame(rows)
+    keys = ("fsd", "restricted_loss", "unembed_circle_r2")
+    t[list(keys)] = t[list(keys)].astype(float)
+    print(f"lead on validation loss (steps; phases_leadlag's rule) over the {len(t)} grokking runs, where the measure "
+          "moved: " + "; ".join(f"{k} mean {t[k].mean():.0f}, median {t[k].median():.0f} ({t[k].notna().sum()} runs)"
+                                for k in keys))
+    both = t.dropna(subset=["fsd", "restricted_loss"])
+    print(f"FSD ahead of restricted loss in {int((both['fsd'] > both['restricted_loss']).sum())} of the {len(both)} "
+          f"runs where both moved (level with it in {int((both['fsd'] == both['restricted_loss']).sum())})")
 
 
-# --- the live forecaster's cost --------------------------------------------------------------------------
 def overhead(args) -> None:
     """Train a preset's run for ``--steps`` steps twice, side by side in one process: evaluations only, then
     evaluations and ``LiveForecaster.update`` at each; print both times and the ratio."""
@@ -261,7 +264,7 @@ def overhead(args) -> None:
                 tl, ta, vl, va, _ = trainer.evaluate()[0]
                 if live is not None:
                     row = {"train_loss": tl, "train_acc": ta, "val_loss": vl, "val_acc": va,
-                           "weight_norm": trainer.weight_norm}
+                           "weight_norm": trainer.weight_norms()[0]}
                     live.update(step, row, trainer.model)
         times.setdefault(live_on, []).append(time.perf_counter() - start)
         if live is not None:

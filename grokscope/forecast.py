@@ -23,8 +23,8 @@ to t only.
 
 Model (fitted by ``benchmarks/bench_forecast.py fit``, shipped as ``forecast_model.json``:
 coefficients, never a pickle): standardised features; a logistic regression for ``p_grok``; a ridge
-regression of ln(T_grok / t) on the runs that grok, fitted on the steps before they do, whose
-residuals' 10 % and 90 % quantiles give the 80 % interval. Once validation loss is below chance
+regression of ln(T_grok / t) on the runs that grok, fitted on their steps from 15 % of the way to the
+grok step to it, whose residuals' 10 % and 90 % quantiles give the 80 % interval. Once validation loss is below chance
 after memorisation, ``grok_step`` is the step it went below (``lo`` = ``hi`` = it).
 """
 from __future__ import annotations
@@ -310,8 +310,10 @@ def forecast_run(run, steps=None, forecaster: Forecaster | None = None) -> pd.Da
 
 class LiveForecaster:
     """Fed during training (``update`` at the trainer's evaluations); costs <= 5 % of training time in
-    total: it measures the weights every ``every`` steps, and doubles ``every`` whenever its own time
-    exceeds ``SHARE`` of the wall time since its last measurement (read ``every`` after each update)."""
+    total. It measures the weights at most every ``every`` steps and, after each measurement, sets
+    ``every`` so that its own time is ``SHARE`` (2 %) of the training time between measurements: its
+    last measurement's cost over the wall time per step since the one before (read ``every`` after
+    each update). ``spent``: its own time so far, in seconds."""
 
     SHARE = 0.02
 
@@ -322,33 +324,37 @@ class LiveForecaster:
         self.data = make_dataset(t.op, t.p, t.frac, t.seed, t.outliers)
         self.budget, self.chance = int(budget), chance_of(self.data)
         self.fc = forecaster or Forecaster.load()
-        self.every = max(int(config.schedule.eval_every), budget // 200, 1)
+        self.min_every = max(int(config.schedule.eval_every), 1)
+        self.every = self.min_every
         self.rows: list[dict] = []
         self.measured: list[dict] = []
-        self.last: tuple[int, float] | None = None  # (step, wall time) of the last measurement
+        self.last: tuple[int, float] | None = None  # (step, wall time at the end) of the last measurement
+        self.start = (0, time.perf_counter())
         self.spent = 0.0
 
     def update(self, step: int, metrics: dict, model) -> Forecast | None:
         """metrics: the row the trainer just measured (train_loss, val_loss, train_acc, weight_norm, ...);
         model: the live model (read only, under no_grad). Returns a new Forecast when it has one."""
-        self.rows.append({"step": int(step), **{k: metrics.get(k, float("nan")) for k in METRIC_MEASURES}})
+        self.rows.append({"step": int(step), **{k: float(metrics.get(k, float("nan"))) for k in METRIC_MEASURES}})
         if step <= 0 or (self.last is not None and step - self.last[0] < self.every):
             return None
-        start = time.perf_counter()
+        begin = time.perf_counter()
         was = model.training
         model.eval()
         try:
             self.measured.append({"step": int(step), **progress_measures(model, self.data)})
         finally:
             model.train(was)
-        table = pd.DataFrame(self.rows)
-        out = self.fc.forecast(table, pd.DataFrame(self.measured), int(step), self.budget, self.chance)
-        now = time.perf_counter()
-        cost = now - start
+        out = self.fc.forecast(pd.DataFrame(self.rows), pd.DataFrame(self.measured), int(step), self.budget,
+                               self.chance)
+        end = time.perf_counter()
+        cost = end - begin
         self.spent += cost
-        if self.last is not None and cost > self.SHARE * (start - self.last[1]):
-            self.every *= 2
-        self.last = (int(step), now)
+        prev_step, prev_time = self.last or self.start
+        per_step = (begin - prev_time) / max(int(step) - prev_step, 1)  # training's wall time per step
+        if per_step > 0:
+            self.every = max(self.min_every, math.ceil(cost / (self.SHARE * per_step)))
+        self.last = (int(step), end)
         return out
 
 
