@@ -20,6 +20,27 @@ neurons' dominant frequencies, and the restricted and excluded losses. ``fourier
 neuron, over the full (a, b) grid at the ``=`` position, the frequency k whose 2-D Fourier terms
 (cos/sin(w a), cos/sin(w b) and their products, w = 2*pi*k/n) explain most of the neuron's variance.
 
+FSD, the Frequency Synchronization Degree (``fsd``; our reading of arXiv 2606.12966, "Circuit
+synchronization precedes generalization", whose text is not available to us: its abstract describes
+a normalised, permutation-tested Fourier synchronisation score needing no knowledge of the circuit).
+Three components, each a matrix whose rows are the group elements in cyclic order: the embedding
+(W_E rows), the first MLP's neuron inputs (W_E rows times W_in of block 0: each neuron's input
+weight as a function of the token) and the unembedding (W_U columns). Each gets its share of
+squared norm on each non-constant frequency, s_c(k) (summing to 1 over k). Their synchronisation is
+the mass all three share, O = sum_k min_c s_c(k): 1 when all three put their norm on the same
+frequencies in the same proportions, lower when they spread or disagree. A flat spectrum also
+shares a lot (O near 1 for three flat spectra), so O is held against its permutation null: the
+frequency labels of the neuron inputs and the unembedding permuted independently (``FSD_PERMUTATIONS``
+draws from a fixed seed, so FSD is a deterministic function of the weights), mean O_0.
+FSD = O - O_0, clipped to [0, 1]: the synchronisation beyond what the same spectra give when their
+frequencies are unrelated. About 1 for a synchronised circuit on a few of the K frequencies (three
+components on the same m of them: 1 - O_0 with O_0 about (m/K)^2; 0.93 for m = 3 of K = 11), about
+0 for random weights (flat spectra: O is near O_0) and for components concentrated on different
+frequencies (O below O_0). Not divided by 1 - O_0 (Cohen's kappa): for flat spectra that
+denominator is small and the ratio is noise (random weights scored up to 0.4 that way). ``fsd_p`` is the permutation p-value (share of null draws at least O, with +1s).
+The paper's own normalisation may differ; the lead/lag table times FSD half-way through its rise,
+as it times every non-loss measure.
+
 Restricted / excluded loss, on the final block's MLP activations ``blocks.{L-1}.mlp.hook_post`` at the
 ``=`` position, as functions on the (a, b) grid (every pair of group elements), with s = a+b (x+y,
 x*y: log a + log b) or s = a-b (x-y, x/y: log a - log b) and the key frequencies' terms
@@ -186,6 +207,51 @@ def losses_unfaithful(n_layers: int, norm: str | None, op: str) -> str | None:
         why.append(f"{norm} normalisation (the final norm rescales the projected stream non-linearly)")
     return ("restricted/excluded loss are Nanda et al.'s one-layer, no-LayerNorm measure; this model has "
             + " and ".join(why)) if why else None
+
+
+FSD_PERMUTATIONS = 200  # permutation-null draws of FSD
+FSD_SEED = 0
+
+
+def fsd_components(model, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """FSD's three components, each (n, width) with rows in cyclic order: the embedding, the first MLP's
+    neuron inputs (embedding times W_in of block 0) and the unembedding."""
+    m = element_matrices(model, tokens)
+    return {"embed": m["embed"], "neurons": m["embed"] @ model.blocks[0].mlp.W_in, "unembed": m["unembed"]}
+
+
+def synchronisation(shares: np.ndarray) -> np.ndarray:
+    """O = sum_k min_c s_c(k) of (..., C, K) frequency shares: the norm share every component puts on the same frequencies."""
+    return shares.min(-2).sum(-1)
+
+
+def frequency_synchronisation(norms: list[torch.Tensor], n_perm: int = FSD_PERMUTATIONS,
+                              seed: int = FSD_SEED) -> tuple[float, float]:
+    """(FSD, p-value) of components' frequency norms ((K+1,) each, ``frequency_norms``; frequency 0 dropped):
+    O - O_0 clipped to [0, 1], O_0 the mean of O over ``n_perm`` draws that permute each
+    component's frequency labels but the first's independently (see the module docstring)."""
+    sq = np.stack([n[1:].double().numpy() ** 2 for n in norms])  # (C, K)
+    total = sq.sum(1, keepdims=True)
+    if len(sq[0]) < 2 or (total <= 0).any():
+        return float("nan"), float("nan")
+    shares = sq / total
+    obs = float(synchronisation(shares))
+    rng = np.random.default_rng(seed)
+    C, K = shares.shape
+    order = np.argsort(rng.random((n_perm, C, K)), axis=-1)
+    order[:, 0] = np.arange(K)  # only the alignment between components matters
+    null = synchronisation(np.take_along_axis(np.broadcast_to(shares, (n_perm, C, K)), order, -1))
+    base = float(null.mean())
+    p_value = (1 + int((null >= obs - 1e-12).sum())) / (1 + n_perm)
+    return float(np.clip(obs - base, 0.0, 1.0)), p_value
+
+
+def fsd(model, data) -> tuple[float, float]:
+    """(FSD, p-value) of a model on a cyclic task (see the module docstring)."""
+    tokens = cyclic_tokens(data)
+    basis, freqs = fourier_basis(len(tokens))
+    with torch.no_grad():
+        return frequency_synchronisation([frequency_norms(W, basis, freqs) for W in fsd_components(model, tokens).values()])
 
 
 def element_matrices(model, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -385,15 +451,23 @@ def restricted_loss_own_keys(model, data) -> float:
     if data.op not in SIGN:
         return float("nan")
     tokens = cyclic_tokens(data)
-    n = len(tokens)
-    basis, freqs = fourier_basis(n)
+    basis, freqs = fourier_basis(len(tokens))
     keys = key_frequencies(frequency_norms(element_matrices(model, tokens)["unembed"], basis, freqs))
+    return key_losses(model, data, keys)[0]
+
+
+def key_losses(model, data, keys: list[int]) -> tuple[float, float]:
+    """(restricted, excluded) loss of a model on the key frequencies ``keys`` (NaN for an operation
+    without a single cyclic sum); see the module docstring."""
+    if data.op not in SIGN:
+        return float("nan"), float("nan")
+    tokens = cyclic_tokens(data)
     L = model.cfg.n_layers
-    x, row = grid_tokens(data, tokens)
-    names = [f"blocks.{L - 1}.hook_resid_mid", f"blocks.{L - 1}.mlp.hook_post"]
-    acts = last_position_acts(model, x, names)
+    acts = grid_acts(model, data, tokens)
     with torch.no_grad():
-        return _losses(model, data, row, acts[names[0]], acts[names[1]], keys, n)[0]
+        return _losses(model, data, grid_tokens(data, tokens)[1], acts[f"blocks.{L - 1}.hook_resid_mid"],
+                       acts[f"blocks.{L - 1}.mlp.hook_post"], acts[f"blocks.{L - 1}.hook_resid_post"], keys,
+                       len(tokens))
 
 
 # --- the registered analyses ------------------------------------------------------------------------
@@ -491,13 +565,14 @@ def resolve_key_freqs(run, params: dict) -> dict:
     return params if found is None else {**params, "key_freqs": ",".join(map(str, found[0]))}
 
 
-@register("fourier", summary="key frequencies, Fourier Gini, neuron frequencies, restricted/excluded loss",
-          version=2, applies=not_cyclic, resolve=resolve_key_freqs)
+@register("fourier", summary="key frequencies, Fourier Gini, neuron frequencies, restricted/excluded loss, FSD",
+          version=3, applies=not_cyclic, resolve=resolve_key_freqs)
 def fourier(model, data, n_key: int | None = None, key_freqs="final", key_step=None, key_from: str = "unembed",
             layer: int = -1) -> dict:
     """One row: key_freqs ("k1,k2,..", largest first), n_key, key_gap, embed_gini, unembed_gini,
     embed_key_frac, unembed_key_frac, neuron_frac_explained, neuron_key_frac, restricted_loss,
-    excluded_loss, losses_faithful (see the module docstring and ``losses_unfaithful``).
+    excluded_loss, losses_faithful (see the module docstring and ``losses_unfaithful``), fsd and fsd_p
+    (the Frequency Synchronization Degree and its permutation p-value; module docstring).
 
     ``key_from``: "unembed" (the default: the output map, whose spectrum is the cleanest signature of
     the algorithm's frequencies; the embedding can keep a few stray frequencies that nothing downstream
@@ -536,6 +611,7 @@ def fourier(model, data, n_key: int | None = None, key_freqs="final", key_step=N
                                            acts[f"blocks.{L - 1}.mlp.hook_post"],
                                            acts[f"blocks.{L - 1}.hook_resid_post"], keys, n)
     idx = [k - 1 for k in keys]
+    sync, sync_p = fsd(model, data)
     return {
         "key_freqs": ",".join(map(str, keys)),
         "n_key": len(keys),
@@ -550,4 +626,6 @@ def fourier(model, data, n_key: int | None = None, key_freqs="final", key_step=N
         "restricted_loss": restricted,
         "excluded_loss": excluded,
         "losses_faithful": losses_unfaithful(L, model.cfg.normalization_type, data.op) is None,
+        "fsd": sync,
+        "fsd_p": sync_p,
     }

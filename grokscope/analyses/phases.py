@@ -2,7 +2,8 @@
 
 The measures (``MEASURES``): the metrics (train and validation loss and accuracy, the total weight
 norm, the softmax-collapse fraction), the ``fourier`` table (restricted and excluded loss, where they
-are faithful, see ``fourier.losses_unfaithful``; the Fourier Gini of the embedding and unembedding),
+are faithful, see ``fourier.losses_unfaithful``; the Fourier Gini of the embedding and unembedding;
+FSD, the Frequency Synchronization Degree),
 and the ``sparsity`` table (Gini and effective number of the MLP neuron norms). Operations without a
 Fourier basis (S5, the polynomials) have only the metrics and the neuron measures; the phases say so.
 
@@ -87,6 +88,8 @@ MEASURES = [
     Measure("embed_gini", "fourier", "embed_gini", "Fourier Gini of the embedding", +1, False, 0.1,
             ("circuit_formation", "clean_up")),
     Measure("unembed_gini", "fourier", "unembed_gini", "Fourier Gini of the unembedding", +1, False, 0.1,
+            ("circuit_formation", "clean_up")),
+    Measure("fsd", "fourier", "fsd", "Frequency Synchronization Degree (FSD)", +1, False, 0.1,
             ("circuit_formation", "clean_up")),
     Measure("weight_norm", "metrics", "weight_norm", "total weight norm", -1, True, -math.log(0.95),
             ("circuit_formation", "clean_up")),

@@ -1,0 +1,295 @@
+"""Held-out evaluation of the grokking forecaster (grokscope/forecast.py), as a benchmark.
+
+    python benchmarks/bench_forecast.py data      # train the fit and test sweeps under /tmp/forecast_data
+    python benchmarks/bench_forecast.py fit       # fit the forecaster on the fit sweep -> grokscope/forecast_model.json
+    python benchmarks/bench_forecast.py evaluate  # AUROC and step error on the test sweep, beside the baselines
+
+The two sweeps differ in operation, training fraction, weight decay and seed (``SWEEPS``); the
+forecaster never sees a test run while fitting. See docs/forecast.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DATA = Path(os.environ.get("FORECAST_DATA", "/tmp/forecast_data"))
+# One layer without LayerNorm (restricted loss is faithful), d_model 32, full batch: a few ms per step.
+BASE = {"task": {"p": 23},
+        "model": {"n_layers": 1, "d_model": 32, "n_heads": 4, "d_mlp": 128, "norm": "none"},
+        "train": {"steps": 1500, "lr": 7e-3, "full_batch": True, "stop_val_acc": 0.0},
+        "schedule": {"eval_every": 25, "eval_log_points": 10, "ckpt_every": 50, "ckpt_log_points": 10,
+                     "state_every": 1500}}
+SWEEPS = {
+    # fit: x+y, fractions 0.3..0.7, weight decay 0.3 / 1 / 3, seeds 0-2, 1,500 steps (45 runs)
+    "fit": {"grid": {"op": ["x+y"], "frac": [0.3, 0.4, 0.5, 0.6, 0.7], "weight-decay": [0.3, 1.0, 3.0],
+                     "seed": [0, 1, 2]}},
+    # fit-short: x+y and x*y at the same fractions and weight decays, seeds 3-4, 800 steps (60 runs)
+    "fit-short": {"fixed": {"steps": 800},
+                  "grid": {"op": ["x+y", "x*y"], "frac": [0.3, 0.4, 0.5, 0.6, 0.7], "weight-decay": [0.3, 1.0, 3.0],
+                           "seed": [3, 4]}},
+    # test: x-y, x*y and x/y (operations never fitted), other fractions, weight decays and seeds, and a
+    # shorter budget, 800 steps (150 runs)
+    "test": {"fixed": {"steps": 800},
+             "grid": {"op": ["x-y", "x*y", "x/y"], "frac": [0.35, 0.45, 0.55, 0.65, 0.75],
+                      "weight-decay": [0.5, 2.0], "seed": [10, 11, 12, 13, 14]}},
+}
+
+
+def make_data(args) -> None:
+    DATA.mkdir(parents=True, exist_ok=True)
+    for name in args.sweeps:
+        grid = DATA / f"{name}.json"
+        grid.write_text(json.dumps({"base": BASE, **SWEEPS[name]}, indent=1))
+        t = time.time()
+        subprocess.run([sys.executable, "-m", "grokscope.cli", "sweep", "--grid", str(grid), "--out",
+                        str(DATA / name), "--workers", "1", "--batch", str(args.batch), "--no-progress"], check=True)
+        print(f"{name}: {time.time() - t:.0f} s", flush=True)
+
+
+# --- samples: the features of every run at every checkpoint ----------------------------------------------
+FRACTIONS = (0.25, 0.5, 0.75)  # of the way to the grok step (of the budget, for runs that never grok)
+FEATURE_SETS = {  # name -> features; "full" and "basic" ship in grokscope/forecast_model.json, the others are baselines
+    "full": ["log_budget_left", "val", "val_min", "val_slope", "train", "memorised", "since_mem", "wn_drop",
+             "wn_slope", "rl", "rl_drop", "rl_slope", "el", "fsd", "fsd_slope", "egini", "ugini", "r2", "ngini",
+             "ngini_slope"],
+    "basic": ["log_budget_left", "val", "val_min", "val_slope", "train", "memorised", "since_mem", "wn_drop",
+              "wn_slope", "ngini", "ngini_slope"],
+    "weight_norm": ["log_budget_left", "wn_drop", "wn_slope"],
+    "val_loss": ["log_budget_left", "val", "val_min", "val_slope"],
+    "steps_only": ["log_budget_left"],
+}
+SHIPPED = ("full", "basic")
+FIT_SWEEPS = ("fit", "fit-short")
+NEAR = 0.15  # the step regression is fitted from this fraction of the way to the grok step on (the range it is evaluated on)
+
+
+def run_table(run_dir: Path) -> tuple[dict, pd.DataFrame]:
+    """(facts, measures) of a finished run: the measures at its checkpoints cached beside the data."""
+    from grokscope.forecast import below_chance_since, chance_of, measure_run
+    from grokscope.run import Run
+
+    run = Run(run_dir)
+    cache = DATA / "measures" / run_dir.parent.parent.name / f"{run_dir.name}.csv"
+    if cache.exists():
+        measures = pd.read_csv(cache)
+    else:
+        measures = measure_run(run, run.steps)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        measures.to_csv(cache, index=False)
+    cfg, data = run.config, run.data
+    chance, budget = chance_of(data), int(cfg.train.steps)
+    grok = below_chance_since(run.metrics, chance)
+    facts = {"run": run_dir.name, "op": cfg.task.op, "frac": cfg.task.frac, "wd": cfg.train.weight_decay,
+             "seed": cfg.train.seed, "budget": budget, "chance": chance, "grok_step": grok, "groks": grok is not None}
+    return facts, measures
+
+
+def finished_runs(sweep: str) -> list[Path]:
+    from grokscope.run import read_metrics
+
+    out = []
+    for d in sorted((DATA / sweep / "runs").iterdir()):
+        m = d / "metrics.csv"
+        if m.exists():
+            cfg = json.loads((d / "config.json").read_text())
+            if int(read_metrics(m)["step"].max()) >= int(cfg["train"]["steps"]):
+                out.append(d)
+    return out
+
+
+def samples(*sweeps: str) -> pd.DataFrame:
+    """One row per (run, checkpoint step > 0): the run's facts and the features from the data up to that step."""
+    from grokscope.forecast import features
+    from grokscope.run import Run
+
+    rows = []
+    for d in [d for sweep in sweeps if (DATA / sweep).exists() for d in finished_runs(sweep)]:
+        facts, measures = run_table(d)
+        metrics = Run(d).metrics
+        for t in measures["step"]:
+            if 0 < t <= facts["budget"]:
+                rows.append({**facts, "t": int(t), **features(metrics, measures, int(t), facts["budget"], facts["chance"])})
+    return pd.DataFrame(rows)
+
+
+# --- fitting -----------------------------------------------------------------------------------------------
+def fit_set(df: pd.DataFrame, feats: list[str]) -> dict:
+    """Standardiser, logistic regression (groks within the budget) and ridge regression (ln(T/t), runs
+    that grok, from ``NEAR`` of the way to their grok step to it) on the features ``feats``; each run
+    weighs the same."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    X = df[feats].to_numpy(dtype=float)
+    mean, scale = X.mean(0), X.std(0)
+    scale[scale == 0] = 1.0
+    Z = (X - mean) / scale
+    w = 1.0 / df.groupby("run")["t"].transform("count").to_numpy()
+    clf = LogisticRegression(C=1.0, max_iter=5000).fit(Z, df["groks"].to_numpy(), sample_weight=w)
+    pre = (df["groks"] & (df["t"] < df["grok_step"]) & (df["t"] >= NEAR * df["grok_step"])).to_numpy()
+    y = np.log(df.loc[pre, "grok_step"].to_numpy(dtype=float) / df.loc[pre, "t"].to_numpy(dtype=float))
+    reg = Ridge(alpha=1.0).fit(Z[pre], y, sample_weight=w[pre])
+    resid = y - reg.predict(Z[pre])
+    return {"features": feats, "mean": mean.tolist(), "scale": scale.tolist(),
+            "clf": {"coef": clf.coef_[0].tolist(), "intercept": float(clf.intercept_[0])},
+            "reg": {"coef": reg.coef_.tolist(), "intercept": float(reg.intercept_),
+                    "q10": float(np.quantile(resid, 0.1)), "q90": float(np.quantile(resid, 0.9))}}
+
+
+def fit(args) -> None:
+    from grokscope.forecast import MODEL_FILE
+
+    df = samples(*FIT_SWEEPS)
+    df.to_csv(DATA / "fit_samples.csv", index=False)
+    n_runs = df["run"].nunique()
+    n_grok = df.groupby("run")["groks"].first().sum()
+    models = {name: fit_set(df, feats) for name, feats in FEATURE_SETS.items()}
+    used = [s for s in FIT_SWEEPS if (DATA / s).exists()]
+    note = (f"fitted by benchmarks/bench_forecast.py fit on the sweeps {', '.join(used)} ({n_runs} runs, {n_grok} grok "
+            f"within their budget, {len(df)} checkpoints): " + "; ".join(json.dumps(SWEEPS[s]) for s in used))
+    MODEL_FILE.write_text(json.dumps({"version": 1, "note": note, "models": {k: models[k] for k in SHIPPED}}, indent=1) + "\n")
+    (DATA / "baselines.json").write_text(json.dumps({"version": 1, "note": note, "models": models}, indent=1))
+    print(note)
+    print(f"wrote {MODEL_FILE} ({MODEL_FILE.stat().st_size} bytes) and {DATA / 'baselines.json'}")
+
+
+# --- evaluation --------------------------------------------------------------------------------------------
+def points(df: pd.DataFrame) -> pd.DataFrame:
+    """Per test run and fraction: the row of the last checkpoint at or before that fraction of the way to the
+    grok step (of the budget for a run that never groks)."""
+    rows = []
+    for run, g in df.groupby("run"):
+        g = g.sort_values("t")
+        end = g["grok_step"].iloc[0] if g["groks"].iloc[0] else g["budget"].iloc[0]
+        for frac in FRACTIONS:
+            before = g[g["t"] <= frac * end]
+            rows.append({**(before.iloc[-1] if len(before) else g.iloc[0]).to_dict(), "at": frac})
+    return pd.DataFrame(rows)
+
+
+def evaluate(args) -> None:
+    from sklearn.metrics import roc_auc_score
+    from grokscope.forecast import Forecaster
+
+    df = samples("test")
+    df.to_csv(DATA / "test_samples.csv", index=False)
+    pts = points(df)
+    baselines = Forecaster(json.loads((DATA / "baselines.json").read_text()))
+    shipped = Forecaster.load()
+    runs = df.groupby("run").first()
+    print(f"test sweep: {len(runs)} runs, {int(runs['groks'].sum())} grok within their budget "
+          f"(grok step median {runs['grok_step'].median():.0f}, budget {int(runs['budget'].iloc[0])})")
+    print("| predictor | AUROC at 25 % | 50 % | 75 % | median step error at 25 % | 50 % | 75 % |")
+    print("|---|---|---|---|---|---|---|")
+    for name in FEATURE_SETS:
+        fc = shipped if name in SHIPPED else baselines
+        auc, err = [], []
+        for frac in FRACTIONS:
+            at = pts[pts["at"] == frac]
+            pred = [fc.predict(r.to_dict(), name) for _, r in at.iterrows()]
+            p = np.array([q[0] for q in pred])
+            auc.append(roc_auc_score(at["groks"].astype(bool), p))
+            g = at["groks"].astype(bool).to_numpy()
+            T_hat = np.array([q[1] for q in pred]) * at["t"].to_numpy(dtype=float)
+            T = at["grok_step"].to_numpy(dtype=float)
+            err.append(float(np.median(np.abs(T_hat[g] - T[g]) / T[g])))
+        print(f"| {name} | " + " | ".join(f"{a:.3f}" for a in auc) + " | "
+              + " | ".join(f"{100 * e:.0f} %" for e in err) + " |")
+    inside = []
+    for _, r in pts[pts["groks"].astype(bool)].iterrows():
+        _, mid, lo, hi = shipped.predict(r.to_dict(), "full")
+        inside.append(lo * r["t"] <= r["grok_step"] <= hi * r["t"])
+    print(f"80 % interval of the full forecaster holds the grok step in {100 * np.mean(inside):.0f} % of the "
+          f"{len(inside)} (run, point) pairs of grokking runs")
+    leads(args)
+
+
+def leads(args) -> None:
+    """FSD's lead beside restricted loss's and the circles' R² (``phases.find_leadlag``) on the grokking runs."""
+    from grokscope.analyses.phases import find_leadlag
+    from grokscope.run import Run
+
+    rows = []
+    for sweep in (*FIT_SWEEPS, "test"):
+        for d in finished_runs(sweep) if (DATA / sweep).exists() else []:
+            facts, measures = run_table(d)
+            if not facts["groks"]:
+                continue
+            results = {"fourier": measures.assign(losses_faithful=True),
+                       "circles": measures[["step", "circle_r2"]].rename(columns={"circle_r2": "r2"}).assign(matrix="unembed")}
+            ll = find_leadlag(Run(d).metrics, results, n_answers=round(np.exp(facts["chance"]))).set_index("measure")
+            rows.append({k: ll.loc[k, "lead"] if k in ll.index else pd.NA
+                         for k in ("fsd", "restricted_loss", "unembed_circle_r2")} | {"sweep": sweep})
+    t = pd.DataFrame(rows)
+    keys = ("fsd", "restricted_loss", "unembed_circle_r2")
+    t[list(keys)] = t[list(keys)].astype(float)
+    print(f"lead on validation loss (steps; phases_leadlag's rule) over the {len(t)} grokking runs, where the measure "
+          "moved: " + "; ".join(f"{k} mean {t[k].mean():.0f}, median {t[k].median():.0f} ({t[k].notna().sum()} runs)"
+                                for k in keys))
+    both = t.dropna(subset=["fsd", "restricted_loss"])
+    print(f"FSD ahead of restricted loss in {int((both['fsd'] > both['restricted_loss']).sum())} of the {len(both)} "
+          f"runs where both moved (level with it in {int((both['fsd'] == both['restricted_loss']).sum())})")
+
+
+def overhead(args) -> None:
+    """Train a preset's run for ``--steps`` steps twice, side by side in one process: evaluations only, then
+    evaluations and ``LiveForecaster.update`` at each; print both times and the ratio."""
+    import torch
+    from grokscope.config import preset
+    from grokscope.forecast import LiveForecaster
+    from grokscope.run import schedule
+    from grokscope.tasks import make_dataset
+    from grokscope.train import Trainer
+
+    torch.set_num_threads(1)
+    cfg = preset(args.preset)
+    t = cfg.task
+    data = make_dataset(t.op, t.p, t.frac, t.seed, t.outliers)
+    evals = set(schedule(cfg.train.steps, cfg.schedule.eval_every, cfg.schedule.eval_log_points))
+    times = {}
+    for live_on in (False, True, False, True):  # interleaved, so that a change in the machine's load hits both
+        trainer = Trainer(cfg, data, torch.device("cpu"))
+        live = LiveForecaster(cfg, cfg.train.steps) if live_on else None
+        start = time.perf_counter()
+        for step in range(1, args.steps + 1):
+            trainer.step()
+            if step in evals:
+                tl, ta, vl, va, _ = trainer.evaluate()[0]
+                if live is not None:
+                    row = {"train_loss": tl, "train_acc": ta, "val_loss": vl, "val_acc": va,
+                           "weight_norm": trainer.weight_norms()[0]}
+                    live.update(step, row, trainer.model)
+        times.setdefault(live_on, []).append(time.perf_counter() - start)
+        if live is not None:
+            spent, every = live.spent, live.every
+    plain, with_live = min(times[False]), min(times[True])
+    print(f"{args.preset}, {args.steps} steps on the CPU (one thread; best of 2): without the forecaster "
+          f"{plain:.1f} s, with it {with_live:.1f} s: {100 * (with_live / plain - 1):+.1f} % "
+          f"(its own time {spent:.2f} s; every {every} steps at the end)")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("data", help="train the fit and test sweeps")
+    d.add_argument("--sweeps", nargs="+", default=list(SWEEPS))
+    d.add_argument("--batch", type=int, default=48)
+    sub.add_parser("fit", help="fit the forecaster on the fit sweep -> grokscope/forecast_model.json")
+    sub.add_parser("evaluate", help="AUROC and step error on the test sweep, beside the baselines")
+    sub.add_parser("leads", help="FSD's lead on validation loss beside restricted loss's and the circles' R²")
+    o = sub.add_parser("overhead", help="training time with and without the live forecaster, side by side")
+    o.add_argument("--preset", default="quick")
+    o.add_argument("--steps", type=int, default=1000)
+    args = ap.parse_args(argv)
+    {"overhead": overhead, "data": make_data, "fit": fit, "evaluate": evaluate, "leads": leads}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
