@@ -5,7 +5,8 @@ and a ``small`` grid with the same shape that finishes on a 2-core CPU in about 
 ``small`` shrinks, everywhere: the model (d_model 64, d_mlp 256, 4 heads, 2 layers, as the ``quick``
 preset), the modulus (p = 23, 529 equations instead of 9,409), S5 (14,400 equations) replaced by S4
 (576), the budget (a few thousand steps instead of 1e5 to 5e5), and the numbers of fractions and
-seeds. Each preset's ``small_note`` says exactly what it keeps and shrinks.
+seeds; ``grokfast`` keeps Lee et al.'s setting and cuts only the budget. Each preset's ``small_note`` says
+exactly what it keeps and shrinks.
 
 Values are plain JSON: ``base`` is a partial RunConfig, ``fixed`` and ``grid`` use the axis names of
 ``grokscope train`` flags (``op``, ``frac``, ``seed``, ``variant``, ``outliers``, ...), ``analyses``
