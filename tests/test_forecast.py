@@ -78,6 +78,17 @@ def test_forming_circuit_is_forecast_to_grok():
     assert t < fc.lo <= fc.grok_step <= fc.hi
 
 
+@pytest.mark.xfail(strict=True, reason="known shortfall (#28): on this clean synthetic curve the shipped model "
+                   "forecasts about twice the true step; it must pass before the forecaster's step is called done")
+def test_forming_circuit_forecasts_a_step_near_the_truth():
+    """Three quarters of the way to the grok step: the forecast step is within 50 % of the truth."""
+    metrics, measures = curves(1000)
+    truth = below_chance_since(metrics, CHANCE)
+    t = 750
+    fc = Forecaster.load().forecast(metrics[metrics.step <= t], measures[measures.step <= t], t, BUDGET, CHANCE)
+    assert abs(fc.grok_step - truth) / truth < 0.5
+
+
 def test_operations_without_fourier_use_the_basic_measures():
     metrics, measures = curves(1000)
     measures[["restricted_loss", "excluded_loss", "embed_gini", "unembed_gini", "fsd", "circle_r2"]] = np.nan
