@@ -361,9 +361,9 @@ _WORKER: dict[str, _Loader] = {}  # in a worker process: run path -> its loader,
 
 def _worker_init(threads: int, parent: int) -> None:
     from .cpu import configure_cpu
-    from .sweep.runner import _pool_init
+    from .pool import pool_init
 
-    _pool_init(threads, parent)
+    pool_init(threads, parent)
     configure_cpu(threads)
 
 
@@ -402,11 +402,11 @@ def _results(run: Run, data, pending: list[_Pending], todo: list[int], workers: 
 
     import torch
 
-    from .sweep.runner import _WorkerContext
+    from .pool import WorkerContext
 
     params = {p.a.name: p.params for p in pending}
     chunks = iter([work[i:i + CHUNK_STEPS] for i in range(0, len(work), CHUNK_STEPS)])
-    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=_WorkerContext(), initializer=_worker_init,
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=WorkerContext(), initializer=_worker_init,
                                   initargs=(torch.get_num_threads(), os.getpid()))
     try:
         ahead: deque = deque()

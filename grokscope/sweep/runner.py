@@ -17,15 +17,13 @@ import contextlib
 import math
 import os
 import socket
-import sys
 import time
-import types
-from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import GrokscopeError
 from ..files import remove_stale_temporaries
+from ..pool import WorkerContext, pool_init
 from ..run import CKPT_DIR, METRICS_FILE, Run, first_reached, is_run_dir, prepare, read_metrics, resume_step
 from .folder import LEVEL, RUNS_DIR, SWEEP_FILE, Sweep, enclosing, write_spec
 from .spec import Cell, SweepSpec
@@ -128,48 +126,6 @@ def _analyse_cells(sweep: Sweep, cells: list[Cell], runs: list[Run]) -> None:
 
 
 # --- the local pool -------------------------------------------------------------------------------------
-def _pool_init(threads: int, parent: int | None = None) -> None:
-    import signal
-
-    import torch
-
-    from ..locks import die_with_parent
-
-    die_with_parent(parent)  # a killed sweep leaves no worker training behind it
-    torch.set_num_threads(threads)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool; runs keep their last state
-
-
-@contextlib.contextmanager
-def _main_hidden() -> Iterator[None]:
-    """While a worker starts, ``__main__`` is a bare module: a spawned process runs the parent's main
-    script again (as ``__mp_main__``) unless it names no file, and a script that calls ``run_sweep``
-    outside ``if __name__ == "__main__":`` would then start the sweep again in every worker. The workers
-    only run this module's functions, so they need nothing from the user's script."""
-    main = sys.modules.get("__main__")
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        if main is None:
-            del sys.modules["__main__"]
-        else:
-            sys.modules["__main__"] = main
-
-
-class _WorkerProcess(SpawnProcess):
-    """A spawned pool worker that does not run the user's script again (``_main_hidden``)."""
-
-    @staticmethod
-    def _Popen(process_obj):
-        with _main_hidden():
-            return SpawnProcess._Popen(process_obj)
-
-
-class _WorkerContext(SpawnContext):
-    Process = _WorkerProcess
-
-
 def default_workers() -> int:
     import torch
 
@@ -220,8 +176,8 @@ def _run_pool(sweep: Sweep, spath: str, jobs: list[list[Cell]], workers: int, th
 
     import torch
 
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=_WorkerContext(),
-                                initializer=_pool_init, initargs=(threads or torch.get_num_threads(), os.getpid())) as pool:
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=WorkerContext(),
+                                initializer=pool_init, initargs=(threads or torch.get_num_threads(), os.getpid())) as pool:
         futures = {pool.submit(run_job, spath, [c.name for c in j], threads): [c.name for c in j] for j in jobs}
         todo = [c for j in jobs for c in j]
         try:
