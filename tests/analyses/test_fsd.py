@@ -34,11 +34,12 @@ def planted(op: str, freqs: dict[str, list[int]], seed: int = 0):
         model.embed.W_E[tokens] = waves(freqs["embed"], 32)
         model.unembed.W_U.zero_()
         model.unembed.W_U[:, tokens] = waves(freqs["unembed"], 32).T
-        # neuron inputs = W_E[tokens] @ W_in: map the embedding's columns onto the planted neuron waves
-        E = waves(freqs["embed"], 32).double()
-        target = waves(freqs["neurons"], 32).double()
-        model.blocks[0].mlp.W_in.copy_(torch.linalg.lstsq(E, target).solution.float() if freqs["neurons"] == freqs["embed"]
-                                       else torch.linalg.pinv(E) @ target)
+        # neuron inputs = W_E[tokens] @ W_in: W_in the identity on the planted columns, so they are the
+        # embedding's waves (set exactly: a least-squares solve of this rank-deficient system is not)
+        assert freqs["neurons"] == freqs["embed"], "the neuron inputs are a linear map of the embedding"
+        model.blocks[0].mlp.W_in.zero_()
+        cols = torch.arange(2 * len(freqs["embed"]))
+        model.blocks[0].mlp.W_in[cols, cols] = 1.0
     return model, data
 
 
