@@ -40,7 +40,8 @@ from .model import build_model, weight_norm
 from .progress import tqdm
 from .provenance import record_session
 from .resume import read_state_step, resume_parts, resume_tensors
-from .run import CONFIG_FILE, STATE_FILE, Prepared, Run, RunWriter, disk_estimate, is_run_dir, prepare
+from .run import (CONFIG_FILE, HOPELESS_PATIENCE, METRIC_COLUMNS, STATE_FILE, Prepared, Run, RunWriter, disk_estimate,
+                  is_run_dir, prepare)
 from .tasks import Dataset
 from .weights import load_weights
 
@@ -345,6 +346,10 @@ class Trainer(Stepper):
     def weight_norm(self) -> float:
         return weight_norm(self.model.parameters())
 
+    def model_of(self, k: int):
+        """The run's own model (read-only use: its live forecast)."""
+        return self.model
+
     # --- the interface fit() drives (lists with one entry: this run) ---
     def eval_mode(self, on: bool) -> None:
         self.model.train(not on)
@@ -415,21 +420,48 @@ def _sigint_sets_flag():
             signal.signal(signal.SIGINT, old_handler)
 
 
-def early_stop_text(step: int, total: int, level: float, reached: int | None, margin: float, n_runs: int = 1) -> str:
-    """Why training ended before its budget, in one line."""
+def early_stop_text(step: int, total: int, level: float, reached: int | None, margin: float, n_runs: int = 1,
+                    hopeless: float = 0.0, n_hopeless: int = 0) -> str:
+    """Why training ended before its budget, in one line; ``n_hopeless`` of the runs ended by the hopeless
+    stop (their forecast's p_grok stayed below ``hopeless``), the others by validation accuracy."""
     who = "stopped early" if n_runs == 1 else f"all {n_runs} runs stopped early (the last"
     why = f"validation accuracy reached {level:g}" + (f" at step {reached}" if reached is not None and n_runs == 1 else "")
     if margin > 0:
         why += f", then trained on to {1 + margin:g}x that step (stop-margin {margin:g})"
+    hopeless_why = (f"the forecast's p_grok stayed below {hopeless:g} ({HOPELESS_PATIENCE} forecasts in a row; "
+                    f"stop-hopeless {hopeless:g})")
+    if n_hopeless == n_runs:
+        why = hopeless_why
+    elif n_hopeless:
+        why += f"; {n_hopeless} of them because {hopeless_why}"
     return f"{who} at step {step} of {total}{')' if n_runs > 1 else ''}: {why}"
+
+
+@contextlib.contextmanager
+def _rng_untouched(device: torch.device):
+    """torch's and numpy's global random states as they were before the block (a forecaster that draws,
+    e.g. a permutation test, leaves no trace on anything that reads them)."""
+    import numpy as np
+
+    state = np.random.get_state()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
 
 
 class _Loop:
     """``fit``'s bookkeeping for K runs that step together: evaluate and record, checkpoint, early stop."""
 
-    def __init__(self, trainer, writers: list[RunWriter], progress: bool, desc: str, log=print):
+    def __init__(self, trainer, writers: list[RunWriter], progress: bool, desc: str, log=print, forecast: bool = True):
         self.trainer, self.writers, w0, self.log = trainer, writers, writers[0], log
         self.early = ""  # why every run ended before the budget (``stopped_early``)
+        # the live forecast of each run (grokscope.forecast), its last step and line, the seconds it took
+        self.forecasters = [_live_forecaster(w.prep.cfg) if forecast else None for w in writers]
+        self.forecast_step: list[int | None] = [None] * len(writers)
+        self.forecast_line = ""
+        self.forecast_s = 0.0
         self.eval_steps, self.ckpt_set = w0.eval_steps, set(w0.ckpt_steps)
         self.t0 = time.perf_counter()
         self.bar = tqdm(total=w0.prep.cfg.train.steps, initial=w0.prep.start, disable=not progress, dynamic_ncols=True,
@@ -443,15 +475,17 @@ class _Loop:
         trainer, writers = self.trainer, self.writers
         trainer.eval_mode(True)
         results = trainer.evaluate()
-        trainer.eval_mode(False)
         elapsed = time.perf_counter() - self.t0
+        rows = [(tl, ta, vl, va, lr, wn, elapsed, collapse) for (tl, ta, vl, va, collapse), lr, wn
+                in zip(results, trainer.lrs(step), trainer.weight_norms())]
+        forecasts = [None if w.stopped else self.forecast(k, step, row) for k, (w, row) in enumerate(zip(writers, rows))]
+        trainer.eval_mode(False)
         ending = []
-        for k, (w, (tl, ta, vl, va, collapse), lr, wn) in enumerate(zip(writers, results, trainer.lrs(step),
-                                                                         trainer.weight_norms())):
+        for k, (w, row, f) in enumerate(zip(writers, rows, forecasts)):
             if w.stopped:
                 continue
-            w.record(step, (tl, ta, vl, va, lr, wn, elapsed, collapse))
-            if w.ends(step, va):
+            w.record(step, row, None if f is None else (f.p_grok, f.grok_step, f.lo, f.hi))
+            if w.ends(step, row[3]):
                 ending.append(k)
         if ending:  # early stop: these runs end here, with a checkpoint and their resume state
             sds, states = trainer.state_dicts(), trainer.resume_states()
@@ -461,16 +495,35 @@ class _Loop:
                 writers[k].stopped = True
         if len(writers) == 1:
             self.bar.set_postfix(train_acc=f"{results[0][1]:.3f}", val_acc=f"{results[0][3]:.3f}", refresh=False)
+            if forecasts[0] is not None:
+                self.forecast_line = forecasts[0].line()
+            if self.forecast_line:
+                self.bar.set_postfix_str(f"{self.bar.postfix}, {self.forecast_line}", refresh=False)
         else:
             self.bar.set_postfix(train_99=sum(r[1] >= 0.99 for r in results), val_99=sum(r[3] >= 0.99 for r in results),
                                  refresh=False)
         if ending and not self.running():
             self.stopped_early(step)
 
+    def forecast(self, k: int, step: int, row: tuple):
+        """Run k's live forecast at this evaluation (its forecaster's ``every`` steps after the last one),
+        or None. The forecaster reads the weights under no_grad and draws nothing from the generators
+        training reads (``_rng_untouched``): training is the same with or without it, bit for bit."""
+        f, last = self.forecasters[k], self.forecast_step[k]
+        if f is None or (last is not None and step - last < max(1, int(f.every))):
+            return None
+        self.forecast_step[k] = step
+        t0 = time.perf_counter()
+        with torch.no_grad(), _rng_untouched(self.trainer.device):
+            out = f.update(step, dict(zip(METRIC_COLUMNS[1:], row)), self.trainer.model_of(k))
+        self.forecast_s += time.perf_counter() - t0
+        return out
+
     def stopped_early(self, step: int) -> None:
         """Every run has ended before the budget: the bar completes at this step and says why."""
         w0, total = self.writers[0], self.writers[0].prep.cfg.train.steps
-        why = early_stop_text(step, total, w0.stop_at, w0.reached, w0.margin, len(self.writers))
+        n_hopeless = sum(w.hopeless_at is not None and w.stopped for w in self.writers)
+        why = early_stop_text(step, total, w0.stop_at, w0.reached, w0.margin, len(self.writers), w0.hopeless, n_hopeless)
         self.bar.total = step
         self.bar.set_postfix_str(f"{self.bar.postfix}; {why}", refresh=False)
         self.bar.refresh()
@@ -505,23 +558,41 @@ class _Loop:
         self.bar.close()
         if self.early:
             self.log(f"grokscope: {self.early}")
+        if self.forecast_line:
+            self.log(f"grokscope: forecast at step {self.forecast_step[0]}: {self.forecast_line} "
+                     f"({self.forecast_s:.1f} s of {time.perf_counter() - self.t0:.1f} s spent forecasting)")
         for w in self.writers:
             w.close()
 
 
-def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str = "", log=print) -> bool:
+def _live_forecaster(cfg: RunConfig):
+    from .forecast import LiveForecaster
+
+    return LiveForecaster(cfg, cfg.train.steps)
+
+
+def check_forecast(cfgs: list[RunConfig], forecast: bool) -> None:
+    """The hopeless stop reads the live forecast: refuse ``stop_hopeless`` without it (before anything is written)."""
+    if not forecast and any(c.train.stop_hopeless > 0 for c in cfgs):
+        raise GrokscopeError("stop_hopeless (--stop-hopeless) needs the live forecast; drop --no-forecast "
+                             "(forecast=False) or set stop_hopeless to 0")
+
+
+def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str = "", log=print,
+        forecast: bool = True) -> bool:
     """Train until the (shared) budget: metrics, checkpoints and resume states of every run on schedule.
 
     ``trainer`` holds K runs that step together (``Trainer``: K = 1; ``BatchedTrainer``) and gives per
     run lists: ``evaluate()`` -> [(train_loss, train_acc, val_loss, val_acc, collapse)], ``weight_norms()``,
-    ``lrs(step)``, ``state_dicts()`` and ``resume_states()``. Returns True when Ctrl-C stopped it (after
+    ``lrs(step)``, ``state_dicts()``, ``resume_states()``, ``model_of(k)`` (run k as a model, for its live
+    forecast; ``forecast=False``: none) and ``device``. Returns True when Ctrl-C stopped it (after
     saving a checkpoint and the resume state of every run). A run whose config sets ``stop_val_acc``
     ends (checkpoint and resume state at that step) at the first evaluation that reaches it (or, with
     ``stop_margin``, at the first evaluation at or after ``stop_step``); the
     others go on, and the loop ends when every run has ended or the budget is spent."""
     start, total = writers[0].prep.start, writers[0].prep.cfg.train.steps
     with _sigint_sets_flag() as flag:
-        loop = _Loop(trainer, writers, progress, desc, log)
+        loop = _Loop(trainer, writers, progress, desc, log, forecast)
         try:
             if start == 0:
                 loop.record(0)
@@ -546,20 +617,22 @@ def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str =
 # --- the public entry point ----------------------------------------------------------------------
 @restoring_cpu_settings
 def train(config: RunConfig | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
-          steps: int | None = None, progress: bool = True, log=print) -> Run:
+          steps: int | None = None, progress: bool = True, log=print, forecast: bool = True) -> Run:
     """Train a run (or continue one with ``resume=DIR``) and return it.
 
     ``out`` defaults to ``checkpoints/<op>_p<p>_f<frac>_s<seed>``. With ``resume``, the run's own
     config is used; ``steps`` may extend its budget. Ctrl-C saves a checkpoint and the resume state,
     then raises ``TrainingInterrupted`` (a KeyboardInterrupt; its ``run`` is the run), whose message
     says how to continue. The caller's process is left as it was (see ``cpu_settings``).
+    ``forecast``: the live forecast of whether and when the run groks (``grokscope.forecast``), on the
+    progress bar and in the metrics' forecast columns; it leaves training unchanged bit for bit.
     """
     if resume is not None:
         run_dir = Path(resume)
         if not is_run_dir(run_dir):
             raise GrokscopeError(f"cannot resume {run_dir}: not a run directory (no {CONFIG_FILE})")
         with FolderLock(run_dir, "train --resume"):  # read and checked under the lock: no writer moves it
-            return _train(prepare(resume=run_dir, steps=steps), progress, log)
+            return _train(prepare(resume=run_dir, steps=steps), progress, log, forecast)
     prep = prepare(config, out, steps=steps)
     from .sweep.folder import enclosing
 
@@ -572,7 +645,7 @@ def train(config: RunConfig | None = None, out: str | Path | None = None, *, res
         if is_run_dir(prep.run_dir):  # made by another process since prepare() looked
             raise GrokscopeError(f"{prep.run_dir} already holds a run; continue it with --resume {prep.run_dir} "
                                  f"or pick another --out")
-        return _train(prep, progress, log)
+        return _train(prep, progress, log, forecast)
     except BaseException:
         if not is_run_dir(prep.run_dir):
             lock.discard()  # a run that never started leaves no folder behind (when the lock made it)
@@ -581,8 +654,9 @@ def train(config: RunConfig | None = None, out: str | Path | None = None, *, res
         lock.release()
 
 
-def _train(prep: Prepared, progress: bool, log) -> Run:
+def _train(prep: Prepared, progress: bool, log, forecast: bool) -> Run:
     cfg, data = prep.cfg, prep.data
+    check_forecast([cfg], forecast)
     device = pick_device(cfg.train.device)
     trainer = Trainer(cfg, data, device)
     if prep.state is not None:
@@ -602,7 +676,7 @@ def _train(prep: Prepared, progress: bool, log) -> Run:
     log(f"grokscope: {writer.remaining_ckpts()} checkpoints x {fmt_bytes(per)} = {fmt_bytes(total_bytes)} on disk "
         f"(+ {fmt_bytes(state_bytes)} resume state); free: {fmt_bytes(shutil.disk_usage(prep.run_dir).free)}")
     run = Run(prep.run_dir)
-    run.interrupted = fit(trainer, [writer], progress=progress, log=log)
+    run.interrupted = fit(trainer, [writer], progress=progress, log=log, forecast=forecast)
     if run.interrupted:
         raise TrainingInterrupted([run], read_state_step(prep.run_dir / STATE_FILE))
     return run
