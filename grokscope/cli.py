@@ -616,7 +616,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         for v in value if isinstance(value, list) else [value]:
             if not isinstance(v, str) or key in ("command", "func"):
                 continue
-            name = key if key in ("source", "sweep") else "--" + key.replace("_", "-")
+            name = key if key in ("source", "sweep", "run") else "--" + key.replace("_", "-")
             if not v.strip():
                 raise GrokscopeError(f"{name} is empty")
             if "\x00" in v:

@@ -758,7 +758,8 @@ class RunWriter:
         self.forecasts: tuple[list[int], list[float]] = ([], [])  # (step, p_grok) of each forecast so far
         self.hopeless_at: int | None = None
         if not prep.new and prep.start > 0 and len(kept):
-            self.forecasts = ([int(v) for v in kept["step"]], [float(v) for v in kept["forecast_p"]])
+            made = kept[kept["forecast_p"].notna()]
+            self.forecasts = ([int(v) for v in made["step"]], [float(v) for v in made["forecast_p"]])
             self.hopeless_at = hopeless_step(*self.forecasts, self.hopeless, self.budget)
             if self.stop_at > 0:
                 self.reached = first_reached(kept, self.stop_at)

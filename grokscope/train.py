@@ -459,7 +459,8 @@ class _Loop:
         self.early = ""  # why every run ended before the budget (``stopped_early``)
         # the live forecast of each run (grokscope.forecast), its last step and line, the seconds it took
         self.forecasters = [_live_forecaster(w.prep.cfg) if forecast else None for w in writers]
-        self.forecast_step: list[int | None] = [None] * len(writers)
+        # (a resumed run goes on at the cadence of the forecasts it had made)
+        self.forecast_step = [w.forecasts[0][-1] if w.forecasts[0] else None for w in writers]
         self.forecast_line = ""
         self.forecast_s = 0.0
         self.eval_steps, self.ckpt_set = w0.eval_steps, set(w0.ckpt_steps)
