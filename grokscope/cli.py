@@ -383,11 +383,30 @@ def _add_forecast(sub, help_: str) -> None:
     p.add_argument("run", metavar="RUN", help="a run directory (checkpoints/<run>)")
     p.add_argument("--steps", metavar="S1,S2", help="only these steps (default: every checkpoint)")
     p.add_argument("--csv", action="store_true", help="print the table as CSV")
+    p.add_argument("--save", action="store_true", help="also store it as the run's forecast table "
+                                                       "(analyses/<run>/forecast.csv), which its report draws")
     p.set_defaults(func=cmd_forecast)
 
 
 def _num(v, fmt: str = ",.0f") -> str:
     return "–" if v is None or v != v else format(float(v), fmt)
+
+
+FORECAST_TABLE = "forecast"  # the results table `grokscope forecast --save` writes (the report's forecast figure reads it)
+
+
+def save_forecast(run, table) -> Path:
+    """The forecast table in the run's results folder (analyses/<run>/forecast.csv, with its sidecar)."""
+    from .results import ResultStore, default_out_dir
+    from .sweep.folder import check_results_folder
+
+    folder = default_out_dir(run.path)
+    check_results_folder(folder)
+    store = ResultStore(folder)
+    store.check_owner(run)
+    store.write(FORECAST_TABLE, table, {"analysis": FORECAST_TABLE, "kind": "run", "steps": [int(s) for s in table["step"]],
+                                        "run": str(run.path.resolve()), "run_id": run.run_id})
+    return store.table_path(FORECAST_TABLE)
 
 
 def cmd_forecast(args) -> int:
@@ -404,6 +423,9 @@ def cmd_forecast(args) -> int:
             raise GrokscopeError(f"run {run.path} has no checkpoint at step {missing[0]} (it has {len(run.steps)} "
                                  f"from {run.steps[0]} to {run.steps[-1]})")
     table = forecast_run(run, steps)
+    if args.save:
+        path = save_forecast(run, table)
+        _say(f"grokscope: forecast table -> {path}", file=sys.stderr if args.csv else sys.stdout)
     if args.csv:
         _say(table.to_csv(index=False), end="")
         return 0

@@ -246,3 +246,21 @@ def test_grokked_at_is_the_start_of_the_last_stretch_below_chance():
     assert level == pytest.approx(math.log(7)) and grokked_at(m, level) == 15
     assert grokked_at(m.iloc[:3], level) is None  # above chance at the last evaluation
     assert grokked_at(m.iloc[:2], level) == 0 and grokked_at(m.iloc[:0], level) is None
+
+
+def test_cli_forecast_save_stores_the_table_the_report_draws(run_copy, monkeypatch, capsys):
+    from grokscope.figures.common import figures_on
+    from grokscope.figures.inputs import load_report_run
+    from grokscope.run import METRIC_COLUMNS, read_metrics
+
+    metrics = run_copy.path / METRICS_FILE  # as a run written before the forecast columns existed
+    old = read_metrics(metrics)[METRIC_COLUMNS[:-len(FORECAST_COLUMNS)]]
+    metrics.write_text(old.to_csv(index=False))
+    assert not figures_on("run", "forecast")[0].drawable(load_report_run(run_copy).tables)
+    monkeypatch.setattr(importlib.import_module("grokscope.forecast"), "forecast_run", lambda run, steps=None: PLANTED)
+    assert main(["forecast", str(run_copy.path), "--save"]) == 0
+    assert "grokscope: forecast table -> " in capsys.readouterr().out
+    tables = load_report_run(run_copy).tables
+    assert tables.results["forecast"]["p_grok"].tolist()[1:] == [0.2, 0.93]
+    fig = figures_on("run", "forecast")[0].build(tables)
+    assert list(fig.data[0].y) == [0.2, 0.93] and list(fig.data[0].customdata) == [10, 20]

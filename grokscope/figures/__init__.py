@@ -46,7 +46,8 @@ SECTIONS = [
     Section("training", "Accuracy and loss", ()),
     Section("forecast", "Will it grok, and when: the forecast", (),
             "No forecast in this run's metrics: it was trained with --no-forecast or before the live forecast "
-            "existed. `grokscope forecast RUN` prints what the forecast would have been at each checkpoint."),
+            "existed. `grokscope forecast RUN --save` computes what the forecast would have been at each "
+            "checkpoint and stores it for this section."),
     Section("weights", "Weight norms", ("weight_norms",)),
     Section("neurons", "Neuron norms", ("neuron_norms",)),
     Section("sparsity", "Sparsity of the neurons", ("sparsity", "neuron_ablation")),
