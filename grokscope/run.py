@@ -743,6 +743,7 @@ class RunWriter:
         self.ckpt_steps = schedule(cfg.train.steps, s.ckpt_every, s.ckpt_log_points)
         self.ckpt_meta = {"run_id": cfg.run_id, "model": model_meta(cfg)}
         kept = self._create() if prep.new else self._reopen()
+        self.kept = kept if kept is not None else read_metrics(self.run_dir / METRICS_FILE)  # the rows before the start
         try:
             self.metrics_f = open(self.run_dir / METRICS_FILE, "a", buffering=1)
         except OSError as e:

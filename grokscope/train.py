@@ -40,7 +40,7 @@ from .model import build_model, weight_norm
 from .progress import tqdm
 from .provenance import record_session
 from .resume import read_state_step, resume_parts, resume_tensors
-from .run import (CONFIG_FILE, HOPELESS_PATIENCE, METRIC_COLUMNS, STATE_FILE, Prepared, Run, RunWriter, disk_estimate,
+from .run import (CONFIG_FILE, FORECAST_COLUMNS, HOPELESS_PATIENCE, METRIC_COLUMNS, STATE_FILE, Prepared, Run, RunWriter, disk_estimate,
                   is_run_dir, prepare)
 from .tasks import Dataset
 from .weights import load_weights
@@ -438,17 +438,90 @@ def early_stop_text(step: int, total: int, level: float, reached: int | None, ma
 
 
 @contextlib.contextmanager
-def _rng_untouched(device: torch.device):
-    """torch's and numpy's global random states as they were before the block (a forecaster that draws,
-    e.g. a permutation test, leaves no trace on anything that reads them)."""
+def _seeded_aside(device: torch.device, seed: int):
+    """Inside the block, torch's, numpy's and Python's global random generators seeded with ``seed``;
+    after it, as they were before. A forecaster that draws (a permutation test) gets the same numbers
+    for the same step in any process, and leaves no trace on anything else that reads them."""
+    import random
+
     import numpy as np
 
-    state = np.random.get_state()
+    np_state, py_state = np.random.get_state(), random.getstate()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         try:
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
             yield
         finally:
-            np.random.set_state(state)
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
+class _Forecasts:
+    """The live forecast of each of K runs (``grokscope.forecast.LiveForecaster``), asked at the
+    evaluations that have a checkpoint, its ``every`` steps after the last one asked (``due``).
+
+    A resumed run's forecasters are first given again, in order, what they were given before the resume
+    point (the metrics rows at the due steps and the weights of those steps' checkpoints), so a run
+    resumed at any moment forecasts as the uninterrupted run does; each call runs under its own step's
+    seed (``_seeded_aside``) and under no_grad, reading the weights only: training is the same with or
+    without the forecast, bit for bit."""
+
+    def __init__(self, trainer, writers: list[RunWriter], on: bool):
+        self.trainer, self.writers = trainer, writers
+        self.forecasters = [_live_forecaster(w.prep.cfg) if on else None for w in writers]
+        w0 = writers[0]
+        self.allowed = w0.eval_steps & set(w0.ckpt_steps)  # the steps a forecast may be made at
+        self.last: list[int | None] = [None] * len(writers)  # the last step each forecaster was asked
+        self.line = ""  # the latest forecast of run 0, in words
+        self.seconds = 0.0
+        for k, w in enumerate(writers):
+            if self.forecasters[k] is not None and not w.prep.new and w.prep.start > 0:
+                self._replay(k, w)
+
+    def due(self, k: int, step: int) -> bool:
+        f, last = self.forecasters[k], self.last[k]
+        return f is not None and step in self.allowed and (last is None or step - last >= max(1, int(f.every)))
+
+    def ask(self, k: int, step: int, row: dict, model):
+        """Run k's forecaster at ``step`` (due), with this step's metrics row and weights."""
+        self.last[k] = step
+        t0 = time.perf_counter()
+        seed = (self.writers[k].prep.cfg.train.seed * 1_000_003 + step) % 2**63
+        with torch.no_grad(), _seeded_aside(self.trainer.device, seed):
+            out = self.forecasters[k].update(step, row, model)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def at(self, k: int, step: int, row: tuple):
+        """Run k's live forecast at this evaluation, or None (none due, or the forecaster gave none)."""
+        if not self.due(k, step):
+            return None
+        out = self.ask(k, step, dict(zip(METRIC_COLUMNS[1:], row)), self.trainer.model_of(k))
+        if k == 0 and out is not None:
+            self.line = out.line()
+        return out
+
+    def _replay(self, k: int, w: RunWriter) -> None:
+        """The forecaster of a resumed run given what it was given up to the resume point: each kept
+        metrics row at a due step, with the weights of that step's checkpoint."""
+        run, model = Run(w.run_dir), None
+        for _, r in w.kept.iterrows():
+            step = int(r["step"])
+            if step > w.prep.start or not self.due(k, step):
+                continue
+            if not run.has_step(step):  # a checkpoint deleted since: that forecast cannot be repeated
+                self.last[k] = step
+                continue
+            if model is None:
+                with torch.random.fork_rng(devices=[]):
+                    model = build_model(w.prep.cfg.model, w.prep.data.d_vocab, w.prep.data.n_elements,
+                                        device=self.trainer.device).eval()
+            load_weights(model, run.state_dict_at(step), f"checkpoint {run.checkpoint_path(step)}")
+            out = self.ask(k, step, {c: float(r[c]) for c in METRIC_COLUMNS[1:-len(FORECAST_COLUMNS)]}, model)
+            if k == 0 and out is not None:
+                self.line = out.line()
 
 
 class _Loop:
@@ -457,12 +530,7 @@ class _Loop:
     def __init__(self, trainer, writers: list[RunWriter], progress: bool, desc: str, log=print, forecast: bool = True):
         self.trainer, self.writers, w0, self.log = trainer, writers, writers[0], log
         self.early = ""  # why every run ended before the budget (``stopped_early``)
-        # the live forecast of each run (grokscope.forecast), its last step and line, the seconds it took
-        self.forecasters = [_live_forecaster(w.prep.cfg) if forecast else None for w in writers]
-        # (a resumed run goes on at the cadence of the forecasts it had made)
-        self.forecast_step = [w.forecasts[0][-1] if w.forecasts[0] else None for w in writers]
-        self.forecast_line = ""
-        self.forecast_s = 0.0
+        self.forecasts = _Forecasts(trainer, writers, forecast)  # the live forecast of each run
         self.eval_steps, self.ckpt_set = w0.eval_steps, set(w0.ckpt_steps)
         self.t0 = time.perf_counter()
         self.bar = tqdm(total=w0.prep.cfg.train.steps, initial=w0.prep.start, disable=not progress, dynamic_ncols=True,
@@ -472,14 +540,15 @@ class _Loop:
         return [w for w in self.writers if not w.stopped]
 
     def record(self, step: int) -> None:
-        """Evaluate every run, write its metrics row; the runs that end here (early stop) save and stop."""
+        """Evaluate every run, forecast where due, write its metrics row; the runs that end here (early or
+        hopeless stop) save and stop."""
         trainer, writers = self.trainer, self.writers
         trainer.eval_mode(True)
         results = trainer.evaluate()
         elapsed = time.perf_counter() - self.t0
         rows = [(tl, ta, vl, va, lr, wn, elapsed, collapse) for (tl, ta, vl, va, collapse), lr, wn
                 in zip(results, trainer.lrs(step), trainer.weight_norms())]
-        forecasts = [None if w.stopped else self.forecast(k, step, row) for k, (w, row) in enumerate(zip(writers, rows))]
+        forecasts = [None if w.stopped else self.forecasts.at(k, step, row) for k, (w, row) in enumerate(zip(writers, rows))]
         trainer.eval_mode(False)
         ending = []
         for k, (w, row, f) in enumerate(zip(writers, rows, forecasts)):
@@ -496,29 +565,13 @@ class _Loop:
                 writers[k].stopped = True
         if len(writers) == 1:
             self.bar.set_postfix(train_acc=f"{results[0][1]:.3f}", val_acc=f"{results[0][3]:.3f}", refresh=False)
-            if forecasts[0] is not None:
-                self.forecast_line = forecasts[0].line()
-            if self.forecast_line:
-                self.bar.set_postfix_str(f"{self.bar.postfix}, {self.forecast_line}", refresh=False)
+            if self.forecasts.line:
+                self.bar.set_postfix_str(f"{self.bar.postfix}, {self.forecasts.line}", refresh=False)
         else:
             self.bar.set_postfix(train_99=sum(r[1] >= 0.99 for r in results), val_99=sum(r[3] >= 0.99 for r in results),
                                  refresh=False)
         if ending and not self.running():
             self.stopped_early(step)
-
-    def forecast(self, k: int, step: int, row: tuple):
-        """Run k's live forecast at this evaluation (its forecaster's ``every`` steps after the last one),
-        or None. The forecaster reads the weights under no_grad and draws nothing from the generators
-        training reads (``_rng_untouched``): training is the same with or without it, bit for bit."""
-        f, last = self.forecasters[k], self.forecast_step[k]
-        if f is None or (last is not None and step - last < max(1, int(f.every))):
-            return None
-        self.forecast_step[k] = step
-        t0 = time.perf_counter()
-        with torch.no_grad(), _rng_untouched(self.trainer.device):
-            out = f.update(step, dict(zip(METRIC_COLUMNS[1:], row)), self.trainer.model_of(k))
-        self.forecast_s += time.perf_counter() - t0
-        return out
 
     def stopped_early(self, step: int) -> None:
         """Every run has ended before the budget: the bar completes at this step and says why."""
@@ -559,9 +612,10 @@ class _Loop:
         self.bar.close()
         if self.early:
             self.log(f"grokscope: {self.early}")
-        if self.forecast_line:
-            self.log(f"grokscope: forecast at step {self.forecast_step[0]}: {self.forecast_line} "
-                     f"({self.forecast_s:.1f} s of {time.perf_counter() - self.t0:.1f} s spent forecasting)")
+        fc = self.forecasts
+        if fc.line:
+            self.log(f"grokscope: forecast at step {fc.last[0]}: {fc.line} "
+                     f"({fc.seconds:.1f} s of {time.perf_counter() - self.t0:.1f} s spent forecasting)")
         for w in self.writers:
             w.close()
 

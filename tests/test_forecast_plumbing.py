@@ -102,12 +102,20 @@ def test_the_forecast_columns_hold_the_forecasts_where_made_and_the_model_is_the
     assert off.metrics[FORECAST_COLUMNS].isna().all().all()
 
 
-def test_resume_keeps_the_forecasts_made_before(tmp_path, fake):
+def test_resume_keeps_the_forecasts_made_before_and_replays_them_to_the_forecaster(tmp_path, fake):
     run = grokscope.train(tiny_config(), out=tmp_path / "r", **QUIET)
     before = run.metrics
     grown = grokscope.train(resume=run.path, steps=30, **QUIET).metrics
     assert grown[grown.step <= 20].drop(columns="elapsed_s").equals(before.drop(columns="elapsed_s"))
     assert grown.loc[grown.step == 30, "forecast_p"].item() == 0.9  # the resumed session forecasts too
+    # the resumed run's forecaster is first given what the first session's was (rows and weights of steps
+    # 0, 10, 20, from their checkpoints), so it sees what an uninterrupted run's sees
+    straight = grokscope.train(tiny_config(train={"steps": 30}), out=tmp_path / "s", **QUIET)
+    first, resumed, whole = fake.instances
+    assert [c[0] for c in first.calls] == [0, 10, 20] and [c[0] for c in resumed.calls] == [0, 10, 20, 30]
+    assert resumed.calls[:3] == first.calls
+    assert resumed.calls == whole.calls  # steps, rows and weights, exactly
+    assert straight.metrics[FORECAST_COLUMNS].equals(grown[FORECAST_COLUMNS])
 
 
 def test_the_bar_and_the_log_show_the_forecast_line(tmp_path, fake, capsys):
