@@ -40,8 +40,8 @@ from .model import build_model, weight_norm
 from .progress import tqdm
 from .provenance import record_session
 from .resume import read_state_step, resume_parts, resume_tensors
-from .run import (CONFIG_FILE, FORECAST_COLUMNS, HOPELESS_PATIENCE, METRIC_COLUMNS, STATE_FILE, Prepared, Run, RunWriter, disk_estimate,
-                  is_run_dir, prepare)
+from .run import (CONFIG_FILE, FORECAST_COLUMNS, HOPELESS_PATIENCE, METRIC_COLUMNS, STATE_FILE, Prepared, Run,
+                  RunWriter, disk_estimate, is_run_dir, prepare, schedule)
 from .tasks import Dataset
 from .weights import load_weights
 
@@ -471,8 +471,12 @@ class _Forecasts:
     def __init__(self, trainer, writers: list[RunWriter], on: bool):
         self.trainer, self.writers = trainer, writers
         self.forecasters = [_live_forecaster(w.prep.cfg) if on else None for w in writers]
-        w0 = writers[0]
-        self.allowed = w0.eval_steps & set(w0.ckpt_steps)  # the steps a forecast may be made at
+        # the steps a forecast may be made at: evaluations with a checkpoint, but not the budget's last step
+        # unless the schedule has it anyway (a run resumed with a larger budget forecasts as if it always had it)
+        sch, total = writers[0].prep.cfg.schedule, writers[0].prep.cfg.train.steps
+        big = total + sch.eval_every * sch.ckpt_every
+        self.allowed = {x for x in set(schedule(big, sch.eval_every, sch.eval_log_points))
+                        & set(schedule(big, sch.ckpt_every, sch.ckpt_log_points)) if x <= total}
         self.last: list[int | None] = [None] * len(writers)  # the last step each forecaster was asked
         self.line = ""  # the latest forecast of run 0, in words
         self.seconds = 0.0
