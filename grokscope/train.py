@@ -619,7 +619,7 @@ class _Loop:
         fc = self.forecasts
         if fc.line:
             self.log(f"grokscope: forecast at step {fc.last[0]}: {fc.line} "
-                     f"({fc.seconds:.1f} s of {time.perf_counter() - self.t0:.1f} s spent forecasting)")
+                     f"({fc.seconds:.2f} s of {time.perf_counter() - self.t0:.1f} s spent forecasting)")
         for w in self.writers:
             w.close()
 

@@ -139,6 +139,7 @@ def test_a_batched_run_forecasts_each_run_from_its_own_weights(tmp_path, fake):
     assert fake.instances[0].calls[-1][2] != pytest.approx(fake.instances[1].calls[-1][2])
 
 
+@pytest.mark.slow
 def test_cli_no_forecast_and_stop_hopeless_without_it(tmp_path):
     out = tmp_path / "r"
     args = ["--op", "x+y", "--p", "7", "--n-layers", "1", "--d-model", "16", "--n-heads", "2", "--d-mlp", "32",
@@ -237,6 +238,7 @@ def test_cli_forecast_bad_input_is_one_line_exit_2(run_copy, tmp_path, capsys):
     assert "has no checkpoints yet" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_forecast_runs_the_shipped_forecaster(run_copy):
     """The shipped forecaster behind the command: one row per checkpoint (its numbers are its own)."""
     r = subprocess.run([sys.executable, "-m", "grokscope.cli", "forecast", str(run_copy.path), "--csv"],
