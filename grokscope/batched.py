@@ -40,7 +40,7 @@ from .provenance import record_session
 from .resume import read_state_step, resume_parts, resume_tensors
 from .run import STATE_FILE, Prepared, Run, RunWriter, disk_estimate, prepare
 from .tasks import Dataset
-from .train import AdamW, Stepper, add_noise_, fit, lr_scale, pick_device
+from .train import AdamW, Stepper, add_noise_, check_forecast, fit, lr_scale, pick_device
 from .weights import load_weights
 
 EVAL_ROWS = 32768  # rows (all runs together) per evaluation chunk
@@ -263,6 +263,13 @@ class BatchedTrainer(Stepper):
     def state_dicts(self) -> list[dict[str, torch.Tensor]]:
         return [self.state_dict(k) for k in range(self.K)]
 
+    @torch.no_grad()
+    def model_of(self, k: int):
+        """Run k as a HookedTransformer (read-only use, until the next call: its live forecast): the
+        template model, which training does not read, with run k's weights copied in."""
+        self.template.load_state_dict(self.state_dict(k))
+        return self.template
+
     def _row(self, buf: torch.Tensor, k: int) -> list[torch.Tensor]:
         """Run k's row of a (K, n_trainable) buffer as one tensor per trained parameter (copies)."""
         return [buf[k, off:off + numel].view(self.shapes[n]).clone()
@@ -313,10 +320,13 @@ def _mask(n: int, idx: torch.Tensor) -> torch.Tensor:
 
 # --- the entry point -----------------------------------------------------------------------------------
 @restoring_cpu_settings  # subnormal floats flushed for the duration; the caller's process as it was afterwards
-def train_batched(preps: list[Prepared], *, progress: bool = True, log=print, desc: str = "") -> list[Run]:
-    """Train prepared runs (``train.prepare``; new or resumed, all at one start step) as one batch."""
+def train_batched(preps: list[Prepared], *, progress: bool = True, log=print, desc: str = "",
+                  forecast: bool = True) -> list[Run]:
+    """Train prepared runs (``train.prepare``; new or resumed, all at one start step) as one batch;
+    ``forecast``: each run's live forecast (see ``grokscope.train``)."""
     if not preps:
         return []
+    check_forecast([p.cfg for p in preps], forecast)
     starts = {p.start for p in preps}
     if len(starts) != 1:
         raise GrokscopeError(f"runs resumed at different steps ({sorted(starts)}) cannot share a batch")
@@ -333,19 +343,20 @@ def train_batched(preps: list[Prepared], *, progress: bool = True, log=print, de
     log(f"grokscope: a batch of {len(preps)} runs on {device} ({cfg.task.op} ... {preps[-1].cfg.task.op}, "
         f"{trainer.n} elements), steps {preps[0].start}->{cfg.train.steps}; "
         f"{writers[0].remaining_ckpts()} checkpoints each, {fmt_bytes(total)} on disk in all")
-    interrupted = fit(trainer, writers, progress=progress, log=log, desc=desc or f"{len(preps)} runs")
+    interrupted = fit(trainer, writers, progress=progress, log=log, desc=desc or f"{len(preps)} runs", forecast=forecast)
     runs = [Run(p.run_dir) for p in preps]
     for r in runs:
         r.interrupted = interrupted
     return runs
 
 
-def train_many(configs: list[RunConfig], outs: list[str | Path], *, progress: bool = True, log=print) -> list[Run]:
+def train_many(configs: list[RunConfig], outs: list[str | Path], *, progress: bool = True, log=print,
+               forecast: bool = True) -> list[Run]:
     """Train new runs ``configs[i]`` into ``outs[i]`` as one batch (they must share ``batch_key``).
     Ctrl-C saves every run, then raises ``TrainingInterrupted`` (as ``grokscope.train``)."""
     if len(configs) != len(outs):
         raise GrokscopeError("one output folder per config")
-    runs = train_batched([prepare(c, o) for c, o in zip(configs, outs)], progress=progress, log=log)
+    runs = train_batched([prepare(c, o) for c, o in zip(configs, outs)], progress=progress, log=log, forecast=forecast)
     if runs and runs[0].interrupted:  # saved: as grokscope.train, stop the caller (a notebook's "Run all")
         raise TrainingInterrupted(runs, read_state_step(runs[0].path / STATE_FILE))
     return runs

@@ -97,6 +97,8 @@ def _add_train(sub, help_: str) -> None:
                         "<results folder>/tensorboard/live); needs pip install 'grokscope[tensorboard]'")
     p.add_argument("--tensorboard-every", type=int, default=None, metavar="N",
                    help=f"steps between two live restricted losses (default {RESTRICTED_EVERY})")
+    p.add_argument("--no-forecast", action="store_true", help="no live forecast of whether and when the run groks "
+                                                              "(on the bar and in metrics.csv; docs/forecast.md)")
     _add_field(p, fields["compile"])
     _add_threads(p)
     for f in axes().values():
@@ -139,11 +141,13 @@ def cmd_train(args) -> int:
                 raise GrokscopeError("--tensorboard-every needs --tensorboard")
             live["tensorboard_every"] = args.tensorboard_every
         if args.resume:
-            run = train(resume=args.resume, steps=args.steps, progress=not args.no_progress, log=_say, **live)
+            run = train(resume=args.resume, steps=args.steps, progress=not args.no_progress, log=_say,
+                        forecast=not args.no_forecast, **live)
         else:
             cfg = build_config(args)
             get_operation(cfg.task.op)  # unknown operation: fail before touching the disk
-            run = train(cfg, out=args.out, progress=not args.no_progress, log=_say, **live)
+            run = train(cfg, out=args.out, progress=not args.no_progress, log=_say,
+                        forecast=not args.no_forecast, **live)
     except TrainingInterrupted:  # saved; the loop printed the command that continues the run
         return 130
     m = run.metrics
@@ -395,6 +399,75 @@ def cmd_sweep_report(args) -> int:
     return 0
 
 
+# --- forecast ---------------------------------------------------------------------------------------------
+def _add_forecast(sub, help_: str) -> None:
+    p = sub.add_parser("forecast", help=help_,
+                       description="What the forecast of whether and when the run groks (validation loss below "
+                                   "chance for good, within its budget) was at each checkpoint, from the data up to "
+                                   "that step only, beside the step where it really did (docs/forecast.md).")
+    p.add_argument("run", metavar="RUN", help="a run directory (checkpoints/<run>)")
+    p.add_argument("--steps", metavar="S1,S2", help="only these steps (default: every checkpoint)")
+    p.add_argument("--csv", action="store_true", help="print the table as CSV")
+    p.add_argument("--save", action="store_true", help="also store it as the run's forecast table "
+                                                       "(analyses/<run>/forecast.csv), which its report draws")
+    p.set_defaults(func=cmd_forecast)
+
+
+def _num(v, fmt: str = ",.0f") -> str:
+    return "–" if v is None or v != v else format(float(v), fmt)
+
+
+FORECAST_TABLE = "forecast"  # the results table `grokscope forecast --save` writes (the report's forecast figure reads it)
+
+
+def save_forecast(run, table) -> Path:
+    """The forecast table in the run's results folder (analyses/<run>/forecast.csv, with its sidecar)."""
+    from .results import ResultStore, default_out_dir
+    from .sweep.folder import check_results_folder
+
+    folder = default_out_dir(run.path)
+    check_results_folder(folder)
+    store = ResultStore(folder)
+    store.check_owner(run)
+    store.write(FORECAST_TABLE, table, {"analysis": FORECAST_TABLE, "kind": "run", "steps": [int(s) for s in table["step"]],
+                                        "run": str(run.path.resolve()), "run_id": run.run_id})
+    return store.table_path(FORECAST_TABLE)
+
+
+def cmd_forecast(args) -> int:
+    from .forecast import forecast_run
+    from .run import Run
+
+    run = Run(args.run)
+    if not run.steps:
+        raise GrokscopeError(f"run {run.path} has no checkpoints yet: nothing to forecast from")
+    steps = _int_list(args.steps) if args.steps is not None else None
+    if steps is not None:
+        missing = [s for s in steps if not run.has_step(s)]
+        if missing:
+            raise GrokscopeError(f"run {run.path} has no checkpoint at step {missing[0]} (it has {len(run.steps)} "
+                                 f"from {run.steps[0]} to {run.steps[-1]})")
+    table = forecast_run(run, steps)
+    if args.save:
+        path = save_forecast(run, table)
+        _say(f"grokscope: forecast table -> {path}", file=sys.stderr if args.csv else sys.stdout)
+    if args.csv:
+        _say(table.to_csv(index=False), end="")
+        return 0
+    rows = [["step", "p_grok", "grok step", "80 % interval", "measures"]]
+    for _, r in table.iterrows():
+        interval = f"{_num(r['lo'])}–{_num(r['hi'])}" if r["lo"] == r["lo"] and r["hi"] == r["hi"] else "–"
+        rows.append([_num(r["step"]), _num(r["p_grok"], ".2f"), _num(r["grok_step"]), interval,
+                     str(r["measures"]) if r["measures"] == r["measures"] and r["measures"] else "–"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        _say("  ".join(c.rjust(w) if i < 4 else c for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+    actual = table["actual_grok_step"].iloc[0] if "actual_grok_step" in table.columns and len(table) else float("nan")
+    _say(f"actual grok step (validation loss below chance for good): "
+         + (_num(actual) if actual == actual else f"none in the run's {len(run.metrics)} evaluations so far"))
+    return 0
+
+
 # --- figures and TensorBoard --------------------------------------------------------------------------------
 def cmd_figures(args) -> int:
     from .figures.export import export_report_figures
@@ -552,6 +625,7 @@ COMMANDS = {
     "sweep-report": ("build the HTML report of a sweep (a grid of runs)", _add_sweep_report),
     "sweep": ("train a grid of runs (the paper's figures: --preset)", _add_sweep),
     "sweeps": ("list the sweep presets (the paper's figures)", _listing(cmd_sweeps)),
+    "forecast": ("what the forecast of whether and when a run groks was at each checkpoint", _add_forecast),
     "reproductions": ("list the papers' numbers beside grokscope's (docs/reproductions.md)", _add_reproductions),
 }
 
@@ -589,7 +663,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         for v in value if isinstance(value, list) else [value]:
             if not isinstance(v, str) or key in ("command", "func"):
                 continue
-            name = key if key in ("source", "sweep") else "--" + key.replace("_", "-")
+            name = key if key in ("source", "sweep", "run") else "--" + key.replace("_", "-")
             if not v.strip():
                 raise GrokscopeError(f"{name} is empty")
             if "\x00" in v:

@@ -179,6 +179,11 @@ class TrainConfig:
     # with stop_val_acc reached at step T: train on until step T * (1 + stop_margin)
     stop_margin: float = opt(0.0, "stop-margin", "with --stop-val-acc reached at step T, train on until T*(1+margin)",
                              NON_NEGATIVE)
+    # > 0: end the run once its live forecast's p_grok stays below this (run.hopeless_step: 3 forecasts in a row,
+    # at or after 25 % of the budget; needs the live forecast)
+    stop_hopeless: float = opt(0.0, "stop-hopeless", "end the run once its live forecast's p_grok stays below this "
+                               "(3 forecasts in a row, after a quarter of the budget; 0: off; docs/forecast.md)",
+                               within(0, 1, "[)"))
     # log-softmax of the answer logits in float64 (Nanda et al.) or float32
     loss_dtype: str = opt("float64", "loss-dtype", "{default} (default; Nanda et al.) or float32 log-softmax of the loss",
                           one_of(LOSS_DTYPES))

@@ -154,15 +154,19 @@ def _how_to_run(r: ReportRun, names: list[str]) -> str:
 def _section(page: Page, r: ReportRun, section, log_x: bool) -> None:
     page.add(f'<section id="{section.id}"><h2>{_e(section.title)}</h2>')
     missing: list[str] = []
+    drawn = 0
     for spec in figures_on("run", section.id):
         if spec.drawable(r.tables):
             page.figure(spec.build(r.tables, log_x), spec.name, spec.caption_for(r.tables), spec.time_axis)
+            drawn += 1
         elif spec.needs == ("metrics",):
             page.add('<p class="missing">No metrics: the run directory was not found.</p>')
         missing += [n for n in (*spec.needs, *spec.optional)
                     if n != "metrics" and not r.tables.has(n) and n not in missing]
     if missing:
         page.add(f'<p class="missing">{_how_to_run(r, missing)}</p>')
+    elif not drawn and section.absent:
+        page.add(f'<p class="missing">{_e(section.absent)}</p>')
     page.add("</section>")
 
 

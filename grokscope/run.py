@@ -49,9 +49,14 @@ METRICS_FILE = "metrics.csv"
 STATE_FILE = "state.safetensors"
 CKPT_DIR = "ckpt"
 CKPT_PATTERN = re.compile(r"^step_(\d+)\.safetensors$")
+# the live forecast (grokscope.forecast.LiveForecaster) at the evaluations where one was made, else empty:
+# p_grok, the predicted grok step and its 80 % interval
+FORECAST_COLUMNS = ["forecast_p", "forecast_step", "forecast_lo", "forecast_hi"]
 METRIC_COLUMNS = ["step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "weight_norm", "elapsed_s",
-                  "collapse"]
-LEGACY_METRIC_COLUMNS = METRIC_COLUMNS[:-1]  # runs written before the softmax-collapse column (read with it NaN)
+                  "collapse", *FORECAST_COLUMNS]
+# headers of runs written before a column existed (read with the missing columns NaN), newest first
+OLDER_METRIC_HEADERS = [METRIC_COLUMNS[:-len(FORECAST_COLUMNS)],  # before the forecast columns
+                        METRIC_COLUMNS[:-len(FORECAST_COLUMNS) - 1]]  # before the softmax-collapse column
 
 
 def ckpt_name(step: int) -> str:
@@ -72,8 +77,7 @@ def read_metrics(path: Path) -> pd.DataFrame:
     if not lines:
         return pd.DataFrame(columns=METRIC_COLUMNS)
     header = lines[0].split(",")
-    legacy = header == LEGACY_METRIC_COLUMNS  # written before the collapse column existed
-    if header != METRIC_COLUMNS and not legacy:
+    if header != METRIC_COLUMNS and header not in OLDER_METRIC_HEADERS:
         raise GrokscopeError(f"metrics file {path} is damaged: its header is not {','.join(METRIC_COLUMNS)}")
     try:
         df = pd.read_csv(StringIO("\n".join(lines) + "\n"), dtype=float)
@@ -83,8 +87,8 @@ def read_metrics(path: Path) -> pd.DataFrame:
     if len(df) and (step.isna().any() or not step.apply(float.is_integer).all() or (step < 0).any()
                     or not step.is_monotonic_increasing or not step.is_unique):
         raise GrokscopeError(f"metrics file {path} is damaged: its steps are not increasing whole numbers")
-    if legacy:
-        df["collapse"] = float("nan")
+    for column in METRIC_COLUMNS[len(header):]:  # a run written before the column existed
+        df[column] = float("nan")
     return df.astype({"step": "int64"}).reset_index(drop=True)
 
 
@@ -101,6 +105,46 @@ def first_reached(metrics, level: float, column: str = "val_acc", *, count_step0
     m = metrics if count_step0 else metrics[metrics["step"] > 0]
     hit = m.loc[m[column] >= level, "step"]
     return int(hit.iloc[0]) if len(hit) else None
+
+
+def chance_loss(config: RunConfig) -> float:
+    """ln N: the validation loss of a uniform guess over the task's N possible answers."""
+    from .tasks import get_operation
+
+    return math.log(len(get_operation(config.task.op).elements(config.task.p)))
+
+
+def grokked_at(metrics: pd.DataFrame, level: float) -> int | None:
+    """The step where validation loss fell below ``level`` (chance: ``chance_loss``) for good: the first
+    evaluation of the stretch below it that lasts to the last one; None when the last is not below it."""
+    if not len(metrics):
+        return None
+    loss = metrics["val_loss"].to_numpy(dtype=float)
+    above = (~(loss < level)).nonzero()[0]  # NaN counts as not below
+    if len(above) and above[-1] == len(loss) - 1:
+        return None
+    return int(metrics["step"].iloc[above[-1] + 1 if len(above) else 0])
+
+
+# --- the hopeless stop: a run whose forecast p_grok stays below stop_hopeless ends there -------------------
+HOPELESS_MIN_FRACTION = 0.25  # never before this share of the budget
+HOPELESS_PATIENCE = 3  # this many forecasts in a row below the level
+
+
+def hopeless_step(steps, p_grok, level: float, budget: int) -> int | None:
+    """The first step, at or after ``HOPELESS_MIN_FRACTION`` of the budget, whose forecast and the
+    ``HOPELESS_PATIENCE - 1`` forecasts before it all gave p_grok below ``level``; None if there is none.
+    ``steps``/``p_grok``: the evaluations in order, NaN where no forecast was made (skipped)."""
+    if level <= 0:
+        return None
+    run = 0
+    for step, p in zip(steps, p_grok):
+        if p != p:  # NaN: no forecast at this evaluation
+            continue
+        run = run + 1 if p < level else 0
+        if run >= HOPELESS_PATIENCE and step >= HOPELESS_MIN_FRACTION * budget:
+            return int(step)
+    return None
 
 
 def _log_steps(total: int, every: int, log_points: int) -> set[int]:
@@ -697,6 +741,7 @@ class RunWriter:
         self.ckpt_steps = schedule(cfg.train.steps, s.ckpt_every, s.ckpt_log_points)
         self.ckpt_meta = {"run_id": cfg.run_id, "model": model_meta(cfg)}
         kept = self._create() if prep.new else self._reopen()
+        self.kept = kept if kept is not None else read_metrics(self.run_dir / METRICS_FILE)  # the rows before the start
         try:
             self.metrics_f = open(self.run_dir / METRICS_FILE, "a", buffering=1)
         except OSError as e:
@@ -707,8 +752,16 @@ class RunWriter:
         self.stop_at, self.margin = cfg.train.stop_val_acc, cfg.train.stop_margin
         self.reached: int | None = None  # the first evaluation with val_acc >= stop_at
         self.stopped = False
-        if not prep.new and self.stop_at > 0 and prep.start > 0 and len(kept):
-            self.reached = first_reached(kept, self.stop_at)
+        # the hopeless stop: the run ends where its forecasts' p_grok stays below ``hopeless`` (hopeless_step)
+        self.hopeless, self.budget = cfg.train.stop_hopeless, cfg.train.steps
+        self.forecasts: tuple[list[int], list[float]] = ([], [])  # (step, p_grok) of each forecast so far
+        self.hopeless_at: int | None = None
+        if not prep.new and prep.start > 0 and len(kept):
+            made = kept[kept["forecast_p"].notna()]
+            self.forecasts = ([int(v) for v in made["step"]], [float(v) for v in made["forecast_p"]])
+            self.hopeless_at = hopeless_step(*self.forecasts, self.hopeless, self.budget)
+            if self.stop_at > 0:
+                self.reached = first_reached(kept, self.stop_at)
             self.stopped = int(kept.iloc[-1]["step"]) == prep.start and self.ends(prep.start, float(kept.iloc[-1]["val_acc"]))
 
     def _create(self) -> None:
@@ -745,7 +798,10 @@ class RunWriter:
         return kept
 
     def ends(self, step: int, val_acc: float) -> bool:
-        """Whether the run ends at this evaluation (early stop; see ``stop_step``)."""
+        """Whether the run ends at this evaluation: early stop (see ``stop_step``) or the hopeless stop
+        (see ``hopeless_step``; the forecasts up to this step are recorded)."""
+        if self.hopeless_at is not None and step >= self.hopeless_at:
+            return True
         if self.stop_at <= 0 or step <= 0:
             return False
         if self.reached is None and val_acc >= self.stop_at:
@@ -755,10 +811,17 @@ class RunWriter:
     def remaining_ckpts(self) -> int:
         return sum(1 for c in self.ckpt_steps if c >= self.prep.start)
 
-    def record(self, step: int, row: tuple) -> None:
-        """row: train_loss, train_acc, val_loss, val_acc, lr, weight_norm, elapsed_s, collapse."""
+    def record(self, step: int, row: tuple, forecast: tuple | None = None) -> None:
+        """row: train_loss, train_acc, val_loss, val_acc, lr, weight_norm, elapsed_s, collapse; ``forecast``:
+        p_grok, grok step, interval low and high (None where not given), or None (no forecast here)."""
+        cells = [repr(float(v)) for v in row]
+        cells += ["" if v is None else repr(float(v)) for v in forecast or (None,) * len(FORECAST_COLUMNS)]
+        if forecast is not None and self.hopeless_at is None:
+            self.forecasts[0].append(step)
+            self.forecasts[1].append(float(forecast[0]))
+            self.hopeless_at = hopeless_step(*self.forecasts, self.hopeless, self.budget)
         try:
-            self.metrics_f.write(f"{step}," + ",".join(repr(float(v)) for v in row) + "\n")
+            self.metrics_f.write(f"{step}," + ",".join(cells) + "\n")
         except OSError as e:
             raise GrokscopeError(f"cannot write {self.run_dir / METRICS_FILE}: {e.strerror}") from None
 

@@ -41,7 +41,8 @@ from .model import build_model, weight_norm
 from .progress import tqdm
 from .provenance import record_session
 from .resume import read_state_step, resume_parts, resume_tensors
-from .run import CONFIG_FILE, METRIC_COLUMNS, STATE_FILE, Prepared, Run, RunWriter, disk_estimate, is_run_dir, prepare
+from .run import (CONFIG_FILE, FORECAST_COLUMNS, HOPELESS_PATIENCE, METRIC_COLUMNS, STATE_FILE, Prepared, Run,
+                  RunWriter, disk_estimate, is_run_dir, prepare, schedule)
 from .tasks import Dataset
 from .tensorboard import RESTRICTED_EVERY, LiveScalars, live_folder, summary_writer
 from .weights import load_weights
@@ -361,6 +362,10 @@ class Trainer(Stepper):
     def weight_norm(self) -> float:
         return weight_norm(self.model.parameters())
 
+    def model_of(self, k: int):
+        """The run's own model (read-only use: its live forecast)."""
+        return self.model
+
     # --- the interface fit() drives (lists with one entry: this run) ---
     def eval_mode(self, on: bool) -> None:
         self.model.train(not on)
@@ -431,21 +436,122 @@ def _sigint_sets_flag():
             signal.signal(signal.SIGINT, old_handler)
 
 
-def early_stop_text(step: int, total: int, level: float, reached: int | None, margin: float, n_runs: int = 1) -> str:
-    """Why training ended before its budget, in one line."""
+def early_stop_text(step: int, total: int, level: float, reached: int | None, margin: float, n_runs: int = 1,
+                    hopeless: float = 0.0, n_hopeless: int = 0) -> str:
+    """Why training ended before its budget, in one line; ``n_hopeless`` of the runs ended by the hopeless
+    stop (their forecast's p_grok stayed below ``hopeless``), the others by validation accuracy."""
     who = "stopped early" if n_runs == 1 else f"all {n_runs} runs stopped early (the last"
     why = f"validation accuracy reached {level:g}" + (f" at step {reached}" if reached is not None and n_runs == 1 else "")
     if margin > 0:
         why += f", then trained on to {1 + margin:g}x that step (stop-margin {margin:g})"
+    hopeless_why = (f"the forecast's p_grok stayed below {hopeless:g} ({HOPELESS_PATIENCE} forecasts in a row; "
+                    f"stop-hopeless {hopeless:g})")
+    if n_hopeless == n_runs:
+        why = hopeless_why
+    elif n_hopeless:
+        why += f"; {n_hopeless} of them because {hopeless_why}"
     return f"{who} at step {step} of {total}{')' if n_runs > 1 else ''}: {why}"
+
+
+@contextlib.contextmanager
+def _seeded_aside(device: torch.device, seed: int):
+    """Inside the block, torch's, numpy's and Python's global random generators seeded with ``seed``;
+    after it, as they were before. A forecaster that draws (a permutation test) gets the same numbers
+    for the same step in any process, and leaves no trace on anything else that reads them."""
+    import random
+
+    import numpy as np
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        try:
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
+class _Forecasts:
+    """The live forecast of each of K runs (``grokscope.forecast.LiveForecaster``), asked at the
+    evaluations that have a checkpoint, its ``every`` steps after the last one asked (``due``).
+
+    A resumed run's forecasters are first given again, in order, what they were given before the resume
+    point (the metrics rows at the due steps and the weights of those steps' checkpoints), so a run
+    resumed at any moment forecasts as the uninterrupted run does; each call runs under its own step's
+    seed (``_seeded_aside``) and under no_grad, reading the weights only: training is the same with or
+    without the forecast, bit for bit."""
+
+    def __init__(self, trainer, writers: list[RunWriter], on: bool):
+        self.trainer, self.writers = trainer, writers
+        self.forecasters = [_live_forecaster(w.prep.cfg) if on else None for w in writers]
+        # the steps a forecast may be made at: evaluations with a checkpoint, but not the budget's last step
+        # unless the schedule has it anyway (a run resumed with a larger budget forecasts as if it always had it)
+        sch, total = writers[0].prep.cfg.schedule, writers[0].prep.cfg.train.steps
+        big = total + sch.eval_every * sch.ckpt_every
+        self.allowed = {x for x in set(schedule(big, sch.eval_every, sch.eval_log_points))
+                        & set(schedule(big, sch.ckpt_every, sch.ckpt_log_points)) if x <= total}
+        self.last: list[int | None] = [None] * len(writers)  # the last step each forecaster was asked
+        self.line = ""  # the latest forecast of run 0, in words
+        self.seconds = 0.0
+        for k, w in enumerate(writers):
+            if self.forecasters[k] is not None and not w.prep.new and w.prep.start > 0:
+                self._replay(k, w)
+
+    def due(self, k: int, step: int) -> bool:
+        f, last = self.forecasters[k], self.last[k]
+        return f is not None and step in self.allowed and (last is None or step - last >= max(1, int(f.every)))
+
+    def ask(self, k: int, step: int, row: dict, model):
+        """Run k's forecaster at ``step`` (due), with this step's metrics row and weights."""
+        self.last[k] = step
+        t0 = time.perf_counter()
+        seed = (self.writers[k].prep.cfg.train.seed * 1_000_003 + step) % 2**63
+        with torch.no_grad(), _seeded_aside(self.trainer.device, seed):
+            out = self.forecasters[k].update(step, row, model)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def at(self, k: int, step: int, row: tuple):
+        """Run k's live forecast at this evaluation, or None (none due, or the forecaster gave none)."""
+        if not self.due(k, step):
+            return None
+        out = self.ask(k, step, dict(zip(METRIC_COLUMNS[1:], row)), self.trainer.model_of(k))
+        if k == 0 and out is not None:
+            self.line = out.line()
+        return out
+
+    def _replay(self, k: int, w: RunWriter) -> None:
+        """The forecaster of a resumed run given what it was given up to the resume point: each kept
+        metrics row at a due step, with the weights of that step's checkpoint."""
+        run, model = Run(w.run_dir), None
+        for _, r in w.kept.iterrows():
+            step = int(r["step"])
+            if step > w.prep.start or not self.due(k, step):
+                continue
+            if not run.has_step(step):  # a checkpoint deleted since: that forecast cannot be repeated
+                self.last[k] = step
+                continue
+            if model is None:
+                with torch.random.fork_rng(devices=[]):
+                    model = build_model(w.prep.cfg.model, w.prep.data.d_vocab, w.prep.data.n_elements,
+                                        device=self.trainer.device).eval()
+            load_weights(model, run.state_dict_at(step), f"checkpoint {run.checkpoint_path(step)}")
+            out = self.ask(k, step, {c: float(r[c]) for c in METRIC_COLUMNS[1:-len(FORECAST_COLUMNS)]}, model)
+            if k == 0 and out is not None:
+                self.line = out.line()
 
 
 class _Loop:
     """``fit``'s bookkeeping for K runs that step together: evaluate and record, checkpoint, early stop."""
 
-    def __init__(self, trainer, writers: list[RunWriter], progress: bool, desc: str, log=print, live=None):
+    def __init__(self, trainer, writers: list[RunWriter], progress: bool, desc: str, log=print, forecast: bool = True,
+                 live=None):
         self.trainer, self.writers, w0, self.log, self.live = trainer, writers, writers[0], log, live
         self.early = ""  # why every run ended before the budget (``stopped_early``)
+        self.forecasts = _Forecasts(trainer, writers, forecast)  # the live forecast of each run
         self.eval_steps, self.ckpt_set = w0.eval_steps, set(w0.ckpt_steps)
         self.t0 = time.perf_counter()
         self.bar = tqdm(total=w0.prep.cfg.train.steps, initial=w0.prep.start, disable=not progress, dynamic_ncols=True,
@@ -455,21 +561,24 @@ class _Loop:
         return [w for w in self.writers if not w.stopped]
 
     def record(self, step: int) -> None:
-        """Evaluate every run, write its metrics row; the runs that end here (early stop) save and stop."""
+        """Evaluate every run, forecast where due, write its metrics row; the runs that end here (early or
+        hopeless stop) save and stop."""
         trainer, writers = self.trainer, self.writers
         trainer.eval_mode(True)
         results = trainer.evaluate()
-        trainer.eval_mode(False)
         elapsed = time.perf_counter() - self.t0
+        rows = [(tl, ta, vl, va, lr, wn, elapsed, collapse) for (tl, ta, vl, va, collapse), lr, wn
+                in zip(results, trainer.lrs(step), trainer.weight_norms())]
+        forecasts = [None if w.stopped else self.forecasts.at(k, step, row) for k, (w, row) in enumerate(zip(writers, rows))]
+        trainer.eval_mode(False)
         ending = []
-        for k, (w, (tl, ta, vl, va, collapse), lr, wn) in enumerate(zip(writers, results, trainer.lrs(step),
-                                                                         trainer.weight_norms())):
+        for k, (w, row, f) in enumerate(zip(writers, rows, forecasts)):
             if w.stopped:
                 continue
-            w.record(step, (tl, ta, vl, va, lr, wn, elapsed, collapse))
+            w.record(step, row, None if f is None else (f.p_grok, f.grok_step, f.lo, f.hi))
             if self.live is not None:
-                self.live.record(step, dict(zip(METRIC_COLUMNS[1:], (tl, ta, vl, va, lr, wn, elapsed, collapse))), trainer)
-            if w.ends(step, va):
+                self.live.record(step, dict(zip(METRIC_COLUMNS[1:], row)), trainer)
+            if w.ends(step, row[3]):
                 ending.append(k)
         if ending:  # early stop: these runs end here, with a checkpoint and their resume state
             sds, states = trainer.state_dicts(), trainer.resume_states()
@@ -479,6 +588,8 @@ class _Loop:
                 writers[k].stopped = True
         if len(writers) == 1:
             self.bar.set_postfix(train_acc=f"{results[0][1]:.3f}", val_acc=f"{results[0][3]:.3f}", refresh=False)
+            if self.forecasts.line:
+                self.bar.set_postfix_str(f"{self.bar.postfix}, {self.forecasts.line}", refresh=False)
         else:
             self.bar.set_postfix(train_99=sum(r[1] >= 0.99 for r in results), val_99=sum(r[3] >= 0.99 for r in results),
                                  refresh=False)
@@ -488,7 +599,8 @@ class _Loop:
     def stopped_early(self, step: int) -> None:
         """Every run has ended before the budget: the bar completes at this step and says why."""
         w0, total = self.writers[0], self.writers[0].prep.cfg.train.steps
-        why = early_stop_text(step, total, w0.stop_at, w0.reached, w0.margin, len(self.writers))
+        n_hopeless = sum(w.hopeless_at is not None and w.stopped for w in self.writers)
+        why = early_stop_text(step, total, w0.stop_at, w0.reached, w0.margin, len(self.writers), w0.hopeless, n_hopeless)
         self.bar.total = step
         self.bar.set_postfix_str(f"{self.bar.postfix}; {why}", refresh=False)
         self.bar.refresh()
@@ -523,18 +635,37 @@ class _Loop:
         self.bar.close()
         if self.early:
             self.log(f"grokscope: {self.early}")
+        fc = self.forecasts
+        if fc.line:
+            self.log(f"grokscope: forecast at step {fc.last[0]}: {fc.line} "
+                     f"({fc.seconds:.2f} s of {time.perf_counter() - self.t0:.1f} s spent forecasting)")
         for w in self.writers:
             w.close()
         if self.live is not None:
             self.live.close()
 
 
-def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str = "", log=print, live=None) -> bool:
+def _live_forecaster(cfg: RunConfig):
+    from .forecast import LiveForecaster
+
+    return LiveForecaster(cfg, cfg.train.steps)
+
+
+def check_forecast(cfgs: list[RunConfig], forecast: bool) -> None:
+    """The hopeless stop reads the live forecast: refuse ``stop_hopeless`` without it (before anything is written)."""
+    if not forecast and any(c.train.stop_hopeless > 0 for c in cfgs):
+        raise GrokscopeError("stop_hopeless (--stop-hopeless) needs the live forecast; drop --no-forecast "
+                             "(forecast=False) or set stop_hopeless to 0")
+
+
+def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str = "", log=print,
+        forecast: bool = True, live=None) -> bool:
     """Train until the (shared) budget: metrics, checkpoints and resume states of every run on schedule.
 
     ``trainer`` holds K runs that step together (``Trainer``: K = 1; ``BatchedTrainer``) and gives per
     run lists: ``evaluate()`` -> [(train_loss, train_acc, val_loss, val_acc, collapse)], ``weight_norms()``,
-    ``lrs(step)``, ``state_dicts()`` and ``resume_states()``. Returns True when Ctrl-C stopped it (after
+    ``lrs(step)``, ``state_dicts()``, ``resume_states()``, ``model_of(k)`` (run k as a model, for its live
+    forecast; ``forecast=False``: none) and ``device``. Returns True when Ctrl-C stopped it (after
     saving a checkpoint and the resume state of every run). A run whose config sets ``stop_val_acc``
     ends (checkpoint and resume state at that step) at the first evaluation that reaches it (or, with
     ``stop_margin``, at the first evaluation at or after ``stop_step``); the
@@ -542,7 +673,7 @@ def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str =
     ``tensorboard.LiveScalars`` that gets every metrics row as it is written (one run only)."""
     start, total = writers[0].prep.start, writers[0].prep.cfg.train.steps
     with _sigint_sets_flag() as flag:
-        loop = _Loop(trainer, writers, progress, desc, log, live)
+        loop = _Loop(trainer, writers, progress, desc, log, forecast, live)
         try:
             if start == 0:
                 loop.record(0)
@@ -567,8 +698,8 @@ def fit(trainer, writers: list[RunWriter], *, progress: bool = True, desc: str =
 # --- the public entry point ----------------------------------------------------------------------
 @restoring_cpu_settings
 def train(config: RunConfig | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
-          steps: int | None = None, progress: bool = True, log=print, tensorboard: bool | str | Path = False,
-          tensorboard_every: int = RESTRICTED_EVERY) -> Run:
+          steps: int | None = None, progress: bool = True, log=print, forecast: bool = True,
+          tensorboard: bool | str | Path = False, tensorboard_every: int = RESTRICTED_EVERY) -> Run:
     """Train a run (or continue one with ``resume=DIR``) and return it.
 
     ``out`` defaults to ``checkpoints/<op>_p<p>_f<frac>_s<seed>``. With ``resume``, the run's own
@@ -579,6 +710,8 @@ def train(config: RunConfig | None = None, out: str | Path | None = None, *, res
     ``tensorboard``: True (into ``<results folder>/tensorboard/live``) or a folder: TensorBoard scalars
     written while training (``tensorboard.LiveScalars``), the restricted loss every
     ``tensorboard_every`` steps.
+    ``forecast``: the live forecast of whether and when the run groks (``grokscope.forecast``), on the
+    progress bar and in the metrics' forecast columns; it leaves training unchanged bit for bit.
     """
     if tensorboard is not False and tensorboard is not None:
         summary_writer()  # the extra is missing: one error before anything is written
@@ -590,7 +723,7 @@ def train(config: RunConfig | None = None, out: str | Path | None = None, *, res
         if not is_run_dir(run_dir):
             raise GrokscopeError(f"cannot resume {run_dir}: not a run directory (no {CONFIG_FILE})")
         with FolderLock(run_dir, "train --resume"):  # read and checked under the lock: no writer moves it
-            return _train(prepare(resume=run_dir, steps=steps), progress, log, live)
+            return _train(prepare(resume=run_dir, steps=steps), progress, log, forecast, live)
     prep = prepare(config, out, steps=steps)
     from .sweep.folder import enclosing
 
@@ -603,7 +736,7 @@ def train(config: RunConfig | None = None, out: str | Path | None = None, *, res
         if is_run_dir(prep.run_dir):  # made by another process since prepare() looked
             raise GrokscopeError(f"{prep.run_dir} already holds a run; continue it with --resume {prep.run_dir} "
                                  f"or pick another --out")
-        return _train(prep, progress, log, live)
+        return _train(prep, progress, log, forecast, live)
     except BaseException:
         if not is_run_dir(prep.run_dir):
             lock.discard()  # a run that never started leaves no folder behind (when the lock made it)
@@ -612,8 +745,9 @@ def train(config: RunConfig | None = None, out: str | Path | None = None, *, res
         lock.release()
 
 
-def _train(prep: Prepared, progress: bool, log, live: tuple = (False, RESTRICTED_EVERY)) -> Run:
+def _train(prep: Prepared, progress: bool, log, forecast: bool = True, live: tuple = (False, RESTRICTED_EVERY)) -> Run:
     cfg, data = prep.cfg, prep.data
+    check_forecast([cfg], forecast)
     device = pick_device(cfg.train.device)
     trainer = Trainer(cfg, data, device)
     if prep.state is not None:
@@ -639,7 +773,7 @@ def _train(prep: Prepared, progress: bool, log, live: tuple = (False, RESTRICTED
     if scalars is not None:
         log(f"grokscope: TensorBoard scalars while training -> {scalars.folder} (tensorboard --logdir {scalars.folder.parent})")
     run = Run(prep.run_dir)
-    run.interrupted = fit(trainer, [writer], progress=progress, log=log, live=scalars)
+    run.interrupted = fit(trainer, [writer], progress=progress, log=log, forecast=forecast, live=scalars)
     if run.interrupted:
         raise TrainingInterrupted([run], read_state_step(prep.run_dir / STATE_FILE))
     return run

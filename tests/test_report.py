@@ -80,7 +80,11 @@ def tables(grok: bool = True, element: str = "e") -> RunTables:
                "fourier_neurons": fneurons, "sparsity": sparsity, "weight_norms": weight_norms, "tsne": tsne,
                "sharpness": flat, "hessian": flat, "circle_points": circle_points, "circles": circles, "llc": llc}
     m = metrics(grok)
-    return RunTables("synthetic", m, results, find_phases(m, results), "modular")
+    live = m["step"] >= 100  # the live forecast's columns (run.FORECAST_COLUMNS), from step 100 on
+    m["forecast_p"] = np.where(live, np.clip(m["step"] / 1500, 0, 1), np.nan)
+    m["forecast_step"] = np.where(live & (m["forecast_p"] >= 0.5), 1500.0, np.nan)
+    m["forecast_lo"], m["forecast_hi"] = m["forecast_step"] - 300, m["forecast_step"] + 300
+    return RunTables("synthetic", m, results, find_phases(m, results), "modular", chance=np.log(p))
 
 
 def band_colours(fig: go.Figure) -> set[str]:
@@ -186,12 +190,13 @@ def figure_count(text: str) -> int:
 def test_run_without_analyses_gives_a_page_with_the_curves_and_how_to_run_the_rest(run, tmp_path):
     path = build_report(run, results=tmp_path / "none", out=tmp_path / "r.html")
     text = path.read_text()
-    assert figure_count(text) == 1  # accuracy and loss only
+    forecast = bool(run.metrics["forecast_p"].notna().any())  # the live forecast gave one (from the metrics)
+    assert figure_count(text) == 1 + forecast  # accuracy and loss only, and the live forecast
     assert text.count(get_plotlyjs()) == 1  # plotly.js inlined once, not per figure
     rest = text.replace(get_plotlyjs(), "")
     assert "<script src" not in rest and "http" not in rest  # nothing to fetch: readable offline
     assert "Not memorised" in text
-    for section in SECTIONS[1:]:
+    for section in [s for s in SECTIONS[1:] if s.analyses]:
         block = text[text.index(f'<section id="{section.id}"'):]
         block = block[:block.index("</section>")]
         assert "Not computed" in block and f"grokscope analyze --ckpt-dir {run.path} --only" in block
@@ -203,7 +208,8 @@ def test_results_folder_as_source_few_checkpoints_and_cli(run, tmp_path, capsys)
     path = build_report(out)  # finds the run through the sidecars
     assert path == out / "report.html"
     text = path.read_text()
-    assert figure_count(text) == 3 and "only 2 checkpoints analysed" in text
+    forecast = bool(run.metrics["forecast_p"].notna().any())  # the live forecast's figure, from the metrics
+    assert figure_count(text) == 3 + forecast and "only 2 checkpoints analysed" in text
     assert "neuron_ablation" in text  # optional table of the sparsity figure: how to compute it
     assert main(["report", str(out), "--out", str(tmp_path / "cli.html")]) == 0
     assert f"grokscope: report -> {tmp_path / 'cli.html'}" in capsys.readouterr().out
@@ -232,7 +238,8 @@ def test_report_figures_for_notebooks(run, tmp_path):
     out = tmp_path / "res"
     analyze(run, only="weight_norms", out=out, progress=False)
     figs = report_figures(run, results=out)
-    assert set(figs) == {"accuracy", "weight_norms"} and all(isinstance(f, go.Figure) for f in figs.values())
+    live = {"forecast"} if run.metrics["forecast_p"].notna().any() else set()  # the live forecast's, when it gave one
+    assert set(figs) == {"accuracy", "weight_norms"} | live and all(isinstance(f, go.Figure) for f in figs.values())
 
 
 def test_bad_input(tmp_path, run, capsys):

@@ -194,7 +194,7 @@ def save(browser: Browser, tmp: Path, name: str, clip: dict | None = None) -> Pa
     return path
 
 
-def test_report_loads_renders_every_figure_and_the_slider_moves_the_map(browser, report, tmp_path):
+def test_report_loads_renders_every_figure_and_the_slider_moves_the_map(browser, report, tmp_path, grokked_run):
     browser.events.clear()
     seconds = browser.open(report)
     assert seconds < 20, f"the page took {seconds:.1f} s to render"
@@ -212,6 +212,7 @@ def test_report_loads_renders_every_figure_and_the_slider_moves_the_map(browser,
     sections = {s["id"]: s for s in page["sections"]}
     expected = {"training": 1, "weights": 1, "neurons": 2, "sparsity": 1, "fourier": 3, "circuits": 1, "tsne": 3,
                 "flatness": 1, "llc": 0}
+    expected["forecast"] = int(grokked_run.metrics["forecast_p"].notna().any())  # the live forecast's figure
     assert {k: v["figures"] for k, v in sections.items()} == expected
     for sid, s in sections.items():
         assert s["plots"] == s["figures"], f"section {sid}: {s['plots']} of {s['figures']} figures rendered"

@@ -23,6 +23,7 @@ from grokscope.run import CKPT_DIR, CONFIG_FILE, DATA_FILE, METRICS_FILE, STATE_
 STORED = Path(__file__).resolve().parent / "data" / "stored_run"
 STEPS = [0, 1, 10, 20]
 COLUMNS = ["step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "weight_norm", "elapsed_s", "collapse"]
+FORECAST = ["forecast_p", "forecast_step", "forecast_lo", "forecast_hi"]  # added since: read as NaN
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -52,7 +53,7 @@ def test_loads_with_todays_code_and_reading_changes_nothing():
     assert (cfg.task.op, cfg.task.p, cfg.task.frac, cfg.model.n_layers, cfg.model.d_model) == ("x+y", 7, 0.5, 1, 16)
     assert cfg.train.steps == 20 and cfg.name == "stored_run" and run.run_id
     m = run.metrics
-    assert list(m.columns) == COLUMNS
+    assert list(m.columns) == COLUMNS + FORECAST and m[FORECAST].isna().all().all()
     assert m.step.tolist() == [0, 5, 10, 15, 20]
     assert m[["train_loss", "val_loss"]].notna().all().all() and ((m.val_acc >= 0) & (m.val_acc <= 1)).all()
     assert m.lr.tolist()[0] == pytest.approx(1e-4) and m.lr.tolist()[-1] == pytest.approx(1e-3)  # 10-step warm-up
@@ -111,7 +112,7 @@ def test_resume_from_the_stored_state_in_one_go_or_two_is_bit_identical(tmp_path
     stored = load_run(STORED).metrics
     for run in (a, b):
         m = run.metrics
-        assert list(m.columns) == COLUMNS and m.step.is_unique and m.step.max() == 30
+        assert list(m.columns) == COLUMNS + FORECAST and m.step.is_unique and m.step.max() == 30
         old = m[m.step <= 20].reset_index(drop=True)
         assert old.drop(columns="elapsed_s").equals(stored.drop(columns="elapsed_s"))  # history kept as it was
         for step in STEPS:  # the stored checkpoints are not rewritten

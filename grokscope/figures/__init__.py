@@ -26,6 +26,7 @@ from .common import (FIGURES, PAGES, PHASE_COLOURS, PHASE_LABELS, REGISTRY, STEP
 from .compare import COMPARISONS, comparison, fig_compare_accuracy, fig_compare_series, first_step_at
 from .export import export_report_figures, notebook_mode, save_figure, save_figures
 from .curves import fig_accuracy, fig_flatness, fig_llc, fig_restricted_loss, fig_sparsity, fig_weight_norms
+from .forecast import fig_forecast
 from .fourier import fig_fourier_neurons, fig_fourier_spectrum, fig_key_frequencies
 from .neurons import fig_neuron_heatmap, fig_neuron_traces
 from .sweep import (SweepTable, fig_best_val_vs_frac, fig_sharpness_vs_val, fig_steps_vs_frac, fig_sweep_heatmap,
@@ -38,10 +39,15 @@ class Section:
     id: str
     title: str
     analyses: tuple[str, ...]  # what `grokscope analyze --only` must compute for it ("" for the metrics)
+    absent: str = ""  # what the page says when none of its figures applies and no analysis is missing
 
 
 SECTIONS = [
     Section("training", "Accuracy and loss", ()),
+    Section("forecast", "Will it grok, and when: the forecast", (),
+            "No forecast in this run's metrics: it was trained with --no-forecast or before the live forecast "
+            "existed. `grokscope forecast RUN --save` computes what the forecast would have been at each "
+            "checkpoint and stores it for this section."),
     Section("weights", "Weight norms", ("weight_norms",)),
     Section("neurons", "Neuron norms", ("neuron_norms",)),
     Section("sparsity", "Sparsity of the neurons", ("sparsity", "neuron_ablation")),
@@ -63,7 +69,7 @@ __all__ = [
     "FIGURES", "SECTIONS", "COMPARISONS", "FigureSpec", "RunTables", "Section", "figures_in", "phase_spans",
     "PHASE_COLOURS", "PHASE_LABELS", "STEP0", "fig_accuracy", "fig_weight_norms", "fig_neuron_heatmap",
     "fig_neuron_traces", "fig_sparsity", "fig_fourier_spectrum", "fig_key_frequencies", "fig_fourier_neurons",
-    "fig_restricted_loss", "fig_tsne", "fig_circles", "fig_circularity", "fig_flatness", "fig_llc", "fig_compare_accuracy", "fig_compare_series",
+    "fig_restricted_loss", "fig_forecast", "fig_tsne", "fig_circles", "fig_circularity", "fig_flatness", "fig_llc", "fig_compare_accuracy", "fig_compare_series",
     "first_step_at", "fig_steps_vs_frac", "fig_best_val_vs_frac", "fig_sweep_heatmap", "fig_sharpness_vs_val",
     "spearman", "save_figure", "export_report_figures", "notebook_mode",
 ]

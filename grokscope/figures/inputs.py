@@ -9,6 +9,7 @@ neither imports the other.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import plotly.graph_objects as go
 from ..config import RunConfig
 from ..errors import GrokscopeError
 from ..results import RUN_PARENTS, ResultStore, default_out_dir
-from ..run import Run, is_run_dir
+from ..run import Run, chance_loss, is_run_dir
 from .common import RunTables, figures_on
 
 FEW_CHECKPOINTS = 5  # fewer analysed checkpoints than this: the page says the curves are coarse
@@ -121,7 +122,12 @@ def load_report_run(source: Run | str | Path, results: str | Path | None = None)
     if not tables:
         notes.append(f"no analysis has been run yet: only the training curves are shown; "
                      f"`grokscope analyze --ckpt-dir {run_path or 'checkpoints/<run>'}` computes them")
-    return ReportRun(RunTables(name, metrics, tables, phases, kind), config, run_path, folder, not_applicable, notes)
+    chance = None
+    if config is not None:
+        with contextlib.suppress(GrokscopeError):  # an operation this process does not know
+            chance = chance_loss(config)
+    return ReportRun(RunTables(name, metrics, tables, phases, kind, chance), config, run_path, folder, not_applicable,
+                     notes)
 
 
 def report_figures(source: Run | str | Path | ReportRun, results: str | Path | None = None,

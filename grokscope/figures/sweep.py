@@ -31,6 +31,7 @@ import plotly.graph_objects as go
 from scipy.stats import bootstrap, pearsonr, spearmanr
 
 from ..errors import GrokscopeError
+from ..sweep.folder import FINISHED
 from .common import PALETTE, empty, esc, figure, finish
 from .summary import pct, steps_text
 
@@ -108,7 +109,7 @@ def median_steps(rows: pd.DataFrame, column: str = VAL99) -> tuple[float, int, i
     did; how many reached it; how many count: the done runs and the partial ones that reached it)."""
     steps = _num(rows, column)
     reached = steps.notna()
-    counted = reached | (rows["status"] == "done") if "status" in rows.columns else pd.Series(True, index=rows.index)
+    counted = reached | rows["status"].isin(FINISHED) if "status" in rows.columns else pd.Series(True, index=rows.index)
     k, n = int(reached.sum()), int(counted.sum())
     return (float(steps[reached].median()) if k and 2 * k >= n else float("nan")), k, n
 

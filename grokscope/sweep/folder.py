@@ -22,7 +22,8 @@ import pandas as pd
 from ..errors import GrokscopeError
 from ..files import atomic_write_text
 from ..results import RESULTS_ROOT, ResultStore, default_out_dir
-from ..run import METRICS_FILE, checkpoint_path, first_reached, is_run_dir, read_metrics, stop_step, stored_config
+from ..run import (METRICS_FILE, checkpoint_path, first_reached, hopeless_step, is_run_dir, read_metrics, stop_step,
+                   stored_config)
 from ..tasks import get_operation
 from .spec import Cell, SweepSpec, check_spec_types
 
@@ -32,6 +33,8 @@ ANALYSES_DIR = RESULTS_ROOT.name  # <sweep>/analyses/<cell>: where grokscope.res
 RESULTS_FILE = "results.csv"
 REPORT_FILE = "report.html"
 LEVEL = 0.99  # the 99 % of the table's steps_to_train_99 / steps_to_val_99
+HOPELESS = "stopped-hopeless"  # the status of a run ended by the hopeless stop (``--stop-hopeless``)
+FINISHED = ("done", HOPELESS)  # the statuses of a run that will train no more
 
 
 class Sweep:
@@ -100,7 +103,7 @@ class Sweep:
         """One row per run: the grid coordinates, how far it got, when it reached 99 %, final values."""
         rows = [result_row(c, self.run_dir(c), self.status(c), self.analyses_dir(c)) for c in self.cells]
         df = pd.DataFrame(rows)
-        for col in ("last_step", "steps_to_train_99", "steps_to_val_99"):
+        for col in ("last_step", "steps_to_train_99", "steps_to_val_99", "steps_saved"):
             df[col] = df[col].astype("Int64")
         return df
 
@@ -172,7 +175,9 @@ def write_spec(path: Path, spec: SweepSpec) -> Sweep:
 
 
 def run_status(run_dir: Path, steps: int, analyses_dir: Path | None = None, analyses: list[str] = ()) -> str:
-    """'done' (trained to its budget, analyses written), 'partial' (a run dir), or 'pending'."""
+    """'done' (trained to its budget or its early stop, analyses written), 'stopped-hopeless' (ended by the
+    hopeless stop: its forecast's p_grok stayed below ``stop_hopeless``; ``run.hopeless_step``), 'partial'
+    (a run dir), or 'pending'."""
     if not is_run_dir(run_dir):
         return "pending"
     m = read_metrics(run_dir / METRICS_FILE)
@@ -181,12 +186,21 @@ def run_status(run_dir: Path, steps: int, analyses_dir: Path | None = None, anal
     last = int(m["step"].iloc[-1])
     tr = stored_config(run_dir).train
     reached = first_reached(m, tr.stop_val_acc) if tr.stop_val_acc > 0 else None
+    hopeless = hopeless_step(m["step"], m["forecast_p"], tr.stop_hopeless, steps)
     ended = last >= steps or (reached is not None and last >= stop_step(reached, tr.stop_margin))
-    if not ended or not checkpoint_path(run_dir, last).exists():
+    stopped = not ended and hopeless is not None and last >= hopeless
+    if not (ended or stopped) or not checkpoint_path(run_dir, last).exists():
         return "partial"
     if analyses_dir is not None and any(not ResultStore(analyses_dir).table_path(a).exists() for a in analyses):
         return "partial"
-    return "done"
+    return HOPELESS if stopped else "done"
+
+
+def saved_text(table: pd.DataFrame) -> str:
+    """What the hopeless stop saved: "1,500 of 24,000 budgeted steps not trained (6 %)"."""
+    saved = int(pd.to_numeric(table["steps_saved"], errors="coerce").fillna(0).sum()) if "steps_saved" in table else 0
+    total = int(pd.to_numeric(table["steps"], errors="coerce").fillna(0).sum()) if "steps" in table else 0
+    return f"{saved:,} of {total:,} budgeted steps not trained ({100 * saved / max(1, total):.0f} %)"
 
 
 # --- the results table ---------------------------------------------------------------------------------------
@@ -240,6 +254,7 @@ def result_row(cell: Cell, run_dir: Path, status: str, analyses_dir: Path | None
         "steps_to_val_99": first_reached(m, LEVEL, "val_acc", count_step0=True) if len(m) else None,
         "steps_to_val_95": first_reached(m, 0.95, "val_acc", count_step0=True) if len(m) else None,
         **val_loss_steps(m, len(get_operation(t.op).elements(t.p))),
+        "steps_saved": int(cell.config.train.steps - last.step) if status == HOPELESS else 0,
         "best_val_acc": float(m["val_acc"].max()) if len(m) else math.nan,
         "final_train_acc": float(last.train_acc) if last is not None else math.nan,
         "final_val_acc": float(last.val_acc) if last is not None else math.nan,

@@ -23,11 +23,11 @@ from ..figures.common import esc as _e
 from ..figures.page import Page
 from ..figures.summary import pct, steps_text
 from ..figures.sweep import SweepTable, with_results
-from .folder import REPORT_FILE, load_sweep
+from .folder import HOPELESS, REPORT_FILE, load_sweep, saved_text
 from .presets import SWEEP_PRESET_TEXT
 
 SCALE_TEXT = {"small": "small (a reduced grid and budget that runs on a CPU)", "paper": "paper (the paper's settings)"}
-STATUSES = ("done", "partial", "pending")
+STATUSES = ("done", HOPELESS, "partial", "pending")
 
 
 @dataclass
@@ -69,13 +69,14 @@ def _reached(row: pd.Series, column: str) -> str:
     step = row.get(column)
     if step is not None and not pd.isna(step):
         return steps_text(step)
-    return {"done": "never", "partial": "not yet"}.get(row.get("status"), "–")
+    return {"done": "never", HOPELESS: "never (stopped)", "partial": "not yet"}.get(row.get("status"), "–")
 
 
 def _status(row: pd.Series) -> str:
     status, last, steps = row.get("status"), row.get("last_step"), row.get("steps")
-    if status == "partial" and last is not None and not pd.isna(last) and steps is not None and not pd.isna(steps):
-        return f"partial ({steps_text(last)} of {steps_text(steps)} steps)"
+    if status in ("partial", HOPELESS) and last is not None and not pd.isna(last) and steps is not None \
+            and not pd.isna(steps):
+        return f"{status} ({'at ' if status == HOPELESS else ''}{steps_text(last)} of {steps_text(steps)} steps)"
     return _value(status)
 
 
@@ -105,12 +106,15 @@ def _sweep_summary(sweep, table: pd.DataFrame, plan: list[SweepFigure]) -> str:
     if sweep.scale:
         facts.append(("scale", SCALE_TEXT.get(sweep.scale, sweep.scale)))
     facts.append(("runs", runs))
+    if counts.get(HOPELESS, 0):
+        facts.append(("compute saved", f"the hopeless stop (--stop-hopeless) ended {counts[HOPELESS]} run"
+                                       f"{'s' if counts[HOPELESS] != 1 else ''} early: {saved_text(table)}"))
     facts.append(("axes", " × ".join(f"{a} ({table[a].nunique()})" if a in table.columns else a for a in sweep.axes)
                   or "none"))
     facts.append(("fixed settings", ", ".join(f"{k} = {_value(v)}" for k, v in (sweep.fixed or {}).items()) or "none"))
     facts.append(("sweep folder", str(sweep.path)))
     notes = []
-    done = int(counts.get("done", 0))
+    done = int(counts.get("done", 0)) + int(counts.get(HOPELESS, 0))
     if not done:
         have = "the figures show the partial runs so far" if plan else "there is nothing to draw yet"
         notes.append(f"No run of this sweep is done yet: {have}; rebuild this page with "

@@ -25,7 +25,7 @@ from ..errors import GrokscopeError
 from ..files import remove_stale_temporaries
 from ..pool import WorkerContext, pool_init
 from ..run import CKPT_DIR, METRICS_FILE, Run, first_reached, is_run_dir, prepare, read_metrics, resume_step
-from .folder import LEVEL, RUNS_DIR, SWEEP_FILE, Sweep, enclosing, write_spec
+from .folder import FINISHED, HOPELESS, LEVEL, RUNS_DIR, SWEEP_FILE, Sweep, enclosing, saved_text, write_spec
 from .spec import Cell, SweepSpec
 
 
@@ -40,7 +40,7 @@ def plan_jobs(sweep: Sweep, batch: int, workers: int) -> list[list[Cell]]:
     alone: list[list[Cell]] = []
     n_elems: dict[tuple, int] = {}
     for cell in sweep.cells:
-        if sweep.status(cell) == "done":
+        if sweep.status(cell) in FINISHED:
             continue
         t = cell.config.task
         if (t.op, t.p) not in n_elems:
@@ -327,8 +327,9 @@ def _finish(sweep: Sweep, path: Path, failed: dict[str, str], log) -> None:
     """Write the results table, say how many runs are done, and raise if any failed."""
     table_path = sweep.write_table()
     t = sweep.table
-    n_done = int((t.status == "done").sum())
-    log(f"grokscope: {n_done}/{len(t)} runs done, {int(t.steps_to_val_99.notna().sum())} reached 99 % validation "
-        f"accuracy; table -> {table_path}; figures: grokscope sweep-report {path}")
+    n_done, n_hopeless = int((t.status == "done").sum()), int((t.status == HOPELESS).sum())
+    hopeless = (f", {n_hopeless} stopped as hopeless ({saved_text(t)})" if n_hopeless else "")
+    log(f"grokscope: {n_done}/{len(t)} runs done{hopeless}, {int(t.steps_to_val_99.notna().sum())} reached 99 % "
+        f"validation accuracy; table -> {table_path}; figures: grokscope sweep-report {path}")
     if failed:
         raise GrokscopeError(f"{len(failed)} run(s) failed, e.g. {next(iter(failed))}: {next(iter(failed.values()))}")
