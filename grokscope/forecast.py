@@ -310,12 +310,12 @@ def forecast_run(run, steps=None, forecaster: Forecaster | None = None) -> pd.Da
 
 class LiveForecaster:
     """Fed during training (``update`` at the trainer's evaluations); costs <= 5 % of training time in
-    total. It measures the weights at most every ``every`` steps and, after each measurement, sets
-    ``every`` so that its own time is ``SHARE`` (2 %) of the training time between measurements: its
-    last measurement's cost over the wall time per step since the one before (read ``every`` after
-    each update). ``spent``: its own time so far, in seconds."""
+    total. It measures the weights at most every ``every`` steps: a ``MEASUREMENTS``-th of the budget
+    (at least the evaluation interval), fixed by the budget alone, so that a run and its resumed copy
+    make the same forecasts at the same steps (no wall-clock cadence). ``spent``: its own time so far,
+    in seconds."""
 
-    SHARE = 0.02
+    MEASUREMENTS = 32  # measurements over a whole budget
 
     def __init__(self, config, budget: int, forecaster: Forecaster | None = None):
         from .tasks import make_dataset
@@ -325,11 +325,10 @@ class LiveForecaster:
         self.budget, self.chance = int(budget), chance_of(self.data)
         self.fc = forecaster or Forecaster.load()
         self.min_every = max(int(config.schedule.eval_every), 1)
-        self.every = self.min_every
+        self.every = max(self.min_every, math.ceil(self.budget / self.MEASUREMENTS))
         self.rows: list[dict] = []
         self.measured: list[dict] = []
         self.last: tuple[int, float] | None = None  # (step, wall time at the end) of the last measurement
-        self.start = (0, time.perf_counter())
         self.spent = 0.0
 
     def update(self, step: int, metrics: dict, model) -> Forecast | None:
@@ -348,12 +347,7 @@ class LiveForecaster:
         out = self.fc.forecast(pd.DataFrame(self.rows), pd.DataFrame(self.measured), int(step), self.budget,
                                self.chance)
         end = time.perf_counter()
-        cost = end - begin
-        self.spent += cost
-        prev_step, prev_time = self.last or self.start
-        per_step = (begin - prev_time) / max(int(step) - prev_step, 1)  # training's wall time per step
-        if per_step > 0:
-            self.every = max(self.min_every, math.ceil(cost / (self.SHARE * per_step)))
+        self.spent += end - begin
         self.last = (int(step), end)
         return out
 

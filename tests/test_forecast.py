@@ -167,7 +167,7 @@ def test_forecast_run_has_the_contract_columns_and_no_look_ahead(one_layer_run, 
 def test_live_forecaster_matches_the_offline_one(one_layer_run):
     run = one_layer_run
     live = LiveForecaster(run.config, run.config.train.steps)
-    live.min_every, live.SHARE = 1, math.inf  # at every step it is called at
+    live.every = 1  # at every step it is called at
     metrics = run.metrics
     out = None
     assert set(metrics.step) == set(run.steps)  # an evaluation at every checkpoint: the live one sees what forecast_run sees
@@ -180,12 +180,19 @@ def test_live_forecaster_matches_the_offline_one(one_layer_run):
     assert set(live.measured[-1]) == {"step", *MEASURES}
 
 
-def test_live_forecaster_calls_itself_less_often_when_slow(one_layer_run):
+def test_live_forecaster_cadence_is_fixed_by_the_budget(one_layer_run):
+    """A 32nd of the budget (at least the evaluation interval), whatever the time it takes: a run and its
+    resumed copy forecast at the same steps."""
     run = one_layer_run
-    live = LiveForecaster(run.config, run.config.train.steps)
-    live.every, live.SHARE = 1, 1e-9  # any time of its own is too much: ``every`` grows past the run
-    metrics = run.metrics
+    cfg = run.config
+    for budget in (10, 3200, 100_000):
+        assert LiveForecaster(cfg, budget).every == max(cfg.schedule.eval_every, math.ceil(budget / 32))
+    live = LiveForecaster(cfg, cfg.train.steps)
+    live.every = 2
     model = run.model_at(run.steps[-1])
-    for step in [s for s in run.steps if s > 0]:
-        live.update(step, metrics[metrics.step == step].iloc[0].to_dict(), model)
-    assert live.every > 1 and len(live.measured) < len([s for s in run.steps if s > 0])
+    steps = [s for s in run.steps if s > 0]
+    for step in steps:
+        live.update(step, run.metrics[run.metrics.step == step].iloc[0].to_dict(), model)
+    made = [m["step"] for m in live.measured]
+    assert made[0] == steps[0] and all(b - a >= 2 for a, b in zip(made, made[1:]))
+    assert all(s in made for s in steps if all(s - m >= 2 for m in made if m < s))
