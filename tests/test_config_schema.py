@@ -32,7 +32,8 @@ def test_train_flags_are_the_schema():
         assert options[f"--{flag}"].help == f.help
         assert options[f"--{flag}"].default is None  # unset flags leave the preset / config alone
     assert set(options) - {f"--{k}" for k in flags()} == {"-h", "--preset", "--config", "--variant", "--out",
-                                                           "--resume", "--no-progress", "--threads", "--no-forecast"}  # --threads, --no-forecast: the process's, not the run's
+                                                           "--resume", "--no-progress", "--threads", "--no-forecast", "--tensorboard",
+                                                           "--tensorboard-every"}  # the process's, not the run's
 
 
 @pytest.mark.parametrize("flag,text", [
