@@ -281,7 +281,8 @@ def chance_of(data) -> float:
 # --- a run, after the fact or as it goes -------------------------------------------------------------
 def forecast_run(run, steps=None, forecaster: Forecaster | None = None) -> pd.DataFrame:
     """For a finished or running run (a grokscope Run or its folder): what the forecast was at each
-    checkpoint step (or the given steps), from the data up to that step only. Columns ``COLUMNS``:
+    checkpoint step after 0 (or the given steps; step 0 has nothing to forecast from), from the data up
+    to that step only. Columns ``COLUMNS``:
     step, p_grok, grok_step, lo, hi, measures (';'-joined) and actual_grok_step (the step validation
     loss fell below chance for good, after memorisation, over the whole run; NaN if never)."""
     from .run import Run

@@ -233,4 +233,5 @@ def test_only_processes_grokscope_owns_change_the_heap():
                 if name in ("configure_cpu", "_keep_heap"):
                     callers.add((path.relative_to(ROOT).as_posix(), name))
     assert callers == {("grokscope/cli.py", "configure_cpu"), ("grokscope/sweep/runner.py", "configure_cpu"),
+                       ("grokscope/analyze.py", "configure_cpu"),  # analyze's worker processes, as the sweep's
                        ("grokscope/cpu.py", "_keep_heap")}, callers

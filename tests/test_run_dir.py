@@ -8,7 +8,7 @@ import torch
 from grokscope.errors import GrokscopeError
 from grokscope.figures.summary import key_steps
 from grokscope.files import atomic_save
-from grokscope.run import (CONFIG_FILE, METRIC_COLUMNS, METRICS_FILE, STATE_FILE, checkpoint_path, ckpt_name, first_reached,
+from grokscope.run import (CONFIG_FILE, FORECAST_COLUMNS, METRIC_COLUMNS, METRICS_FILE, STATE_FILE, checkpoint_path, ckpt_name, first_reached,
                            resume_step, schedule, schedule_size, slug)
 
 
@@ -34,7 +34,8 @@ def test_a_sweep_rows_steps_to_99_agree_with_the_run_report(tmp_path):
     for i, (val, train) in enumerate([([1.0, 0.5, 0.995, 0.2], [0.1, 0.99, 1.0, 1.0]),
                                       ([0.0, 0.3, 0.6, 0.991], [0.0, 0.0, 0.2, 0.5])]):
         m = metrics(val, train)
-        full = m.assign(train_loss=1.0, val_loss=1.0, lr=1e-3, weight_norm=1.0, elapsed_s=0.0, collapse=0.0)
+        full = m.assign(train_loss=1.0, val_loss=1.0, lr=1e-3, weight_norm=1.0, elapsed_s=0.0, collapse=0.0,
+                        **{c: float("nan") for c in FORECAST_COLUMNS})  # no live forecast made
         d = tmp_path / f"run{i}"
         d.mkdir()
         full[METRIC_COLUMNS].to_csv(d / METRICS_FILE, index=False)
