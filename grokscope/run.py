@@ -114,18 +114,6 @@ def chance_loss(config: RunConfig) -> float:
     return math.log(len(get_operation(config.task.op).elements(config.task.p)))
 
 
-def grokked_at(metrics: pd.DataFrame, level: float) -> int | None:
-    """The step where validation loss fell below ``level`` (chance: ``chance_loss``) for good: the first
-    evaluation of the stretch below it that lasts to the last one; None when the last is not below it."""
-    if not len(metrics):
-        return None
-    loss = metrics["val_loss"].to_numpy(dtype=float)
-    above = (~(loss < level)).nonzero()[0]  # NaN counts as not below
-    if len(above) and above[-1] == len(loss) - 1:
-        return None
-    return int(metrics["step"].iloc[above[-1] + 1 if len(above) else 0])
-
-
 # --- the hopeless stop: a run whose forecast p_grok stays below stop_hopeless ends there -------------------
 HOPELESS_MIN_FRACTION = 0.25  # never before this share of the budget
 HOPELESS_PATIENCE = 3  # this many forecasts in a row below the level

@@ -21,7 +21,7 @@ from grokscope.cli import main
 from grokscope.forecast import Forecast
 from grokscope.model import weight_norm
 from grokscope.run import (FORECAST_COLUMNS, HOPELESS_MIN_FRACTION, HOPELESS_PATIENCE, METRICS_FILE, Run,
-                           chance_loss, grokked_at, hopeless_step)
+                           hopeless_step)
 from grokscope.sweep.folder import HOPELESS, run_status
 
 from conftest import QUIET, tiny_config
@@ -249,14 +249,6 @@ def test_cli_forecast_runs_the_shipped_forecaster(run_copy):
     assert list(table.step) == [s for s in run_copy.steps if s > 0]
     assert {"step", "p_grok", "grok_step", "lo", "hi", "measures", "actual_grok_step"} <= set(table.columns)
     assert table.p_grok.dropna().between(0, 1).all()
-
-
-def test_grokked_at_is_the_start_of_the_last_stretch_below_chance():
-    level = chance_loss(tiny_config())  # ln 7
-    m = pd.DataFrame({"step": [0, 5, 10, 15, 20, 25], "val_loss": [1.9, 1.0, 3.0, 1.5, 0.1, 0.01]})
-    assert level == pytest.approx(math.log(7)) and grokked_at(m, level) == 15
-    assert grokked_at(m.iloc[:3], level) is None  # above chance at the last evaluation
-    assert grokked_at(m.iloc[:2], level) == 0 and grokked_at(m.iloc[:0], level) is None
 
 
 def test_cli_forecast_save_stores_the_table_the_report_draws(run_copy, monkeypatch, capsys):

@@ -3,7 +3,7 @@ steps they were made, and the step where validation loss really fell below chanc
 
 The forecasts are the live ones ``grokscope train`` wrote into the metrics (``run.FORECAST_COLUMNS``), or,
 for a run trained without them, a stored ``forecast`` table (step, p_grok, grok_step, lo, hi). The
-actual grok step is ``run.grokked_at`` of the metrics at chance level (``RunTables.chance``).
+actual grok step is ``forecast.below_chance_since`` of the metrics at chance level (``RunTables.chance``).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..run import FORECAST_COLUMNS, grokked_at
+from ..run import FORECAST_COLUMNS
 from .common import RunTables, VAL, add_phase_bands, curve, figure, finish, step_x, time_axes
 
 FORECAST = "#8e5cc9"
@@ -33,9 +33,12 @@ def forecast_rows(t: RunTables) -> pd.DataFrame | None:
 
 
 def actual_grok_step(t: RunTables) -> int | None:
-    """Where validation loss fell below chance for good (``run.grokked_at``), or None (never, or unknown)."""
+    """Where validation loss fell below chance for good after memorisation (``forecast.below_chance_since``,
+    the same step as ``forecast_run``'s ``actual_grok_step``), or None (never, or unknown)."""
     if t.chance is not None and t.has("metrics"):
-        return grokked_at(t.metrics, t.chance)
+        from ..forecast import below_chance_since
+
+        return below_chance_since(t.metrics, t.chance)
     table = t.results.get("forecast")
     if table is not None and "actual_grok_step" in table.columns and table["actual_grok_step"].notna().any():
         return int(table["actual_grok_step"].dropna().iloc[0])
