@@ -325,7 +325,7 @@ def transformer_row_loss(data, softmax: str = "softmax") -> Callable:
 
 
 @register("llc", summary="local learning coefficient (Lau et al. 2023) by SGLD with devinterp; expensive, opt-in",
-          version=1, default_steps="few", expensive=True, applies=lambda data: devinterp_missing(),
+          version=2, default_steps="few", expensive=True, applies=lambda data: devinterp_missing(),
           resolve=resolve_softmax)
 def llc(model, data, lr: float = 3e-4, localization: float = 100.0, nbeta: float | None = None, chains: int = 4,
         draws: int = 200, burnin: int = 100, batch_size: int = 0, seed: int = 0, rhat_max: float = 1.1,
