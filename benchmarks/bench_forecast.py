@@ -35,6 +35,11 @@ SWEEPS = {
     "fit-short": {"fixed": {"steps": 800},
                   "grid": {"op": ["x+y", "x*y"], "frac": [0.3, 0.4, 0.5, 0.6, 0.7], "weight-decay": [0.3, 1.0, 3.0],
                            "seed": [3, 4]}},
+    # fit-more: more grokking runs for choosing the regularisation by cross-validation; x+y and x*y at
+    # fractions 0.5..0.8 and weight decay 1 / 3 (where runs grok), seeds 5-7, 800 steps (48 runs)
+    "fit-more": {"fixed": {"steps": 800},
+                 "grid": {"op": ["x+y", "x*y"], "frac": [0.5, 0.6, 0.7, 0.8], "weight-decay": [1.0, 3.0],
+                          "seed": [5, 6, 7]}},
     # test: x-y, x*y and x/y (operations never fitted), other fractions, weight decays and seeds, and a
     # shorter budget, 800 steps (150 runs)
     "test": {"fixed": {"steps": 800},
@@ -67,13 +72,14 @@ FEATURE_SETS = {  # name -> features; "full" and "basic" ship in grokscope/forec
     "steps_only": ["log_budget_left"],
 }
 SHIPPED = ("full", "basic")
-FIT_SWEEPS = ("fit", "fit-short")
+FIT_SWEEPS = ("fit", "fit-short", "fit-more")
 NEAR = 0.15  # the step regression is fitted from this fraction of the way to the grok step on (the range it is evaluated on)
 
 
 def run_table(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     """(facts, measures) of a finished run: the measures at its checkpoints cached beside the data."""
-    from grokscope.forecast import below_chance_since, chance_of, measure_run
+    from grokscope.forecast import below_chance_since, measure_run
+    from grokscope.tasks import chance_loss
     from grokscope.run import Run
 
     run = Run(run_dir)
@@ -85,7 +91,7 @@ def run_table(run_dir: Path) -> tuple[dict, pd.DataFrame]:
         cache.parent.mkdir(parents=True, exist_ok=True)
         measures.to_csv(cache, index=False)
     cfg, data = run.config, run.data
-    chance, budget = chance_of(data), int(cfg.train.steps)
+    chance, budget = chance_loss(data.n_elements), int(cfg.train.steps)
     grok = below_chance_since(run.metrics, chance)
     facts = {"run": run_dir.name, "op": cfg.task.op, "frac": cfg.task.frac, "wd": cfg.train.weight_decay,
              "seed": cfg.train.seed, "budget": budget, "chance": chance, "grok_step": grok, "groks": grok is not None}

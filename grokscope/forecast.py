@@ -47,6 +47,7 @@ from .analyses._common import gini
 from .analyses.neurons import neuron_norm_matrix
 from .analyses.phases import below_for_good, smooth
 from .errors import GrokscopeError
+from .tasks import chance_loss
 
 MODEL_FILE = Path(__file__).with_name("forecast_model.json")
 ACC = 0.99  # train accuracy that marks memorisation (as ``phases``)
@@ -274,10 +275,6 @@ def _load(path: str) -> Forecaster:
     return Forecaster(spec)
 
 
-def chance_of(data) -> float:
-    return math.log(data.n_elements)
-
-
 # --- a run, after the fact or as it goes -------------------------------------------------------------
 def forecast_run(run, steps=None, forecaster: Forecaster | None = None) -> pd.DataFrame:
     """For a finished or running run (a grokscope Run or its folder): what the forecast was at each
@@ -297,7 +294,7 @@ def forecast_run(run, steps=None, forecaster: Forecaster | None = None) -> pd.Da
     data = run.data
     measured = [s for s in ckpts if want and s <= want[-1]]
     measures = measure_run(run, measured)
-    chance, budget = chance_of(data), int(run.config.train.steps)
+    chance, budget = chance_loss(data.n_elements), int(run.config.train.steps)
     actual = below_chance_since(metrics, chance)
     rows = []
     for t in want:
@@ -323,7 +320,7 @@ class LiveForecaster:
 
         t = config.task
         self.data = make_dataset(t.op, t.p, t.frac, t.seed, t.outliers)
-        self.budget, self.chance = int(budget), chance_of(self.data)
+        self.budget, self.chance = int(budget), chance_loss(self.data.n_elements)
         self.fc = forecaster or Forecaster.load()
         self.min_every = max(int(config.schedule.eval_every), 1)
         self.every = max(self.min_every, math.ceil(self.budget / self.MEASUREMENTS))
@@ -332,10 +329,18 @@ class LiveForecaster:
         self.last: tuple[int, float] | None = None  # (step, wall time at the end) of the last measurement
         self.spent = 0.0
 
-    def update(self, step: int, metrics: dict, model) -> Forecast | None:
-        """metrics: the row the trainer just measured (train_loss, val_loss, train_acc, weight_norm, ...);
-        model: the live model (read only, under no_grad). Returns a new Forecast when it has one."""
+    def observe(self, step: int, metrics: dict) -> None:
+        """Every evaluation's metrics row (train_loss, val_loss, train_acc, weight_norm, ...), also where no
+        forecast is due: the grok step is read off the validation loss at the evaluations' resolution, as
+        ``forecast_run`` and ``phases`` read it, not only at the steps a forecast was made."""
+        if self.rows and self.rows[-1]["step"] >= step:
+            return
         self.rows.append({"step": int(step), **{k: float(metrics.get(k, float("nan"))) for k in METRIC_MEASURES}})
+
+    def update(self, step: int, metrics: dict, model) -> Forecast | None:
+        """metrics: the row the trainer just measured (``observe``); model: the live model (read only,
+        under no_grad). Returns a new Forecast when it has one."""
+        self.observe(step, metrics)
         if step <= 0 or (self.last is not None and step - self.last[0] < self.every):
             return None
         begin = time.perf_counter()

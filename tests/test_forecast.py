@@ -89,6 +89,34 @@ def test_forming_circuit_forecasts_a_step_near_the_truth():
     assert abs(fc.grok_step - truth) / truth < 0.5
 
 
+def test_one_grok_step_live_after_the_fact_and_in_the_phases(one_layer_run):
+    """One "grokked at" step per run: the live forecaster is given every evaluation's row (``observe``) and
+    forecasts every 200 steps, and says the step ``forecast_run`` says (``below_chance_since`` over the whole
+    run) and the step ``phases`` ends circuit formation at. Given only the rows of the steps it forecast at,
+    it would say a later step (the next forecast step after the fall)."""
+    from grokscope.analyses.phases import find_phases
+
+    metrics, _ = curves(1000)
+    truth = below_chance_since(metrics, CHANCE)
+    phases = find_phases(metrics, n_answers=P).set_index("phase")
+    assert phases.loc["circuit_formation", "end_step"] == truth
+    model = one_layer_run.model_at(one_layer_run.steps[-1])
+
+    def live_says(observe: bool):
+        live = LiveForecaster(one_layer_run.config, BUDGET)
+        live.chance, live.every, out = CHANCE, 200, None
+        for r in metrics.to_dict("records"):
+            step = int(r["step"])
+            if step % 200 == 0:
+                out = live.update(step, r, model) or out
+            elif observe:
+                live.observe(step, r)
+        return out
+
+    assert live_says(True).grokked and live_says(True).grok_step == truth
+    assert live_says(False).grok_step > truth
+
+
 def test_operations_without_fourier_use_the_basic_measures():
     metrics, measures = curves(1000)
     measures[["restricted_loss", "excluded_loss", "embed_gini", "unembed_gini", "fsd", "circle_r2"]] = np.nan
