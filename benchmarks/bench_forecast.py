@@ -127,26 +127,90 @@ def samples(*sweeps: str) -> pd.DataFrame:
 
 
 # --- fitting -----------------------------------------------------------------------------------------------
+C_GRID = (1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # logistic regression's inverse regularisation
+ALPHA_GRID = (0.1, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)  # ridge penalty
+FOLDS = 5  # cross-validation folds, grouped by run (no run in two folds)
+
+
+def _standardise(X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, scale = X[rows].mean(0), X[rows].std(0)
+    scale[scale == 0] = 1.0
+    return mean, scale
+
+
+def _fit_clf(Z, y, w, C):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, max_iter=5000).fit(Z, y, sample_weight=w)
+
+
+def _fit_reg(Z, y, w, alpha):
+    from sklearn.linear_model import Ridge
+
+    return Ridge(alpha=alpha).fit(Z, y, sample_weight=w)
+
+
+def cross_validate(df: pd.DataFrame, feats: list[str]) -> dict:
+    """The logistic regression's C and the ridge's alpha chosen by ``FOLDS``-fold cross-validation grouped
+    by run, on the fit sweeps only: C by the held-out log loss (each run weighing the same), alpha by the
+    held-out median relative error of the grok step |T_hat / T - 1|; and the chosen ridge's held-out
+    residuals (their 10 % and 90 % quantiles give the interval)."""
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import GroupKFold
+
+    X, groups = df[feats].to_numpy(dtype=float), df["run"].to_numpy()
+    groks = df["groks"].to_numpy(dtype=bool)
+    w = 1.0 / df.groupby("run")["t"].transform("count").to_numpy()
+    pre = _step_rows(df)
+    y = np.log(df["grok_step"].to_numpy(dtype=float) / df["t"].to_numpy(dtype=float))
+    folds = list(GroupKFold(n_splits=FOLDS).split(X, groks, groups))
+    clf_loss = {C: 0.0 for C in C_GRID}
+    reg_pred = {a: np.full(len(df), np.nan) for a in ALPHA_GRID}
+    for train, test in folds:
+        mean, scale = _standardise(X, train)
+        Z = (X - mean) / scale
+        if len(set(groks[train])) == 2:
+            for C in C_GRID:
+                p = _fit_clf(Z[train], groks[train], w[train], C).predict_proba(Z[test])[:, 1]
+                clf_loss[C] += log_loss(groks[test], p, sample_weight=w[test], labels=[False, True]) * w[test].sum()
+        tr, te = train[pre[train]], test[pre[test]]
+        if len(tr) and len(te):
+            for a in ALPHA_GRID:
+                reg_pred[a][te] = _fit_reg(Z[tr], y[tr], w[tr], a).predict(Z[te])
+    rel = {a: float(np.nanmedian(np.abs(np.exp(reg_pred[a][pre] - y[pre]) - 1))) for a in ALPHA_GRID}
+    C, alpha = min(C_GRID, key=clf_loss.get), min(ALPHA_GRID, key=rel.get)
+    resid = y[pre] - reg_pred[alpha][pre]
+    return {"C": C, "alpha": alpha, "clf_loss": {str(k): v / w.sum() for k, v in clf_loss.items()},
+            "step_error": {str(k): v for k, v in rel.items()}, "resid": resid[np.isfinite(resid)]}
+
+
+def _step_rows(df: pd.DataFrame) -> np.ndarray:
+    """The rows the step regression is fitted on: runs that grok, from ``NEAR`` of the way to their grok step to it."""
+    return (df["groks"] & (df["t"] < df["grok_step"]) & (df["t"] >= NEAR * df["grok_step"])).to_numpy()
+
+
 def fit_set(df: pd.DataFrame, feats: list[str]) -> dict:
     """Standardiser, logistic regression (groks within the budget) and ridge regression (ln(T/t), runs
     that grok, from ``NEAR`` of the way to their grok step to it) on the features ``feats``; each run
-    weighs the same."""
-    from sklearn.linear_model import LogisticRegression, Ridge
-
+    weighs the same. C and alpha by grouped cross-validation (``cross_validate``); the interval from
+    the held-out residuals."""
+    cv = cross_validate(df, feats)
     X = df[feats].to_numpy(dtype=float)
-    mean, scale = X.mean(0), X.std(0)
-    scale[scale == 0] = 1.0
+    mean, scale = _standardise(X, np.arange(len(X)))
     Z = (X - mean) / scale
     w = 1.0 / df.groupby("run")["t"].transform("count").to_numpy()
-    clf = LogisticRegression(C=1.0, max_iter=5000).fit(Z, df["groks"].to_numpy(), sample_weight=w)
-    pre = (df["groks"] & (df["t"] < df["grok_step"]) & (df["t"] >= NEAR * df["grok_step"])).to_numpy()
+    clf = _fit_clf(Z, df["groks"].to_numpy(), w, cv["C"])
+    pre = _step_rows(df)
     y = np.log(df.loc[pre, "grok_step"].to_numpy(dtype=float) / df.loc[pre, "t"].to_numpy(dtype=float))
-    reg = Ridge(alpha=1.0).fit(Z[pre], y, sample_weight=w[pre])
-    resid = y - reg.predict(Z[pre])
+    reg = _fit_reg(Z[pre], y, w[pre], cv["alpha"])
+    print(f"{feats[0] if len(feats) == 1 else len(feats)} features: C {cv['C']:g} (held-out log loss "
+          f"{cv['clf_loss'][str(cv['C'])]:.3f}), alpha {cv['alpha']:g} (held-out median step error "
+          f"{100 * cv['step_error'][str(cv['alpha'])]:.0f} %)", flush=True)
     return {"features": feats, "mean": mean.tolist(), "scale": scale.tolist(),
-            "clf": {"coef": clf.coef_[0].tolist(), "intercept": float(clf.intercept_[0])},
-            "reg": {"coef": reg.coef_.tolist(), "intercept": float(reg.intercept_),
-                    "q10": float(np.quantile(resid, 0.1)), "q90": float(np.quantile(resid, 0.9))}}
+            "clf": {"coef": clf.coef_[0].tolist(), "intercept": float(clf.intercept_[0]), "C": cv["C"]},
+            "reg": {"coef": reg.coef_.tolist(), "intercept": float(reg.intercept_), "alpha": cv["alpha"],
+                    "q10": float(np.quantile(cv["resid"], 0.1)), "q90": float(np.quantile(cv["resid"], 0.9))},
+            "cv": {"folds": FOLDS, "clf_log_loss": cv["clf_loss"], "reg_median_step_error": cv["step_error"]}}
 
 
 def fit(args) -> None:
@@ -156,6 +220,8 @@ def fit(args) -> None:
     df.to_csv(DATA / "fit_samples.csv", index=False)
     n_runs = df["run"].nunique()
     n_grok = df.groupby("run")["groks"].first().sum()
+    print(f"fit samples: {n_runs} runs ({n_grok} grok), {len(df)} checkpoints; C and alpha by {FOLDS}-fold "
+          "cross-validation grouped by run", flush=True)
     models = {name: fit_set(df, feats) for name, feats in FEATURE_SETS.items()}
     used = [s for s in FIT_SWEEPS if (DATA / s).exists()]
     note = (f"fitted by benchmarks/bench_forecast.py fit on the sweeps {', '.join(used)} ({n_runs} runs, {n_grok} grok "

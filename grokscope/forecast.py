@@ -136,6 +136,52 @@ def measure_run(run, steps) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", *MEASURES])
 
 
+MEASURES_TABLE = "forecast_measures"  # the cache of ``measure_run`` in the run's results folder
+MEASURES_VERSION = 1  # bump when ``progress_measures`` changes: a cache of another version is measured again
+
+
+def cached_measures(run, steps) -> pd.DataFrame:
+    """``measure_run`` through a cache: the table ``MEASURES_TABLE`` in the run's results folder
+    (``analyses/<run>``, as the analyses' tables: versioned by ``MEASURES_VERSION``, kept per checkpoint
+    file, for this run only). Only the steps it lacks are measured, then stored with the others. A
+    folder that cannot hold it (another run's results, not writable) is left alone: the measures are
+    then computed every time."""
+    from .locks import FolderLock
+    from .results import ResultStore, default_out_dir
+    from .sweep.folder import check_results_folder
+
+    steps = sorted(int(s) for s in steps)
+    if not steps:
+        return measure_run(run, [])
+    store, params = ResultStore(default_out_dir(run.path)), {"measures": list(MEASURES)}
+    try:
+        check_results_folder(store.folder)
+        store.check_owner(run)
+        writable = True
+    except GrokscopeError:
+        writable = False
+    prints = run.fingerprints(run.steps)
+    cached, done = (store.cached(MEASURES_TABLE, MEASURES_VERSION, params, run.run_id, prints) if writable
+                    else (None, set()))
+    todo = [s for s in steps if s not in done]
+    if not todo:
+        return cached[cached["step"].isin(steps)].sort_values("step").reset_index(drop=True)
+    new = measure_run(run, todo)
+    table = new if cached is None or not len(cached) else pd.concat([cached, new], ignore_index=True)
+    table = table.sort_values("step").reset_index(drop=True)
+    if writable:
+        kept = sorted(done | set(todo))
+        try:
+            with FolderLock(store.folder, "forecast"):  # not while ``analyze`` writes there
+                store.write(MEASURES_TABLE, table, {"analysis": MEASURES_TABLE, "kind": "checkpoint",
+                                                    "version": MEASURES_VERSION, "params": params, "steps": kept,
+                                                    "run": str(run.path.resolve()), "run_id": run.run_id,
+                                                    "checkpoints": {str(s): prints.get(s) for s in kept}})
+        except GrokscopeError:  # not writable, or locked by another process: measured, not stored
+            pass
+    return table[table["step"].isin(steps)].reset_index(drop=True)
+
+
 # --- features ------------------------------------------------------------------------------------------
 def _series(table: pd.DataFrame, column: str, t: int) -> pd.Series:
     if column not in table.columns:
@@ -276,12 +322,14 @@ def _load(path: str) -> Forecaster:
 
 
 # --- a run, after the fact or as it goes -------------------------------------------------------------
-def forecast_run(run, steps=None, forecaster: Forecaster | None = None) -> pd.DataFrame:
+def forecast_run(run, steps=None, forecaster: Forecaster | None = None, cache: bool = True) -> pd.DataFrame:
     """For a finished or running run (a grokscope Run or its folder): what the forecast was at each
     checkpoint step after 0 (or the given steps; step 0 has nothing to forecast from), from the data up
     to that step only. Columns ``COLUMNS``:
     step, p_grok, grok_step, lo, hi, measures (';'-joined) and actual_grok_step (the step validation
-    loss fell below chance for good, after memorisation, over the whole run; NaN if never)."""
+    loss fell below chance for good, after memorisation, over the whole run; NaN if never). The
+    measures at each checkpoint are cached in the run's results folder (``cached_measures``; not with
+    ``cache=False``)."""
     from .run import Run
 
     run = run if isinstance(run, Run) else Run(run)
@@ -293,7 +341,7 @@ def forecast_run(run, steps=None, forecaster: Forecaster | None = None) -> pd.Da
     want = sorted(int(s) for s in (ckpts if steps is None else steps))
     data = run.data
     measured = [s for s in ckpts if want and s <= want[-1]]
-    measures = measure_run(run, measured)
+    measures = cached_measures(run, measured) if cache else measure_run(run, measured)
     chance, budget = chance_loss(data.n_elements), int(run.config.train.steps)
     actual = below_chance_since(metrics, chance)
     rows = []
@@ -358,4 +406,5 @@ class LiveForecaster:
         return out
 
 
-__all__ = ["Forecast", "Forecaster", "LiveForecaster", "features", "forecast_run", "measure_run", "progress_measures"]
+__all__ = ["Forecast", "Forecaster", "LiveForecaster", "cached_measures", "features", "forecast_run", "measure_run",
+           "progress_measures"]

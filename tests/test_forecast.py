@@ -2,6 +2,7 @@
 columns, and no look-ahead (a run truncated after step t gives the same row for t)."""
 import json
 import math
+import os
 import shutil
 
 import numpy as np
@@ -190,6 +191,38 @@ def test_forecast_run_has_the_contract_columns_and_no_look_ahead(one_layer_run, 
     row_whole = whole[whole.step == t].drop(columns="actual_grok_step").reset_index(drop=True)
     row_cut = cut[cut.step == t].drop(columns="actual_grok_step").reset_index(drop=True)
     pd.testing.assert_frame_equal(row_whole, row_cut)
+
+
+def test_forecast_run_caches_the_measures_per_checkpoint(one_layer_run, tmp_path, monkeypatch):
+    """The second ``forecast_run`` reads the measures from the results folder: no forward, an equal table;
+    a new version of the measures, or a checkpoint file rewritten, is measured again."""
+    import grokscope.forecast as fc_module
+    from grokscope.results import ResultStore, default_out_dir
+    from grokscope.run import Run
+
+    run = Run(shutil.copytree(one_layer_run.path, tmp_path / "runs" / "copy"))
+    calls = []
+    real = fc_module.progress_measures
+    monkeypatch.setattr(fc_module, "progress_measures", lambda model, data: calls.append(1) or real(model, data))
+    first = forecast_run(run)
+    n = len(run.steps)
+    assert len(calls) == n and ResultStore(default_out_dir(run.path)).table(fc_module.MEASURES_TABLE) is not None
+    again = forecast_run(run)
+    assert len(calls) == n  # no forward the second time
+    pd.testing.assert_frame_equal(first, again)
+    pd.testing.assert_frame_equal(first, forecast_run(run, cache=False))
+    assert len(calls) == 2 * n
+    some = forecast_run(run, steps=run.steps[1:4])
+    assert len(calls) == 2 * n and some["step"].tolist() == run.steps[1:4]
+    monkeypatch.setattr(fc_module, "MEASURES_VERSION", fc_module.MEASURES_VERSION + 1)
+    forecast_run(run)
+    assert len(calls) == 3 * n  # another version: measured again
+    path = run.checkpoint_path(run.steps[-1])
+    path.write_bytes(path.read_bytes())  # the same bytes, a new file: measured again
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    pd.testing.assert_frame_equal(forecast_run(run), first)
+    assert len(calls) == 3 * n + 1
 
 
 def test_live_forecaster_matches_the_offline_one(one_layer_run):
