@@ -24,7 +24,8 @@ to t only.
 Model (fitted by ``benchmarks/bench_forecast.py fit``, shipped as ``forecast_model.json``:
 coefficients, never a pickle): standardised features; a logistic regression for ``p_grok``; a ridge
 regression of ln(T_grok / t) on the runs that grok, fitted on their steps from 15 % of the way to the
-grok step to it, whose residuals' 10 % and 90 % quantiles give the 80 % interval. Once validation loss is below chance
+grok step to it; C and alpha by cross-validation grouped by run on the fit sweeps, and the 10 % and
+90 % quantiles of the held-out residuals give the 80 % interval. Once validation loss is below chance
 after memorisation, ``grok_step`` is the step it went below (``lo`` = ``hi`` = it).
 """
 from __future__ import annotations
