@@ -35,6 +35,11 @@ SWEEPS = {
     "fit-short": {"fixed": {"steps": 800},
                   "grid": {"op": ["x+y", "x*y"], "frac": [0.3, 0.4, 0.5, 0.6, 0.7], "weight-decay": [0.3, 1.0, 3.0],
                            "seed": [3, 4]}},
+    # fit-more: more grokking runs for choosing the regularisation by cross-validation; x+y and x*y at
+    # fractions 0.5..0.8 and weight decay 1 / 3 (where runs grok), seeds 5-7, 800 steps (48 runs)
+    "fit-more": {"fixed": {"steps": 800},
+                 "grid": {"op": ["x+y", "x*y"], "frac": [0.5, 0.6, 0.7, 0.8], "weight-decay": [1.0, 3.0],
+                          "seed": [5, 6, 7]}},
     # test: x-y, x*y and x/y (operations never fitted), other fractions, weight decays and seeds, and a
     # shorter budget, 800 steps (150 runs)
     "test": {"fixed": {"steps": 800},
@@ -67,13 +72,14 @@ FEATURE_SETS = {  # name -> features; "full" and "basic" ship in grokscope/forec
     "steps_only": ["log_budget_left"],
 }
 SHIPPED = ("full", "basic")
-FIT_SWEEPS = ("fit", "fit-short")
+FIT_SWEEPS = ("fit", "fit-short", "fit-more")
 NEAR = 0.15  # the step regression is fitted from this fraction of the way to the grok step on (the range it is evaluated on)
 
 
 def run_table(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     """(facts, measures) of a finished run: the measures at its checkpoints cached beside the data."""
-    from grokscope.forecast import below_chance_since, chance_of, measure_run
+    from grokscope.forecast import below_chance_since, measure_run
+    from grokscope.tasks import chance_loss
     from grokscope.run import Run
 
     run = Run(run_dir)
@@ -85,7 +91,7 @@ def run_table(run_dir: Path) -> tuple[dict, pd.DataFrame]:
         cache.parent.mkdir(parents=True, exist_ok=True)
         measures.to_csv(cache, index=False)
     cfg, data = run.config, run.data
-    chance, budget = chance_of(data), int(cfg.train.steps)
+    chance, budget = chance_loss(data.n_elements), int(cfg.train.steps)
     grok = below_chance_since(run.metrics, chance)
     facts = {"run": run_dir.name, "op": cfg.task.op, "frac": cfg.task.frac, "wd": cfg.train.weight_decay,
              "seed": cfg.train.seed, "budget": budget, "chance": chance, "grok_step": grok, "groks": grok is not None}
@@ -121,26 +127,102 @@ def samples(*sweeps: str) -> pd.DataFrame:
 
 
 # --- fitting -----------------------------------------------------------------------------------------------
+# Each run weighs the same in the fits (its rows' sample weights sum to 1), so alpha and 1 / C compare with
+# the number of runs (~150; ~60 of them in the ridge): alpha 1 (the old default) already shrinks a lot.
+C_GRID = (1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4)  # logistic regression's inverse regularisation
+ALPHA_GRID = (1e-4, 1e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0, 100.0)  # ridge penalty
+FOLDS = 5  # cross-validation folds, grouped by run (no run in two folds)
+
+
+def _standardise(X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, scale = X[rows].mean(0), X[rows].std(0)
+    scale[scale == 0] = 1.0
+    return mean, scale
+
+
+def _fit_clf(Z, y, w, C):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, max_iter=5000).fit(Z, y, sample_weight=w)
+
+
+def _fit_reg(Z, y, w, alpha):
+    from sklearn.linear_model import Ridge
+
+    return Ridge(alpha=alpha).fit(Z, y, sample_weight=w)
+
+
+def _one_se(scores: dict[float, list[float]], simpler) -> float:
+    """The one-standard-error rule: of the values whose mean held-out score (lower is better) is within one
+    standard error (over the folds) of the best mean, the simplest (``simpler``: the most regularised first)."""
+    mean = {k: float(np.mean(v)) for k, v in scores.items()}
+    best = min(mean, key=mean.get)
+    se = float(np.std(scores[best], ddof=1) / np.sqrt(len(scores[best])))
+    return next(k for k in sorted(scores, key=simpler) if mean[k] <= mean[best] + se)
+
+
+def cross_validate(df: pd.DataFrame, feats: list[str]) -> dict:
+    """The logistic regression's C and the ridge's alpha chosen by ``FOLDS``-fold cross-validation grouped
+    by run, on the fit sweeps only: C by the held-out log loss (each run weighing the same), alpha by the
+    held-out median relative error of the grok step |T_hat / T - 1|, each by the one-standard-error rule
+    (``_one_se``); and the chosen ridge's held-out residuals (their 10 % and 90 % quantiles give the interval)."""
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import GroupKFold
+
+    X, groups = df[feats].to_numpy(dtype=float), df["run"].to_numpy()
+    groks = df["groks"].to_numpy(dtype=bool)
+    w = 1.0 / df.groupby("run")["t"].transform("count").to_numpy()
+    pre = _step_rows(df)
+    y = np.log(df["grok_step"].to_numpy(dtype=float) / df["t"].to_numpy(dtype=float))
+    folds = list(GroupKFold(n_splits=FOLDS).split(X, groks, groups))
+    clf_loss: dict[float, list[float]] = {C: [] for C in C_GRID}
+    reg_err: dict[float, list[float]] = {a: [] for a in ALPHA_GRID}
+    reg_pred = {a: np.full(len(df), np.nan) for a in ALPHA_GRID}
+    for train, test in folds:
+        mean, scale = _standardise(X, train)
+        Z = (X - mean) / scale
+        if len(set(groks[train])) == 2:
+            for C in C_GRID:
+                p = _fit_clf(Z[train], groks[train], w[train], C).predict_proba(Z[test])[:, 1]
+                clf_loss[C].append(log_loss(groks[test], p, sample_weight=w[test], labels=[False, True]))
+        tr, te = train[pre[train]], test[pre[test]]
+        if len(tr) and len(te):
+            for a in ALPHA_GRID:
+                reg_pred[a][te] = _fit_reg(Z[tr], y[tr], w[tr], a).predict(Z[te])
+                reg_err[a].append(float(np.median(np.abs(np.exp(reg_pred[a][te] - y[te]) - 1))))
+    C, alpha = _one_se(clf_loss, lambda c: c), _one_se(reg_err, lambda a: -a)
+    resid = y[pre] - reg_pred[alpha][pre]
+    return {"C": C, "alpha": alpha, "clf_loss": {str(k): float(np.mean(v)) for k, v in clf_loss.items()},
+            "step_error": {str(k): float(np.mean(v)) for k, v in reg_err.items()}, "resid": resid[np.isfinite(resid)]}
+
+
+def _step_rows(df: pd.DataFrame) -> np.ndarray:
+    """The rows the step regression is fitted on: runs that grok, from ``NEAR`` of the way to their grok step to it."""
+    return (df["groks"] & (df["t"] < df["grok_step"]) & (df["t"] >= NEAR * df["grok_step"])).to_numpy()
+
+
 def fit_set(df: pd.DataFrame, feats: list[str]) -> dict:
     """Standardiser, logistic regression (groks within the budget) and ridge regression (ln(T/t), runs
     that grok, from ``NEAR`` of the way to their grok step to it) on the features ``feats``; each run
-    weighs the same."""
-    from sklearn.linear_model import LogisticRegression, Ridge
-
+    weighs the same. C and alpha by grouped cross-validation (``cross_validate``); the interval from
+    the held-out residuals."""
+    cv = cross_validate(df, feats)
     X = df[feats].to_numpy(dtype=float)
-    mean, scale = X.mean(0), X.std(0)
-    scale[scale == 0] = 1.0
+    mean, scale = _standardise(X, np.arange(len(X)))
     Z = (X - mean) / scale
     w = 1.0 / df.groupby("run")["t"].transform("count").to_numpy()
-    clf = LogisticRegression(C=1.0, max_iter=5000).fit(Z, df["groks"].to_numpy(), sample_weight=w)
-    pre = (df["groks"] & (df["t"] < df["grok_step"]) & (df["t"] >= NEAR * df["grok_step"])).to_numpy()
+    clf = _fit_clf(Z, df["groks"].to_numpy(), w, cv["C"])
+    pre = _step_rows(df)
     y = np.log(df.loc[pre, "grok_step"].to_numpy(dtype=float) / df.loc[pre, "t"].to_numpy(dtype=float))
-    reg = Ridge(alpha=1.0).fit(Z[pre], y, sample_weight=w[pre])
-    resid = y - reg.predict(Z[pre])
+    reg = _fit_reg(Z[pre], y, w[pre], cv["alpha"])
+    print(f"{feats[0] if len(feats) == 1 else len(feats)} features: C {cv['C']:g} (held-out log loss, mean over "
+          f"the folds, {cv['clf_loss'][str(cv['C'])]:.3f}), alpha {cv['alpha']:g} (held-out median step error "
+          f"{100 * cv['step_error'][str(cv['alpha'])]:.0f} %)", flush=True)
     return {"features": feats, "mean": mean.tolist(), "scale": scale.tolist(),
-            "clf": {"coef": clf.coef_[0].tolist(), "intercept": float(clf.intercept_[0])},
-            "reg": {"coef": reg.coef_.tolist(), "intercept": float(reg.intercept_),
-                    "q10": float(np.quantile(resid, 0.1)), "q90": float(np.quantile(resid, 0.9))}}
+            "clf": {"coef": clf.coef_[0].tolist(), "intercept": float(clf.intercept_[0]), "C": cv["C"]},
+            "reg": {"coef": reg.coef_.tolist(), "intercept": float(reg.intercept_), "alpha": cv["alpha"],
+                    "q10": float(np.quantile(cv["resid"], 0.1)), "q90": float(np.quantile(cv["resid"], 0.9))},
+            "cv": {"folds": FOLDS, "clf_log_loss": cv["clf_loss"], "reg_median_step_error": cv["step_error"]}}
 
 
 def fit(args) -> None:
@@ -150,6 +232,8 @@ def fit(args) -> None:
     df.to_csv(DATA / "fit_samples.csv", index=False)
     n_runs = df["run"].nunique()
     n_grok = df.groupby("run")["groks"].first().sum()
+    print(f"fit samples: {n_runs} runs ({n_grok} grok), {len(df)} checkpoints; C and alpha by {FOLDS}-fold "
+          "cross-validation grouped by run", flush=True)
     models = {name: fit_set(df, feats) for name, feats in FEATURE_SETS.items()}
     used = [s for s in FIT_SWEEPS if (DATA / s).exists()]
     note = (f"fitted by benchmarks/bench_forecast.py fit on the sweeps {', '.join(used)} ({n_runs} runs, {n_grok} grok "
@@ -181,8 +265,8 @@ def evaluate(args) -> None:
     df = samples("test")
     df.to_csv(DATA / "test_samples.csv", index=False)
     pts = points(df)
-    baselines = Forecaster(json.loads((DATA / "baselines.json").read_text()))
-    shipped = Forecaster.load()
+    baselines = Forecaster(json.loads(Path(args.baselines or DATA / "baselines.json").read_text()))
+    shipped = Forecaster.load(args.model) if args.model else Forecaster.load()
     runs = df.groupby("run").first()
     print(f"test sweep: {len(runs)} runs, {int(runs['groks'].sum())} grok within their budget "
           f"(grok step median {runs['grok_step'].median():.0f}, budget {int(runs['budget'].iloc[0])})")
@@ -205,9 +289,10 @@ def evaluate(args) -> None:
     # The protocol above evaluates a grokking run at a fraction of its grok step and a run that never groks
     # at that fraction of the budget: the step itself then tells them apart (steps_only). Held at one step
     # for every run instead: at each fraction of the budget, the runs that have not grokked yet.
-    print("\nat a fraction of the budget, over the runs not grokked by then (AUROC; runs that grok later / all):")
-    print("| predictor | 25 % of the budget | 50 % | 75 % |")
-    print("|---|---|---|---|")
+    print("\nat a fraction of the budget, over the runs not grokked by then (AUROC; runs that grok later / all; "
+          "median step error over the runs that grok later):")
+    print("| predictor | AUROC at 25 % of the budget | 50 % | 75 % | median step error at 25 % | 50 % | 75 % |")
+    print("|---|---|---|---|---|---|---|")
     same = []
     for frac in FRACTIONS:
         for run, g in df.groupby("run"):
@@ -217,13 +302,18 @@ def evaluate(args) -> None:
     same = pd.DataFrame(same)
     for name in FEATURE_SETS:
         fc = shipped if name in SHIPPED else baselines
-        cells = []
+        cells, errs = [], []
         for frac in FRACTIONS:
             at = same[same["at"] == frac]
             y = at["groks"].astype(bool)
-            p = [fc.predict(r.to_dict(), name)[0] for _, r in at.iterrows()]
+            pred = [fc.predict(r.to_dict(), name) for _, r in at.iterrows()]
+            p = [q[0] for q in pred]
             cells.append(f"{roc_auc_score(y, p):.3f} ({int(y.sum())}/{len(at)})" if 0 < y.sum() < len(y) else "n/a")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+            g = y.to_numpy()
+            T_hat = np.array([q[1] for q in pred]) * at["t"].to_numpy(dtype=float)
+            T = at["grok_step"].to_numpy(dtype=float)
+            errs.append(f"{100 * np.median(np.abs(T_hat[g] - T[g]) / T[g]):.0f} %" if g.any() else "n/a")
+        print(f"| {name} | " + " | ".join(cells + errs) + " |")
     inside = []
     for _, r in pts[pts["groks"].astype(bool)].iterrows():
         _, mid, lo, hi = shipped.predict(r.to_dict(), "full")
@@ -305,7 +395,9 @@ def main(argv=None) -> None:
     d.add_argument("--sweeps", nargs="+", default=list(SWEEPS))
     d.add_argument("--batch", type=int, default=48)
     sub.add_parser("fit", help="fit the forecaster on the fit sweep -> grokscope/forecast_model.json")
-    sub.add_parser("evaluate", help="AUROC and step error on the test sweep, beside the baselines")
+    e = sub.add_parser("evaluate", help="AUROC and step error on the test sweep, beside the baselines")
+    e.add_argument("--model", help="the forecaster's coefficients (default: the shipped grokscope/forecast_model.json)")
+    e.add_argument("--baselines", help="the baselines' coefficients (default: baselines.json beside the data)")
     sub.add_parser("leads", help="FSD's lead on validation loss beside restricted loss's and the circles' R²")
     o = sub.add_parser("overhead", help="training time with and without the live forecaster, side by side")
     o.add_argument("--preset", default="quick")

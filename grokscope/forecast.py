@@ -24,7 +24,8 @@ to t only.
 Model (fitted by ``benchmarks/bench_forecast.py fit``, shipped as ``forecast_model.json``:
 coefficients, never a pickle): standardised features; a logistic regression for ``p_grok``; a ridge
 regression of ln(T_grok / t) on the runs that grok, fitted on their steps from 15 % of the way to the
-grok step to it, whose residuals' 10 % and 90 % quantiles give the 80 % interval. Once validation loss is below chance
+grok step to it; C and alpha by cross-validation grouped by run on the fit sweeps, and the 10 % and
+90 % quantiles of the held-out residuals give the 80 % interval. Once validation loss is below chance
 after memorisation, ``grok_step`` is the step it went below (``lo`` = ``hi`` = it).
 """
 from __future__ import annotations
@@ -47,6 +48,7 @@ from .analyses._common import gini
 from .analyses.neurons import neuron_norm_matrix
 from .analyses.phases import below_for_good, smooth
 from .errors import GrokscopeError
+from .tasks import chance_loss
 
 MODEL_FILE = Path(__file__).with_name("forecast_model.json")
 ACC = 0.99  # train accuracy that marks memorisation (as ``phases``)
@@ -133,6 +135,52 @@ def measure_run(run, steps) -> pd.DataFrame:
         load_weights(model, run.state_dict_at(step), f"checkpoint {run.checkpoint_path(step)}")
         rows.append({"step": int(step), **progress_measures(model, data)})
     return pd.DataFrame(rows, columns=["step", *MEASURES])
+
+
+MEASURES_TABLE = "forecast_measures"  # the cache of ``measure_run`` in the run's results folder
+MEASURES_VERSION = 1  # bump when ``progress_measures`` changes: a cache of another version is measured again
+
+
+def cached_measures(run, steps) -> pd.DataFrame:
+    """``measure_run`` through a cache: the table ``MEASURES_TABLE`` in the run's results folder
+    (``analyses/<run>``, as the analyses' tables: versioned by ``MEASURES_VERSION``, kept per checkpoint
+    file, for this run only). Only the steps it lacks are measured, then stored with the others. A
+    folder that cannot hold it (another run's results, not writable) is left alone: the measures are
+    then computed every time."""
+    from .locks import FolderLock
+    from .results import ResultStore, default_out_dir
+    from .sweep.folder import check_results_folder
+
+    steps = sorted(int(s) for s in steps)
+    if not steps:
+        return measure_run(run, [])
+    store, params = ResultStore(default_out_dir(run.path)), {"measures": list(MEASURES)}
+    try:
+        check_results_folder(store.folder)
+        store.check_owner(run)
+        writable = True
+    except GrokscopeError:
+        writable = False
+    prints = run.fingerprints(run.steps)
+    cached, done = (store.cached(MEASURES_TABLE, MEASURES_VERSION, params, run.run_id, prints) if writable
+                    else (None, set()))
+    todo = [s for s in steps if s not in done]
+    if not todo:
+        return cached[cached["step"].isin(steps)].sort_values("step").reset_index(drop=True)
+    new = measure_run(run, todo)
+    table = new if cached is None or not len(cached) else pd.concat([cached, new], ignore_index=True)
+    table = table.sort_values("step").reset_index(drop=True)
+    if writable:
+        kept = sorted(done | set(todo))
+        try:
+            with FolderLock(store.folder, "forecast"):  # not while ``analyze`` writes there
+                store.write(MEASURES_TABLE, table, {"analysis": MEASURES_TABLE, "kind": "checkpoint",
+                                                    "version": MEASURES_VERSION, "params": params, "steps": kept,
+                                                    "run": str(run.path.resolve()), "run_id": run.run_id,
+                                                    "checkpoints": {str(s): prints.get(s) for s in kept}})
+        except GrokscopeError:  # not writable, or locked by another process: measured, not stored
+            pass
+    return table[table["step"].isin(steps)].reset_index(drop=True)
 
 
 # --- features ------------------------------------------------------------------------------------------
@@ -274,17 +322,15 @@ def _load(path: str) -> Forecaster:
     return Forecaster(spec)
 
 
-def chance_of(data) -> float:
-    return math.log(data.n_elements)
-
-
 # --- a run, after the fact or as it goes -------------------------------------------------------------
-def forecast_run(run, steps=None, forecaster: Forecaster | None = None) -> pd.DataFrame:
+def forecast_run(run, steps=None, forecaster: Forecaster | None = None, cache: bool = True) -> pd.DataFrame:
     """For a finished or running run (a grokscope Run or its folder): what the forecast was at each
     checkpoint step after 0 (or the given steps; step 0 has nothing to forecast from), from the data up
     to that step only. Columns ``COLUMNS``:
     step, p_grok, grok_step, lo, hi, measures (';'-joined) and actual_grok_step (the step validation
-    loss fell below chance for good, after memorisation, over the whole run; NaN if never)."""
+    loss fell below chance for good, after memorisation, over the whole run; NaN if never). The
+    measures at each checkpoint are cached in the run's results folder (``cached_measures``; not with
+    ``cache=False``)."""
     from .run import Run
 
     run = run if isinstance(run, Run) else Run(run)
@@ -296,8 +342,8 @@ def forecast_run(run, steps=None, forecaster: Forecaster | None = None) -> pd.Da
     want = sorted(int(s) for s in (ckpts if steps is None else steps))
     data = run.data
     measured = [s for s in ckpts if want and s <= want[-1]]
-    measures = measure_run(run, measured)
-    chance, budget = chance_of(data), int(run.config.train.steps)
+    measures = cached_measures(run, measured) if cache else measure_run(run, measured)
+    chance, budget = chance_loss(data.n_elements), int(run.config.train.steps)
     actual = below_chance_since(metrics, chance)
     rows = []
     for t in want:
@@ -323,7 +369,7 @@ class LiveForecaster:
 
         t = config.task
         self.data = make_dataset(t.op, t.p, t.frac, t.seed, t.outliers)
-        self.budget, self.chance = int(budget), chance_of(self.data)
+        self.budget, self.chance = int(budget), chance_loss(self.data.n_elements)
         self.fc = forecaster or Forecaster.load()
         self.min_every = max(int(config.schedule.eval_every), 1)
         self.every = max(self.min_every, math.ceil(self.budget / self.MEASUREMENTS))
@@ -332,10 +378,18 @@ class LiveForecaster:
         self.last: tuple[int, float] | None = None  # (step, wall time at the end) of the last measurement
         self.spent = 0.0
 
-    def update(self, step: int, metrics: dict, model) -> Forecast | None:
-        """metrics: the row the trainer just measured (train_loss, val_loss, train_acc, weight_norm, ...);
-        model: the live model (read only, under no_grad). Returns a new Forecast when it has one."""
+    def observe(self, step: int, metrics: dict) -> None:
+        """Every evaluation's metrics row (train_loss, val_loss, train_acc, weight_norm, ...), also where no
+        forecast is due: the grok step is read off the validation loss at the evaluations' resolution, as
+        ``forecast_run`` and ``phases`` read it, not only at the steps a forecast was made."""
+        if self.rows and self.rows[-1]["step"] >= step:
+            return
         self.rows.append({"step": int(step), **{k: float(metrics.get(k, float("nan"))) for k in METRIC_MEASURES}})
+
+    def update(self, step: int, metrics: dict, model) -> Forecast | None:
+        """metrics: the row the trainer just measured (``observe``); model: the live model (read only,
+        under no_grad). Returns a new Forecast when it has one."""
+        self.observe(step, metrics)
         if step <= 0 or (self.last is not None and step - self.last[0] < self.every):
             return None
         begin = time.perf_counter()
@@ -353,4 +407,5 @@ class LiveForecaster:
         return out
 
 
-__all__ = ["Forecast", "Forecaster", "LiveForecaster", "features", "forecast_run", "measure_run", "progress_measures"]
+__all__ = ["Forecast", "Forecaster", "LiveForecaster", "cached_measures", "features", "forecast_run", "measure_run",
+           "progress_measures"]

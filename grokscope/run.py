@@ -107,13 +107,6 @@ def first_reached(metrics, level: float, column: str = "val_acc", *, count_step0
     return int(hit.iloc[0]) if len(hit) else None
 
 
-def chance_loss(config: RunConfig) -> float:
-    """ln N: the validation loss of a uniform guess over the task's N possible answers."""
-    from .tasks import get_operation
-
-    return math.log(len(get_operation(config.task.op).elements(config.task.p)))
-
-
 # --- the hopeless stop: a run whose forecast p_grok stays below stop_hopeless ends there -------------------
 HOPELESS_MIN_FRACTION = 0.25  # never before this share of the budget
 HOPELESS_PATIENCE = 3  # this many forecasts in a row below the level

@@ -12,6 +12,7 @@ lexicographic order, so token 0 is the identity.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
 
@@ -21,6 +22,12 @@ N_CTX = 4  # tokens of an equation: x op y =
 
 if TYPE_CHECKING:  # torch is imported where a table is built: listing the operations needs no torch
     import torch
+
+
+def chance_loss(n_answers: int) -> float:
+    """ln N: the validation loss of a uniform guess over the task's N possible answers. "Below chance"
+    everywhere (the phases' boundary, the forecast's grok step, a sweep's steps to ln N) means below this."""
+    return math.log(n_answers)
 
 
 def is_prime(n: int) -> bool:

@@ -515,8 +515,11 @@ class _Forecasts:
         return out
 
     def at(self, k: int, step: int, row: tuple):
-        """Run k's live forecast at this evaluation, or None (none due, or the forecaster gave none)."""
+        """Run k's live forecast at this evaluation, or None (none due, or the forecaster gave none); every
+        evaluation's row goes to the forecaster (``LiveForecaster.observe``)."""
         if not self.due(k, step):
+            if self.forecasters[k] is not None:
+                self.forecasters[k].observe(step, dict(zip(METRIC_COLUMNS[1:], row)))
             return None
         out = self.ask(k, step, dict(zip(METRIC_COLUMNS[1:], row)), self.trainer.model_of(k))
         if k == 0 and out is not None:
@@ -525,21 +528,26 @@ class _Forecasts:
 
     def _replay(self, k: int, w: RunWriter) -> None:
         """The forecaster of a resumed run given what it was given up to the resume point: each kept
-        metrics row at a due step, with the weights of that step's checkpoint."""
+        metrics row (``observe``), and at a due step with the weights of that step's checkpoint."""
         run, model = Run(w.run_dir), None
         for _, r in w.kept.iterrows():
             step = int(r["step"])
-            if step > w.prep.start or not self.due(k, step):
+            if step > w.prep.start:
+                continue
+            row = {c: float(r[c]) for c in METRIC_COLUMNS[1:-len(FORECAST_COLUMNS)]}
+            if not self.due(k, step):
+                self.forecasters[k].observe(step, row)
                 continue
             if not run.has_step(step):  # a checkpoint deleted since: that forecast cannot be repeated
                 self.last[k] = step
+                self.forecasters[k].observe(step, row)
                 continue
             if model is None:
                 with torch.random.fork_rng(devices=[]):
                     model = build_model(w.prep.cfg.model, w.prep.data.d_vocab, w.prep.data.n_elements,
                                         device=self.trainer.device).eval()
             load_weights(model, run.state_dict_at(step), f"checkpoint {run.checkpoint_path(step)}")
-            out = self.ask(k, step, {c: float(r[c]) for c in METRIC_COLUMNS[1:-len(FORECAST_COLUMNS)]}, model)
+            out = self.ask(k, step, row, model)
             if k == 0 and out is not None:
                 self.line = out.line()
 

@@ -2,6 +2,7 @@
 columns, and no look-ahead (a run truncated after step t gives the same row for t)."""
 import json
 import math
+import os
 import shutil
 
 import numpy as np
@@ -89,6 +90,34 @@ def test_forming_circuit_forecasts_a_step_near_the_truth():
     assert abs(fc.grok_step - truth) / truth < 0.5
 
 
+def test_one_grok_step_live_after_the_fact_and_in_the_phases(one_layer_run):
+    """One "grokked at" step per run: the live forecaster is given every evaluation's row (``observe``) and
+    forecasts every 200 steps, and says the step ``forecast_run`` says (``below_chance_since`` over the whole
+    run) and the step ``phases`` ends circuit formation at. Given only the rows of the steps it forecast at,
+    it would say a later step (the next forecast step after the fall)."""
+    from grokscope.analyses.phases import find_phases
+
+    metrics, _ = curves(1000)
+    truth = below_chance_since(metrics, CHANCE)
+    phases = find_phases(metrics, n_answers=P).set_index("phase")
+    assert phases.loc["circuit_formation", "end_step"] == truth
+    model = one_layer_run.model_at(one_layer_run.steps[-1])
+
+    def live_says(observe: bool):
+        live = LiveForecaster(one_layer_run.config, BUDGET)
+        live.chance, live.every, out = CHANCE, 200, None
+        for r in metrics.to_dict("records"):
+            step = int(r["step"])
+            if step % 200 == 0:
+                out = live.update(step, r, model) or out
+            elif observe:
+                live.observe(step, r)
+        return out
+
+    assert live_says(True).grokked and live_says(True).grok_step == truth
+    assert live_says(False).grok_step > truth
+
+
 def test_operations_without_fourier_use_the_basic_measures():
     metrics, measures = curves(1000)
     measures[["restricted_loss", "excluded_loss", "embed_gini", "unembed_gini", "fsd", "circle_r2"]] = np.nan
@@ -162,6 +191,38 @@ def test_forecast_run_has_the_contract_columns_and_no_look_ahead(one_layer_run, 
     row_whole = whole[whole.step == t].drop(columns="actual_grok_step").reset_index(drop=True)
     row_cut = cut[cut.step == t].drop(columns="actual_grok_step").reset_index(drop=True)
     pd.testing.assert_frame_equal(row_whole, row_cut)
+
+
+def test_forecast_run_caches_the_measures_per_checkpoint(one_layer_run, tmp_path, monkeypatch):
+    """The second ``forecast_run`` reads the measures from the results folder: no forward, an equal table;
+    a new version of the measures, or a checkpoint file rewritten, is measured again."""
+    import grokscope.forecast as fc_module
+    from grokscope.results import ResultStore, default_out_dir
+    from grokscope.run import Run
+
+    run = Run(shutil.copytree(one_layer_run.path, tmp_path / "runs" / "copy"))
+    calls = []
+    real = fc_module.progress_measures
+    monkeypatch.setattr(fc_module, "progress_measures", lambda model, data: calls.append(1) or real(model, data))
+    first = forecast_run(run)
+    n = len(run.steps)
+    assert len(calls) == n and ResultStore(default_out_dir(run.path)).table(fc_module.MEASURES_TABLE) is not None
+    again = forecast_run(run)
+    assert len(calls) == n  # no forward the second time
+    pd.testing.assert_frame_equal(first, again)
+    pd.testing.assert_frame_equal(first, forecast_run(run, cache=False))
+    assert len(calls) == 2 * n
+    some = forecast_run(run, steps=run.steps[1:4])
+    assert len(calls) == 2 * n and some["step"].tolist() == run.steps[1:4]
+    monkeypatch.setattr(fc_module, "MEASURES_VERSION", fc_module.MEASURES_VERSION + 1)
+    forecast_run(run)
+    assert len(calls) == 3 * n  # another version: measured again
+    path = run.checkpoint_path(run.steps[-1])
+    path.write_bytes(path.read_bytes())  # the same bytes, a new file: measured again
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    pd.testing.assert_frame_equal(forecast_run(run), first)
+    assert len(calls) == 3 * n + 1
 
 
 def test_live_forecaster_matches_the_offline_one(one_layer_run):

@@ -30,16 +30,21 @@ from conftest import QUIET, tiny_config
 class FakeForecaster:
     """The contract's LiveForecaster with fixed answers: p_grok ``P`` (grok step 7,000, 6,200–8,100 when
     ``P`` >= 0.5), every 10 steps. It draws from torch's and numpy's global generators and reads the
-    weights, as a real one may; ``calls`` records (step, val_loss, weight norm of the model it got)."""
+    weights, as a real one may; ``calls`` records (step, val_loss, weight norm of the model it got),
+    ``rows`` the step of every metrics row it got (``observe``, and ``update``'s)."""
 
     P = 0.9
     instances: list["FakeForecaster"] = []
 
     def __init__(self, config, budget):
-        self.budget, self.every, self.calls = budget, 10, []
+        self.budget, self.every, self.calls, self.rows = budget, 10, [], []
         FakeForecaster.instances.append(self)
 
+    def observe(self, step, metrics):
+        self.rows.append(step)
+
     def update(self, step, metrics, model):
+        self.rows.append(step)
         torch.rand(5), torch.randn(3), np.random.rand(2)  # a permutation test would draw like this
         self.calls.append((step, metrics["val_loss"], weight_norm(model.parameters())))
         sure = self.P >= 0.5
@@ -115,6 +120,8 @@ def test_resume_keeps_the_forecasts_made_before_and_replays_them_to_the_forecast
     assert [c[0] for c in first.calls] == [0, 10, 20] and [c[0] for c in resumed.calls] == [0, 10, 20, 30]
     assert resumed.calls[:3] == first.calls
     assert resumed.calls == whole.calls  # steps, rows and weights, exactly
+    # and every evaluation's row, not only those of the steps it forecast at (the grok step's resolution)
+    assert first.rows == before.step.tolist() and resumed.rows == whole.rows == straight.metrics.step.tolist()
     assert straight.metrics[FORECAST_COLUMNS].equals(grown[FORECAST_COLUMNS])
 
 

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..tasks import chance_loss
 from .base import register
 
 PHASES = ("memorisation", "circuit_formation", "clean_up", "grokked")
@@ -311,11 +312,11 @@ def _table(rows, columns) -> pd.DataFrame:
     return df
 
 
-def chance_loss(metrics: pd.DataFrame, n_answers: int | None) -> float:
-    """ln(number of possible answers); without it, the validation loss at the first step (≈ ln n at
-    initialisation)."""
+def _chance(metrics: pd.DataFrame, n_answers: int | None) -> float:
+    """``tasks.chance_loss`` of the number of possible answers; without it, the validation loss at the
+    first step (≈ ln n at initialisation)."""
     if n_answers:
-        return math.log(n_answers)
+        return chance_loss(n_answers)
     v = series(metrics, "val_loss")
     return float(v.iloc[0]) if len(v) else NAN
 
@@ -351,7 +352,7 @@ def find_phases(metrics: pd.DataFrame, results: dict[str, pd.DataFrame] | None =
     train, val = series(metrics, "train_acc"), series(metrics, "val_acc")
     if train.empty:
         return _table([_absent(p, "no metrics yet") for p in PHASES], COLUMNS)
-    c = _Curves(ms, train, val, ms["val_loss"], chance_loss(metrics, n_answers), acc, done,
+    c = _Curves(ms, train, val, ms["val_loss"], _chance(metrics, n_answers), acc, done,
                 int(train.index[0]), int(train.index[-1]), first_step(train, lambda s: s >= acc),
                 first_step(val, lambda s: s >= acc),
                 "" if ms.has("embed_gini") else (

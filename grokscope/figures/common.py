@@ -221,7 +221,7 @@ class RunTables:
     results: dict[str, pd.DataFrame] = field(default_factory=dict)
     phases: pd.DataFrame | None = None
     op_kind: str = "custom"  # grokscope.analyses.fourier.op_kind of the task
-    chance: float | None = None  # ln N, the validation loss of a uniform guess (run.chance_loss); None: unknown
+    chance: float | None = None  # ln N, the validation loss of a uniform guess (tasks.chance_loss); None: unknown
 
     @property
     def last_step(self) -> int | None:

@@ -19,7 +19,8 @@ import plotly.graph_objects as go
 from ..config import RunConfig
 from ..errors import GrokscopeError
 from ..results import RUN_PARENTS, ResultStore, default_out_dir
-from ..run import Run, chance_loss, is_run_dir
+from ..run import Run, is_run_dir
+from ..tasks import chance_loss, get_operation
 from .common import RunTables, figures_on
 
 FEW_CHECKPOINTS = 5  # fewer analysed checkpoints than this: the page says the curves are coarse
@@ -125,7 +126,7 @@ def load_report_run(source: Run | str | Path, results: str | Path | None = None)
     chance = None
     if config is not None:
         with contextlib.suppress(GrokscopeError):  # an operation this process does not know
-            chance = chance_loss(config)
+            chance = chance_loss(len(get_operation(config.task.op).elements(config.task.p)))
     return ReportRun(RunTables(name, metrics, tables, phases, kind, chance), config, run_path, folder, not_applicable,
                      notes)
 

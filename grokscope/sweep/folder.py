@@ -24,7 +24,7 @@ from ..files import atomic_write_text
 from ..results import RESULTS_ROOT, ResultStore, default_out_dir
 from ..run import (METRICS_FILE, checkpoint_path, first_reached, hopeless_step, is_run_dir, read_metrics, stop_step,
                    stored_config)
-from ..tasks import get_operation
+from ..tasks import chance_loss, get_operation
 from .spec import Cell, SweepSpec, check_spec_types
 
 SWEEP_FILE = "sweep.json"
@@ -233,7 +233,7 @@ def val_loss_steps(metrics: pd.DataFrame, n_answers: int) -> dict[str, int | Non
     below 1 and below 0.1 (Nanda et al.'s training-fraction sweep): ``steps_to_val_loss_lnN``,
     ``steps_to_val_loss_1``, ``steps_to_val_loss_0.1``; None where it never does."""
     out = {}
-    for key, level in (("lnN", math.log(n_answers)), ("1", 1.0), ("0.1", 0.1)):
+    for key, level in (("lnN", chance_loss(n_answers)), ("1", 1.0), ("0.1", 0.1)):
         hit = metrics.loc[metrics["val_loss"] < level, "step"] if len(metrics) else []
         out[f"steps_to_val_loss_{key}"] = int(hit.iloc[0]) if len(hit) else None
     return out
