@@ -40,6 +40,16 @@ SWEEPS = {
     "fit-more": {"fixed": {"steps": 800},
                  "grid": {"op": ["x+y", "x*y"], "frac": [0.5, 0.6, 0.7, 0.8], "weight-decay": [1.0, 3.0],
                           "seed": [5, 6, 7]}},
+    # fit-large: runs nearer the Nanda setting (x+y mod 47, one layer of d_model 64, lr 1e-3, full batch,
+    # 4,000 steps), where validation loss climbs to 6-47 nats during memorisation, far above anything at
+    # p = 23; fractions 0.3-0.5, weight decay 0.3 / 1 / 3, seed 20 (9 runs, 2 grok; ~45 min on a loaded CPU)
+    "fit-large": {"base": {"task": {"p": 47},
+                           "model": {"n_layers": 1, "d_model": 64, "n_heads": 4, "d_mlp": 256, "norm": "none"},
+                           "train": {"steps": 4000, "lr": 1e-3, "full_batch": True, "stop_val_acc": 0.0},
+                           "schedule": {"eval_every": 25, "eval_log_points": 10, "ckpt_every": 50,
+                                        "ckpt_log_points": 10, "state_every": 4000}},
+                  "grid": {"op": ["x+y"], "p": [47], "frac": [0.3, 0.4, 0.5], "weight-decay": [0.3, 1.0, 3.0],
+                           "seed": [20]}},
     # test: x-y, x*y and x/y (operations never fitted), other fractions, weight decays and seeds, and a
     # shorter budget, 800 steps (150 runs)
     "test": {"fixed": {"steps": 800},
@@ -72,7 +82,7 @@ FEATURE_SETS = {  # name -> features; "full" and "basic" ship in grokscope/forec
     "steps_only": ["log_budget_left"],
 }
 SHIPPED = ("full", "basic")
-FIT_SWEEPS = ("fit", "fit-short", "fit-more")
+FIT_SWEEPS = ("fit", "fit-short", "fit-more", "fit-large")
 NEAR = 0.15  # the step regression is fitted from this fraction of the way to the grok step on (the range it is evaluated on)
 
 
