@@ -69,6 +69,12 @@ def _fix_step(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def csv_rows(table: pd.DataFrame) -> str:
+    """A table's rows as ``ResultStore.write`` writes them: its CSV lines without the header (so that
+    the lines of parts of a table, rendered where they were computed, join into the table's file)."""
+    return _fix_step(table.copy()).to_csv(index=False, header=False)
+
+
 class ResultStore:
     """Reads and writes the tables and sidecars of one results folder."""
 
@@ -204,12 +210,16 @@ class ResultStore:
             done = {s for s in done if recorded.get(str(s)) is not None and recorded.get(str(s)) == fingerprints.get(s)}
         return table[table["step"].isin(done)].reset_index(drop=True), done  # rows the sidecar vouches for
 
-    def write(self, name: str, table: pd.DataFrame, meta: dict[str, Any]) -> None:
+    def write(self, name: str, table: pd.DataFrame, meta: dict[str, Any], rows_text: str | None = None) -> None:
+        """``rows_text``: ``csv_rows(table)``, when the caller has it already (the header is added here)."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise GrokscopeError(f"cannot write results to {self.folder}: {e.strerror}") from None
-        text = _fix_step(table.copy()).to_csv(index=False)  # steps as ints
+        if rows_text is None:
+            text = _fix_step(table.copy()).to_csv(index=False)  # steps as ints
+        else:
+            text = table.iloc[:0].to_csv(index=False) + rows_text  # the header, then the lines
         meta = {**meta, "params": canonical(meta.get("params", {})), "columns": [str(c) for c in table.columns],
                 "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
