@@ -189,9 +189,10 @@ def _step_rows(out, name: str, step: int) -> pd.DataFrame:
     return table
 
 
-def _joined_text(parts: list[pd.DataFrame], texts: list[str | None], table: pd.DataFrame) -> str | None:
-    """The rows of ``table`` (the parts concatenated and sorted by step) as CSV lines, from the parts'
-    own lines: None unless every part has them, each part is sorted by step, their steps do not
+def _joined_text(parts: list[pd.DataFrame], texts: list[list[bytes] | None], table: pd.DataFrame
+                 ) -> list[bytes] | None:
+    """The rows of ``table`` (the parts concatenated and sorted by step) as CSV lines in pieces, the parts'
+    own lines in step order (not joined: a run's tables can be a GB of text): None unless every part has them, each part is sorted by step, their steps do not
     interleave, and every part's columns have the table's dtypes (an int column that another part
     made float is written "3.0" in the table, "3" in the part)."""
     if any(t is None for t in texts):
@@ -207,7 +208,7 @@ def _joined_text(parts: list[pd.DataFrame], texts: list[str | None], table: pd.D
                 or not part["step"].is_monotonic_increasing or (last is not None and part["step"].iloc[0] <= last):
             return None
         last = part["step"].iloc[-1]
-    return "".join(texts[i] for i in order)
+    return [piece for i in order for piece in texts[i]]
 
 
 class _Pending:
@@ -220,18 +221,18 @@ class _Pending:
         cached, self.done = store.cached(a.name, a.version, params, run.run_id, fingerprints)
         self.prints = {s: fingerprints[s] for s in self.done}  # step -> the checkpoint file its rows came from
         self.parts = [cached] if cached is not None else []
-        self.texts: list[str | None] = [None] * len(self.parts)  # each part's CSV lines (None: not rendered)
+        self.texts: list[list[bytes] | None] = [None] * len(self.parts)  # each part's CSV lines (None: not rendered)
         meta = store.meta(a.name)
         # stale cache (another version, params, run, or changed checkpoint files): rewrite
         self.dirty = meta is not None and (cached is None or len(self.done) != len(meta.get("steps", [])))
         self.todo: set[int] = set()
         self.provenance: dict | None = None  # the record written in the sidecar (set by analyze)
 
-    def add(self, prints: dict[int, str | None], rows: pd.DataFrame, text: str | None = None) -> None:
+    def add(self, prints: dict[int, str | None], rows: pd.DataFrame, text: bytes | None = None) -> None:
         """``rows``: ``_step_rows`` of the analysis's output at the steps of ``prints`` (step -> the
         checkpoint's fingerprint), concatenated; ``text``: their ``csv_rows`` CSV lines."""
         self.parts.append(rows)
-        self.texts.append(text)
+        self.texts.append(None if text is None else [text])
         self.done.update(prints)
         self.prints.update(prints)
         self.dirty = True
@@ -251,12 +252,12 @@ class _Pending:
         if self.dirty:
             table = self.table()
             if self.texts[0] is None:
-                self.texts[0] = csv_rows(table)
+                self.texts[0] = [csv_rows(table)]
             self.store.write(self.a.name, table, {
                 "analysis": self.a.name, "kind": self.a.kind, "version": self.a.version, "params": self.params,
                 "steps": sorted(self.done), "run": str(self.run.path.resolve()), "run_id": self.run.run_id,
                 "checkpoints": {str(s): self.prints.get(s) for s in sorted(self.done)}, "provenance": self.provenance},
-                rows_text=self.texts[0])
+                rows=self.texts[0])
             self.dirty = False
 
 
