@@ -30,6 +30,11 @@ It prints:
 ``--before OLD_CHECKOUT``: the same cold analyze by the grokscope in OLD_CHECKOUT (a git worktree of an
 earlier commit), in a subprocess, right after pass 1 on the same run, then every table of the two
 compared (largest relative difference per float column; rows whose value differs in other columns).
+``--side OLD_CHECKOUT [--side-checkpoints 40]``: instead of the passes, the CPU per checkpoint of the
+old and this checkout measured at the same time (two processes started together, one thread each),
+each analysing the run's first checkpoints with the seven per-checkpoint default analyses in one
+process (``analyze``'s own loader and per-checkpoint step, no workers, no tables written; two
+checkpoints first, not counted, for start-up); prints both and their ratio.
 """
 from __future__ import annotations
 
@@ -201,6 +206,50 @@ print(f"{time.perf_counter() - t} {r.ru_utime + r.ru_stime + c.ru_utime + c.ru_s
 """
 
 
+SIDE = """
+import sys, time
+from grokscope.cpu import configure_cpu
+configure_cpu(1)
+from grokscope.analyze import _Loader, _analyse_step, resolve_params
+from grokscope.analyses import REGISTRY
+from grokscope.run import Run
+run, n = Run(sys.argv[1]), int(sys.argv[2])
+chosen = [REGISTRY[x] for x in ("circles", "fourier_spectrum", "fourier_neurons", "fourier", "neuron_norms",
+                                "sparsity", "weight_norms")]
+params = resolve_params(chosen, None)
+for a in chosen:
+    if a.resolve is not None:
+        params[a.name] = a.resolve(run, params[a.name])
+jobs = [(a.name, a.fn, params[a.name]) for a in chosen]
+loader, data, steps = _Loader(run), run.data, run.steps[:n + 2]
+for s in steps[:2]:
+    _analyse_step(loader, data, s, jobs)
+t = time.process_time()
+for s in steps[2:]:
+    _analyse_step(loader, data, s, jobs)
+print(1000 * (time.process_time() - t) / len(steps[2:]))
+"""
+
+
+def side_by_side(old: Path, run: Run, n: int) -> None:
+    """CPU ms per checkpoint of the old checkout and this one, measured at the same time (``SIDE``)."""
+    here = Path(__file__).resolve().parents[1]
+    procs = {}
+    for label, root in (("before", old.resolve()), ("after", here)):
+        env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+        procs[label] = subprocess.Popen([sys.executable, "-c", SIDE, str(run.path), str(n)], env=env, cwd=root,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ms = {}
+    for label, proc in procs.items():
+        out, err = proc.communicate()
+        if proc.returncode:
+            sys.exit(f"the {label} process failed: {err.strip().splitlines()[-1:]}")
+        ms[label] = float(out.split()[-1])
+    print(f"\nside by side, {min(n, len(run.steps) - 2)} checkpoints each, the seven per-checkpoint analyses, "
+          f"one process each: before {ms['before']:.0f} ms of CPU per checkpoint, after {ms['after']:.0f} ms "
+          f"({ms['before'] / ms['after']:.2f}x)")
+
+
 def before(old: Path, run: Run, out: Path, new_out: Path, cold: float) -> None:
     """The old checkout's cold analyze of the same run, timed, and every table compared with ours."""
     import numpy as np
@@ -251,6 +300,9 @@ def main() -> None:
     ap.add_argument("--before", type=Path, metavar="OLD_CHECKOUT", help="also time and compare an older checkout")
     ap.add_argument("--split", action="store_true", help="time each analysis (with --workers 1)")
     ap.add_argument("--passes", type=int, choices=(1, 2, 3), default=3, help="run passes 1 to N only")
+    ap.add_argument("--side", type=Path, metavar="OLD_CHECKOUT",
+                    help="instead of the passes: CPU per checkpoint of OLD_CHECKOUT and this one, at the same time")
+    ap.add_argument("--side-checkpoints", type=int, default=40, help="checkpoints each for --side")
     args = ap.parse_args()
     if args.split and args.workers != 1:
         ap.error("--split needs --workers 1 (the analyses run in this process)")
@@ -263,6 +315,9 @@ def main() -> None:
     try:
         run = Run(run_dir) if (run_dir / "config.json").exists() else make_run(run_dir, args.checkpoints + 10,
                                                                                 args.states)
+        if args.side:
+            side_by_side(args.side, run, args.side_checkpoints)
+            return
         held = run.steps[-10:]  # hidden for the first passes, then they "arrive"
         hidden = tmp / "held"
         hidden.mkdir()
