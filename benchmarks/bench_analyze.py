@@ -11,13 +11,17 @@ under step ``s``: each file its own, with its step, the run's id and a fresh che
 as training writes them, so analyze reads, checks and analyses every one; nothing in analyze keys on
 a file's content, and ``sharing()`` lives for one checkpoint). A checkpoint of the default model is
 1.7 MB, so the run takes 1.7 MB per checkpoint (17 GB for 10,000: no hard links, which would need one
-step for all their names); it is deleted at the end unless ``--run`` or ``--keep``.
+step for all their names), and the results about 0.15 MB per checkpoint (1.5 GB for 10,000, twice
+that with ``--before``). Before writing the run it checks that the disk holding it has room for both
+with 10 % to spare, and stops with one line if not (``--checkpoints 10000`` needs about 20 GB; this
+machine's disk had about 68 GB free). It is deleted at the end unless ``--run`` or ``--keep``.
 
 It prints:
 1. the cold ``analyze`` (every default analysis, as ``grokscope analyze`` runs them, t-SNE included;
    goal: 10,000 checkpoints in 10 minutes on 2 cores, about 60 ms a checkpoint): wall time, per
    checkpoint, CPU seconds (this process and its workers) and the peak resident memory of this
-   process and of each worker (sampled from /proc every 0.2 s, and the kernel's high-water mark);
+   process and of each worker (sampled from /proc every 0.2 s, and the kernel's high-water mark),
+   and each one's peak over the first and the second half of the run (flat memory: about equal);
 2. a second ``analyze`` with no new checkpoints (goal: seconds): everything comes from the cache;
 3. one more after 10 new checkpoints appear: only those are computed (and, where the last
    checkpoint's key frequencies changed, the tables keyed on them: see ``fourier.resolve_key_freqs``).
@@ -26,6 +30,11 @@ It prints:
 ``--before OLD_CHECKOUT``: the same cold analyze by the grokscope in OLD_CHECKOUT (a git worktree of an
 earlier commit), in a subprocess, right after pass 1 on the same run, then every table of the two
 compared (largest relative difference per float column; rows whose value differs in other columns).
+``--side OLD_CHECKOUT [--side-checkpoints 40]``: instead of the passes, the CPU per checkpoint of the
+old and this checkout measured at the same time (two processes started together, one thread each),
+each analysing the run's first checkpoints with the seven per-checkpoint default analyses in one
+process (``analyze``'s own loader and per-checkpoint step, no workers, no tables written; two
+checkpoints first, not counted, for start-up); prints both and their ratio.
 """
 from __future__ import annotations
 
@@ -56,6 +65,12 @@ def make_run(path: Path, n_ckpts: int, n_states: int) -> Run:
     from grokscope import files
     from grokscope.files import atomic_save, read_safetensors_meta
 
+    need = n_ckpts * (1.75e6 + 0.3e6) * 1.1  # the checkpoints, the results (twice, for --before), 10 % spare
+    path.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        sys.exit(f"bench_analyze: {n_ckpts} checkpoints need about {need / 1e9:.1f} GB on {path.parent}, "
+                 f"which has {free / 1e9:.1f} GB free")
     trained = min(n_ckpts, n_states + 1)
     cfg = grokscope.RunConfig()  # the default model and recipe: x/y mod 97, 50 %
     cfg.train.steps = trained - 1
@@ -85,6 +100,7 @@ class Memory:
 
     def __init__(self, every: float = 0.2):
         self.peak: dict[int, int] = defaultdict(int)  # pid -> bytes
+        self.samples: dict[int, list[int]] = defaultdict(list)  # pid -> resident bytes, every ``every`` s
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._watch, args=(every,), daemon=True)
 
@@ -107,6 +123,7 @@ class Memory:
                 if entry.name.isdigit():
                     st = self._status(int(entry.name))
                     if int(entry.name) == me or st.get("PPid") == me:
+                        self.samples[int(entry.name)].append(st.get("VmRSS", 0))
                         self.peak[int(entry.name)] = max(self.peak[int(entry.name)], st.get("VmHWM", 0),
                                                          st.get("VmRSS", 0))
             self.stop.wait(every)
@@ -124,8 +141,16 @@ class Memory:
         me = os.getpid()
         workers = sorted(v for pid, v in self.peak.items() if pid != me)
         mib = 1024 ** 2
+
+        def halves(pid: int) -> str:  # peak resident memory in the first and the second half of its samples
+            s = self.samples.get(pid, [])
+            return f"{max(s[:len(s) // 2]) / mib:.0f} then {max(s[len(s) // 2:]) / mib:.0f}" if len(s) >= 2 else "-"
+
+        others = sorted((pid for pid in self.peak if pid != me), key=lambda pid: self.peak[pid])
         return (f"peak RSS: this process {self.peak[me] / mib:.0f} MiB"
-                + (f", child processes (workers) {', '.join(f'{v / mib:.0f}' for v in workers)} MiB" if workers else ""))
+                + (f", child processes (workers) {', '.join(f'{v / mib:.0f}' for v in workers)} MiB" if workers else "")
+                + f"; peak in the first / second half of the run: this process {halves(me)} MiB"
+                + "".join(f", child {halves(pid)} MiB" for pid in others))
 
 
 def cpu_seconds() -> float:
@@ -176,9 +201,53 @@ configure_cpu(1)
 from grokscope.analyze import analyze
 t = time.perf_counter()
 analyze(sys.argv[1], out=sys.argv[2], progress=False)
-r = resource.getrusage(resource.RUSAGE_SELF)
-print(f"{time.perf_counter() - t} {r.ru_utime + r.ru_stime} {r.ru_maxrss * 1024}")
+r, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"{time.perf_counter() - t} {r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime} {r.ru_maxrss * 1024} {c.ru_maxrss * 1024}")
 """
+
+
+SIDE = """
+import sys, time
+from grokscope.cpu import configure_cpu
+configure_cpu(1)
+from grokscope.analyze import _Loader, _analyse_step, resolve_params
+from grokscope.analyses import REGISTRY
+from grokscope.run import Run
+run, n = Run(sys.argv[1]), int(sys.argv[2])
+chosen = [REGISTRY[x] for x in ("circles", "fourier_spectrum", "fourier_neurons", "fourier", "neuron_norms",
+                                "sparsity", "weight_norms")]
+params = resolve_params(chosen, None)
+for a in chosen:
+    if a.resolve is not None:
+        params[a.name] = a.resolve(run, params[a.name])
+jobs = [(a.name, a.fn, params[a.name]) for a in chosen]
+loader, data, steps = _Loader(run), run.data, run.steps[:n + 2]
+for s in steps[:2]:
+    _analyse_step(loader, data, s, jobs)
+t = time.process_time()
+for s in steps[2:]:
+    _analyse_step(loader, data, s, jobs)
+print(1000 * (time.process_time() - t) / len(steps[2:]))
+"""
+
+
+def side_by_side(old: Path, run: Run, n: int) -> None:
+    """CPU ms per checkpoint of the old checkout and this one, measured at the same time (``SIDE``)."""
+    here = Path(__file__).resolve().parents[1]
+    procs = {}
+    for label, root in (("before", old.resolve()), ("after", here)):
+        env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+        procs[label] = subprocess.Popen([sys.executable, "-c", SIDE, str(run.path), str(n)], env=env, cwd=root,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ms = {}
+    for label, proc in procs.items():
+        out, err = proc.communicate()
+        if proc.returncode:
+            sys.exit(f"the {label} process failed: {err.strip().splitlines()[-1:]}")
+        ms[label] = float(out.split()[-1])
+    print(f"\nside by side, {min(n, len(run.steps) - 2)} checkpoints each, the seven per-checkpoint analyses, "
+          f"one process each: before {ms['before']:.0f} ms of CPU per checkpoint, after {ms['after']:.0f} ms "
+          f"({ms['before'] / ms['after']:.2f}x)")
 
 
 def before(old: Path, run: Run, out: Path, new_out: Path, cold: float) -> None:
@@ -191,10 +260,11 @@ def before(old: Path, run: Run, out: Path, new_out: Path, cold: float) -> None:
                           text=True, cwd=old)
     if done.returncode:
         sys.exit(f"the old checkout's analyze failed: {done.stderr.strip().splitlines()[-1:]}")
-    wall, cpu, rss = map(float, done.stdout.split()[-3:])
+    wall, cpu, rss, child_rss = map(float, done.stdout.split()[-4:])
     n = len(run.steps)
-    print(f"\nbefore ({old}): {wall:.1f} s wall ({1000 * wall / n:.0f} ms per checkpoint), {cpu:.1f} s CPU, "
-          f"peak RSS {rss / 1024 ** 2:.0f} MiB; old / new wall = {wall / cold:.2f}")
+    print(f"\nbefore ({old}): {wall:.1f} s wall ({1000 * wall / n:.0f} ms per checkpoint), {cpu:.1f} s CPU "
+          f"({1000 * cpu / n:.0f} ms per checkpoint, workers included), peak RSS {rss / 1024 ** 2:.0f} MiB "
+          f"(the largest worker's {child_rss / 1024 ** 2:.0f} MiB); old / new wall = {wall / cold:.2f}")
     for path in sorted(out.glob("*.csv")):
         a, b = pd.read_csv(path), pd.read_csv(new_out / path.name)
         if list(a.columns) != list(b.columns) or len(a) != len(b):
@@ -230,6 +300,9 @@ def main() -> None:
     ap.add_argument("--before", type=Path, metavar="OLD_CHECKOUT", help="also time and compare an older checkout")
     ap.add_argument("--split", action="store_true", help="time each analysis (with --workers 1)")
     ap.add_argument("--passes", type=int, choices=(1, 2, 3), default=3, help="run passes 1 to N only")
+    ap.add_argument("--side", type=Path, metavar="OLD_CHECKOUT",
+                    help="instead of the passes: CPU per checkpoint of OLD_CHECKOUT and this one, at the same time")
+    ap.add_argument("--side-checkpoints", type=int, default=40, help="checkpoints each for --side")
     args = ap.parse_args()
     if args.split and args.workers != 1:
         ap.error("--split needs --workers 1 (the analyses run in this process)")
@@ -242,6 +315,9 @@ def main() -> None:
     try:
         run = Run(run_dir) if (run_dir / "config.json").exists() else make_run(run_dir, args.checkpoints + 10,
                                                                                 args.states)
+        if args.side:
+            side_by_side(args.side, run, args.side_checkpoints)
+            return
         held = run.steps[-10:]  # hidden for the first passes, then they "arrive"
         hidden = tmp / "held"
         hidden.mkdir()

@@ -28,7 +28,7 @@ from .analyses._common import sharing
 from .analyses.base import unavailable
 from .errors import GrokscopeError, did_you_mean, printable
 from .files import remove_stale_temporaries
-from .results import ResultStore, default_out_dir
+from .results import ResultStore, csv_rows, default_out_dir
 from .locks import FolderLock
 from .run import Run, fingerprint, is_run_dir
 from .weights import load_weights
@@ -189,8 +189,31 @@ def _step_rows(out, name: str, step: int) -> pd.DataFrame:
     return table
 
 
+def _joined_text(parts: list[pd.DataFrame], texts: list[list[bytes] | None], table: pd.DataFrame
+                 ) -> list[bytes] | None:
+    """The rows of ``table`` (the parts concatenated and sorted by step) as CSV lines in pieces, the parts'
+    own lines in step order (not joined: a run's tables can be a GB of text): None unless every part has them, each part is sorted by step, their steps do not
+    interleave, and every part's columns have the table's dtypes (an int column that another part
+    made float is written "3.0" in the table, "3" in the part)."""
+    if any(t is None for t in texts):
+        return None
+    dtypes = list(table.dtypes)
+    order = sorted(range(len(parts)), key=lambda i: int(parts[i]["step"].iloc[0]) if len(parts[i]) else -1)
+    last = None
+    for i in order:
+        part = parts[i]
+        if not len(part):
+            continue
+        if list(part.columns) != list(table.columns) or list(part.dtypes) != dtypes \
+                or not part["step"].is_monotonic_increasing or (last is not None and part["step"].iloc[0] <= last):
+            return None
+        last = part["step"].iloc[-1]
+    return [piece for i in order for piece in texts[i]]
+
+
 class _Pending:
-    """One checkpoint analysis in progress: cached rows, new rows, steps done."""
+    """One checkpoint analysis in progress: cached rows, new rows (with their CSV lines, rendered where
+    they were computed: the worker processes), steps done."""
 
     def __init__(self, a: Analysis, params: dict[str, Any], store: ResultStore, run: Run,
                  fingerprints: dict[int, str | None]):
@@ -198,34 +221,43 @@ class _Pending:
         cached, self.done = store.cached(a.name, a.version, params, run.run_id, fingerprints)
         self.prints = {s: fingerprints[s] for s in self.done}  # step -> the checkpoint file its rows came from
         self.parts = [cached] if cached is not None else []
+        self.texts: list[list[bytes] | None] = [None] * len(self.parts)  # each part's CSV lines (None: not rendered)
         meta = store.meta(a.name)
         # stale cache (another version, params, run, or changed checkpoint files): rewrite
         self.dirty = meta is not None and (cached is None or len(self.done) != len(meta.get("steps", [])))
         self.todo: set[int] = set()
         self.provenance: dict | None = None  # the record written in the sidecar (set by analyze)
 
-    def add(self, step: int, rows: pd.DataFrame, print_: str | None) -> None:
-        """``rows``: ``_step_rows`` of the analysis's output at ``step``."""
+    def add(self, prints: dict[int, str | None], rows: pd.DataFrame, text: bytes | None = None) -> None:
+        """``rows``: ``_step_rows`` of the analysis's output at the steps of ``prints`` (step -> the
+        checkpoint's fingerprint), concatenated; ``text``: their ``csv_rows`` CSV lines."""
         self.parts.append(rows)
-        self.done.add(step)
-        self.prints[step] = print_
+        self.texts.append(None if text is None else [text])
+        self.done.update(prints)
+        self.prints.update(prints)
         self.dirty = True
 
     def table(self) -> pd.DataFrame:
-        parts = [p for p in self.parts if len(p.columns)]
-        if not parts:
+        kept = [(p, t) for p, t in zip(self.parts, self.texts) if len(p.columns)]
+        if not kept:
             return pd.DataFrame({"step": pd.Series(dtype="int64")})
+        parts, texts = [p for p, _ in kept], [t for _, t in kept]
         table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        text = _joined_text(parts, texts, table) if len(parts) > 1 else texts[0]
         table = table.sort_values("step", kind="stable").reset_index(drop=True)
-        self.parts = [table]
+        self.parts, self.texts = [table], [text]
         return table
 
     def flush(self) -> None:
         if self.dirty:
-            self.store.write(self.a.name, self.table(), {
+            table = self.table()
+            if self.texts[0] is None:
+                self.texts[0] = [csv_rows(table)]
+            self.store.write(self.a.name, table, {
                 "analysis": self.a.name, "kind": self.a.kind, "version": self.a.version, "params": self.params,
                 "steps": sorted(self.done), "run": str(self.run.path.resolve()), "run_id": self.run.run_id,
-                "checkpoints": {str(s): self.prints.get(s) for s in sorted(self.done)}, "provenance": self.provenance})
+                "checkpoints": {str(s): self.prints.get(s) for s in sorted(self.done)}, "provenance": self.provenance},
+                rows=self.texts[0])
             self.dirty = False
 
 
@@ -356,6 +388,25 @@ def _analyse_step(loader: _Loader, data, step: int, jobs: list[tuple[str, Callab
         loader.done()
 
 
+def _analyse_steps(loader: _Loader, data, work: list[tuple[int, list[tuple[str, Callable, dict]]]]):
+    """A batch of checkpoints, ``work``: (step, jobs) each. Returns ([(step, fingerprint, None or the
+    GrokscopeError's text)], {name: ({step: fingerprint}, the rows of those steps, their CSV lines)}):
+    the lines are rendered here, so that worker processes, not the parent, do it once per row."""
+    entries, parts = [], {}
+    for step, jobs in work:
+        print_, rows = _analyse_step(loader, data, step, jobs)
+        entries.append((step, print_, rows if isinstance(rows, str) else None))
+        for name, r in ({} if isinstance(rows, str) else rows).items():
+            prints, frames = parts.setdefault(name, ({}, []))
+            prints[step] = print_
+            frames.append(r)
+    out = {}
+    for name, (prints, frames) in parts.items():
+        table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        out[name] = (prints, table, csv_rows(table))
+    return entries, out
+
+
 _WORKER: dict[str, _Loader] = {}  # in a worker process: run path -> its loader, kept between jobs
 
 
@@ -367,15 +418,14 @@ def _worker_init(threads: int, parent: int) -> None:
     configure_cpu(threads)
 
 
-def _worker_job(path: str, work: list[tuple[int, list[str]]], params: dict[str, dict]) -> list[tuple]:
-    """In a worker process: (step, fingerprint, rows or error) for each (step, analysis names) of ``work``."""
+def _worker_job(path: str, work: list[tuple[int, list[str]]], params: dict[str, dict]) -> tuple[list, dict]:
+    """In a worker process: ``_analyse_steps`` of ``work``, (step, analysis names) each."""
     loader = _WORKER.get(path)
     if loader is None:
         _WORKER.clear()
         loader = _WORKER[path] = _Loader(Run(path))
-    data = loader.run.data
-    return [(step, *_analyse_step(loader, data, step, [(n, get_analysis(n).fn, params[n]) for n in names]))
-            for step, names in work]
+    return _analyse_steps(loader, loader.run.data,
+                          [(step, [(n, get_analysis(n).fn, params[n]) for n in names]) for step, names in work])
 
 
 def worker_count(n_steps: int) -> int:
@@ -388,14 +438,15 @@ def worker_count(n_steps: int) -> int:
 
 
 def _results(run: Run, data, pending: list[_Pending], todo: list[int], workers: int):
-    """(step, fingerprint, rows or error) for every step of ``todo``, in order: here, or from
-    ``workers`` processes in chunks of ``CHUNK_STEPS`` (a few chunks ahead, so memory stays flat)."""
+    """``_analyse_steps`` of every step of ``todo``, in order, in chunks of ``CHUNK_STEPS``: here, or in
+    ``workers`` processes (a few chunks ahead, so memory stays flat)."""
     work = [(step, [p.a.name for p in pending if step in p.todo]) for step in todo]
     if workers <= 1:
         loader = _Loader(run)
-        for step, names in work:
-            yield (step, *_analyse_step(loader, data, step, [(p.a.name, p.a.fn, p.params) for p in pending
-                                                             if p.a.name in names]))
+        jobs = {p.a.name: (p.a.name, p.a.fn, p.params) for p in pending}
+        for i in range(0, len(work), CHUNK_STEPS):
+            yield _analyse_steps(loader, data, [(step, [jobs[n] for n in names])
+                                                for step, names in work[i:i + CHUNK_STEPS]])
         return
     import concurrent.futures as cf
     from collections import deque
@@ -413,9 +464,9 @@ def _results(run: Run, data, pending: list[_Pending], todo: list[int], workers: 
         for chunk in chunks:
             ahead.append(pool.submit(_worker_job, str(run.path), chunk, params))
             if len(ahead) >= 2 * workers:
-                yield from ahead.popleft().result()
+                yield ahead.popleft().result()
         while ahead:
-            yield from ahead.popleft().result()
+            yield ahead.popleft().result()
         pool.shutdown(wait=True)  # every job is done: the workers exit
     except cf.process.BrokenProcessPool:
         raise GrokscopeError(f"a worker process of analyze died (killed, or out of memory); what was done is "
@@ -442,17 +493,18 @@ def _checkpoint_analyses(run: Run, data, pending: list[_Pending], progress: bool
     try:
         bar = tqdm(total=len(todo), disable=not progress or not todo, desc=f"analyze {run.path.name}", unit="ckpt",
                    dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
-        for step, print_, rows in _results(run, data, pending, todo, min(workers, max(1, len(todo)))):
-            bar.update()
-            if isinstance(rows, str):
-                skipped.append(rows)
+        for entries, parts in _results(run, data, pending, todo, min(workers, max(1, len(todo)))):
+            bar.update(len(entries))
+            for step, _, error in entries:
+                if error is None:
+                    ok += 1
+                    continue
+                skipped.append(error)
                 if len(skipped) < len(todo):
-                    warn(f"skipping step {step}: {rows}")
-                continue
-            ok += 1
+                    warn(f"skipping step {step}: {error}")
             for p in pending:
-                if p.a.name in rows:
-                    p.add(step, rows[p.a.name], print_)
+                if p.a.name in parts:
+                    p.add(*parts[p.a.name])
             if time.monotonic() > next_flush:
                 t = time.monotonic()
                 for p in pending:

@@ -83,14 +83,16 @@ def _write_error(path: Path, e: BaseException) -> GrokscopeError:
     return GrokscopeError(f"cannot write {path}: {reason}")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file, fsync it, rename it into place and fsync the folder. On any
-    error the temporary file is removed and the file under ``path`` is as it was."""
+def atomic_write_bytes(path: Path, data: bytes | list[bytes]) -> None:
+    """Write ``data`` (or its pieces, one after the other, never joined in memory) to a temporary file,
+    fsync it, rename it into place and fsync the folder. On any error the temporary file is removed and
+    the file under ``path`` is as it was."""
     path = Path(path)
     tmp = _tmp(path)
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            for piece in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+                f.write(piece)
             f.flush()
             _fsync(f.fileno())
         os.replace(tmp, path)

@@ -206,6 +206,23 @@ def answer_logits(model, tokens: torch.Tensor, capture: dict | None = None, rows
             raise ValueError("capture needs at least 3 positions")
         return model(tokens)[:, -1]
     r = _Rows(model.cfg, tokens) if rows is None else rows
+    resid = _norm(_last_stream(model, r, capture), getattr(model, "ln_final", None), r.kind)  # (B, d_model)
+    return torch.addmm(model.unembed.b_U, resid, model.unembed.W_U)
+
+
+def answer_activations(model, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``answer_logits``'s ``capture`` without the logits: every block's ``hook_resid_mid``, ``mlp.hook_post``
+    and ``hook_resid_post`` at the last position, (batch, width) each, the same values (it runs the same
+    blocks and stops before ``ln_final`` and the unembedding, which analyses of the activations never read)."""
+    if tokens.shape[1] < 3:
+        raise ValueError("capture needs at least 3 positions")
+    capture: dict[str, torch.Tensor] = {}
+    _last_stream(model, _Rows(model.cfg, tokens), capture)
+    return capture
+
+
+def _last_stream(model, r: _Rows, capture: dict | None) -> torch.Tensor:
+    """The residual stream after the last block at the last position, (B, d_model)."""
     V = model.cfg.d_vocab
     emb = torch.index_select(model.embed.W_E, 0, r.pairs % V)  # (U, d_model)
     emb.add_(torch.index_select(model.pos_embed.W_pos, 0, r.pairs // V))
@@ -218,8 +235,7 @@ def answer_logits(model, tokens: torch.Tensor, capture: dict | None = None, rows
             suf = _last_block(r, pre, suf, block, capture, layer)
         else:
             pre, suf = _middle_block(r, pre, suf, block, capture, layer)
-    resid = _norm(suf[:, -1], getattr(model, "ln_final", None), r.kind)  # (B, d_model)
-    return torch.addmm(model.unembed.b_U, resid, model.unembed.W_U)
+    return suf[:, -1]
 
 
 def answer_flops(cfg, batch: int, prefixes: int | None = None, pairs: int | None = None,

@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import GrokscopeError
-from .files import atomic_write_text
+from .files import atomic_write_bytes, atomic_write_text
 from .run import is_run_dir
 
 RESULTS_ROOT = Path("analyses")
@@ -67,6 +67,12 @@ def _fix_step(df: pd.DataFrame) -> pd.DataFrame:
             continue  # not step numbers
         df[col] = values.astype("Int64" if values.isna().any() else "int64")
     return df
+
+
+def csv_rows(table: pd.DataFrame) -> bytes:
+    """A table's rows as ``ResultStore.write`` writes them: its CSV lines without the header, UTF-8 (so
+    that the lines of parts of a table, rendered where they were computed, make up the table's file)."""
+    return _fix_step(table.copy()).to_csv(index=False, header=False).encode("utf-8")
 
 
 class ResultStore:
@@ -204,16 +210,23 @@ class ResultStore:
             done = {s for s in done if recorded.get(str(s)) is not None and recorded.get(str(s)) == fingerprints.get(s)}
         return table[table["step"].isin(done)].reset_index(drop=True), done  # rows the sidecar vouches for
 
-    def write(self, name: str, table: pd.DataFrame, meta: dict[str, Any]) -> None:
+    def write(self, name: str, table: pd.DataFrame, meta: dict[str, Any], rows: list[bytes] | None = None) -> None:
+        """``rows``: ``csv_rows`` of the table's rows in pieces, in order, when the caller has them already
+        (the header is added here; the pieces are written one after the other, not joined)."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise GrokscopeError(f"cannot write results to {self.folder}: {e.strerror}") from None
-        text = _fix_step(table.copy()).to_csv(index=False)  # steps as ints
+        if rows is None:
+            pieces = [_fix_step(table.copy()).to_csv(index=False).encode("utf-8")]  # steps as ints
+        else:
+            pieces = [table.iloc[:0].to_csv(index=False).encode("utf-8"), *rows]  # the header, then the lines
+        digest = hashlib.sha256()
+        for piece in pieces:
+            digest.update(piece)
         meta = {**meta, "params": canonical(meta.get("params", {})), "columns": [str(c) for c in table.columns],
-                "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-                "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        atomic_write_text(self.table_path(name), text)
+                "sha256": digest.hexdigest(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write_bytes(self.table_path(name), pieces)
         atomic_write_text(self.sidecar_path(name), json.dumps(meta, indent=1, default=_json_default) + "\n")
 
     def load_all(self, run_id: str | None = None, strict: bool = True) -> dict[str, pd.DataFrame]:

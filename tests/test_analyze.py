@@ -223,3 +223,46 @@ def test_a_bad_worker_count_is_one_line_and_exit_2(run, value, capsys):
 def test_workers_refused_for_an_analysis_a_worker_cannot_import(run, tmp_path, calls):
     with pytest.raises(GrokscopeError, match="workers=1"):
         analyze(run, only="probe_a", out=tmp_path / "res", progress=False, workers=2)
+
+
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_tables_written_from_their_parts_lines_equal_the_whole_tables(run, tmp_path, monkeypatch, workers):
+    """The CSV lines of each batch of checkpoints are rendered where they were computed (the workers) and
+    joined in the parent: every file equals the one written from the whole table, byte for byte, when the
+    batches are single checkpoints joined, when a cached table grows by steps after its own (joined) and
+    between them (rendered whole), and (in this process) when an int column of one batch is float in
+    another (the joined lines would say "3" where the table says "3.0": rendered whole)."""
+    import sys
+
+    from grokscope.results import ResultStore
+
+    module = sys.modules["grokscope.analyze"]
+    monkeypatch.setattr(module, "CHUNK_STEPS", 1)
+    joined = []
+    original = module._joined_text
+    monkeypatch.setattr(module, "_joined_text", lambda *a: joined.append(original(*a)) or joined[-1])
+    only = "weight_norms,sparsity,fourier_spectrum"
+    if workers == 1:
+        calls = []
+
+        def odd(model, data):  # an int at every other call, NaN (a float column) at the others
+            calls.append(1)
+            return {"count": 3 if len(calls) % 2 else float("nan"), "label": "a,b"}
+
+        monkeypatch.setitem(REGISTRY, "probe_odd", Analysis("probe_odd", odd, "test probe"))
+        only += ",probe_odd"
+
+    def check(out, tables):
+        ref = ResultStore(tmp_path / "ref")
+        for name, table in tables.items():
+            ref.write(name, table, {})
+            assert (out / f"{name}.csv").read_bytes() == ref.table_path(name).read_bytes(), name
+        return sorted(tables)
+
+    out = tmp_path / "res"
+    s = run.steps
+    assert len(s) >= 5
+    for steps in (s[:2], s[:2] + s[3:4], s):  # single steps; then one after them; then the rest, between
+        assert check(out, analyze(run, only=only, steps=steps, out=out, progress=False, workers=workers)) == sorted(only.split(","))
+    assert sorted(pd.read_csv(out / "weight_norms.csv").step.unique()) == s
+    assert any(t is not None for t in joined) and any(t is None for t in joined)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from grokscope.config import ModelConfig
-from grokscope.forward import answer_logits
+from grokscope.forward import answer_activations, answer_logits
 from grokscope.model import build_model, n_params, sinusoidal_positions
 
 
@@ -48,6 +48,8 @@ def test_answer_logits_equals_hooked_forward(opts):
     assert len(captured) == 3 * cfg.n_layers  # hook_resid_mid, mlp.hook_post, hook_resid_post
     for name, act in captured.items():
         torch.testing.assert_close(act, cache[name][:, -1], atol=1e-8, rtol=1e-8)
+    acts = answer_activations(model, tokens)  # the same blocks, without the logits: the very same values
+    assert acts.keys() == captured.keys() and all(torch.equal(acts[k], captured[k]) for k in acts)
     # gradients agree too
     g_ref = torch.autograd.grad(ref.square().sum(), [p for p in model.parameters() if p.requires_grad])
     g_fast = torch.autograd.grad(fast.square().sum(), [p for p in model.parameters() if p.requires_grad])
