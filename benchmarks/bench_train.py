@@ -135,7 +135,7 @@ def _job(kind: str, steps: int, threads: int, queue) -> None:
             queue.put((kind, grokscope_run(steps, ckpt_every=1000)[0], peak, None))
     elif kind == "grokscope-compile":  # the same, each run in a fresh process of its own
         queue.put(("flops", None, peak, None))
-        code = ("import sys, torch; from grokscope.forward import configure_cpu; configure_cpu(int(sys.argv[2])); "
+        code = ("import sys, torch; from grokscope.cpu import configure_cpu; configure_cpu(int(sys.argv[2])); "
                 "sys.path.insert(0, sys.argv[3]); import bench_train; "
                 "print(bench_train.grokscope_run(int(sys.argv[1]), 1000, compile=True)[0])")
         child = None
@@ -224,7 +224,8 @@ def main() -> None:
         print(f"{args.steps} steps, x/y mod 97, 50 %: plain TransformerLens loop {plain:.1f} s; beside it, "
               f"{len(runs)} whole grokscope.train runs with compile=True, each in a fresh process: "
               f"{', '.join(f'{r:.1f}' for r in runs)} s (the first compiled with an empty inductor cache, the "
-              f"others from its disk cache); speed-up per run: {', '.join(f'{plain / r:.2f}x' for r in runs)}")
+              f"others from its disk cache); speed-up per run: {', '.join(f'{plain / r:.2f}x' for r in runs)}; "
+              f"median {plain / statistics.median(runs):.2f}x")
         return
 
     plain, runs, peak, loop = plain_vs_grokscope(args.steps, args.threads)

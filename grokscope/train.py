@@ -32,7 +32,7 @@ import torch
 from .config import RunConfig, batch_size
 from .errors import GrokscopeError, TrainingInterrupted
 from .adamw import ADAM_EPS, adamw_, fused_adamw_available
-from .forward import answer_logits, compile_failed, compiled_answer_logits, compiled_mode
+from .forward import answer_logits, compile_failed, compiled_answer_logits, compiled_mode, inductor_cache_dir
 from .cpu import restoring_cpu_settings
 from .files import fmt_bytes
 from .locks import FolderLock
@@ -764,7 +764,8 @@ def _train(prep: Prepared, progress: bool, log, forecast: bool = True, live: tup
         log("grokscope: compiling the training step (torch.compile, once per process) ...")
         t0 = time.perf_counter()
         trainer.compile_now()
-        log(f"grokscope: compiled in {time.perf_counter() - t0:.1f} s")
+        log(f"grokscope: compiled in {time.perf_counter() - t0:.1f} s (inductor's cache: {inductor_cache_dir()}, "
+            f"set TORCHINDUCTOR_CACHE_DIR to move it)")
     scalars = None
     if live[0] is not False and live[0] is not None:
         folder = live_folder(prep.run_dir) if live[0] is True else Path(live[0])
