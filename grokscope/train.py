@@ -491,8 +491,8 @@ class _Forecasts:
         # unless the schedule has it anyway (a run resumed with a larger budget forecasts as if it always had it)
         sch, total = writers[0].prep.cfg.schedule, writers[0].prep.cfg.train.steps
         big = total + sch.eval_every * sch.ckpt_every
-        self.allowed = {x for x in set(schedule(big, sch.eval_every, sch.eval_log_points))
-                        & set(schedule(big, sch.ckpt_every, sch.ckpt_log_points)) if x <= total}
+        self.evals = set(schedule(big, sch.eval_every, sch.eval_log_points))
+        self.allowed = {x for x in self.evals & set(schedule(big, sch.ckpt_every, sch.ckpt_log_points)) if x <= total}
         self.last: list[int | None] = [None] * len(writers)  # the last step each forecaster was asked
         self.line = ""  # the latest forecast of run 0, in words
         self.seconds = 0.0
@@ -528,11 +528,13 @@ class _Forecasts:
 
     def _replay(self, k: int, w: RunWriter) -> None:
         """The forecaster of a resumed run given what it was given up to the resume point: each kept
-        metrics row (``observe``), and at a due step with the weights of that step's checkpoint."""
+        metrics row of a scheduled evaluation (``observe``; not the row an interrupt adds at the step it
+        stopped at, which the uninterrupted run does not have), and at a due step with the weights of
+        that step's checkpoint."""
         run, model = Run(w.run_dir), None
         for _, r in w.kept.iterrows():
             step = int(r["step"])
-            if step > w.prep.start:
+            if step > w.prep.start or step not in self.evals:
                 continue
             row = {c: float(r[c]) for c in METRIC_COLUMNS[1:-len(FORECAST_COLUMNS)]}
             if not self.due(k, step):
