@@ -422,13 +422,9 @@ FORECAST_TABLE = "forecast"  # the results table `grokscope forecast --save` wri
 
 def save_forecast(run, table) -> Path:
     """The forecast table in the run's results folder (analyses/<run>/forecast.csv, with its sidecar)."""
-    from .results import ResultStore, default_out_dir
-    from .sweep.folder import check_results_folder
+    from .forecast import results_store
 
-    folder = default_out_dir(run.path)
-    check_results_folder(folder)
-    store = ResultStore(folder)
-    store.check_owner(run)
+    store = results_store(run)
     store.write(FORECAST_TABLE, table, {"analysis": FORECAST_TABLE, "kind": "run", "steps": [int(s) for s in table["step"]],
                                         "run": str(run.path.resolve()), "run_id": run.run_id})
     return store.table_path(FORECAST_TABLE)

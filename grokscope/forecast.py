@@ -141,6 +141,18 @@ MEASURES_TABLE = "forecast_measures"  # the cache of ``measure_run`` in the run'
 MEASURES_VERSION = 1  # bump when ``progress_measures`` changes: a cache of another version is measured again
 
 
+def results_store(run):
+    """The run's own results folder (``analyses/<run>``) as a ``ResultStore``; a GrokscopeError when the
+    folder is not a results folder or holds another run's results."""
+    from .results import ResultStore, default_out_dir
+    from .sweep.folder import check_results_folder
+
+    store = ResultStore(default_out_dir(run.path))
+    check_results_folder(store.folder)
+    store.check_owner(run)
+    return store
+
+
 def cached_measures(run, steps) -> pd.DataFrame:
     """``measure_run`` through a cache: the table ``MEASURES_TABLE`` in the run's results folder
     (``analyses/<run>``, as the analyses' tables: versioned by ``MEASURES_VERSION``, kept per checkpoint
@@ -148,21 +160,17 @@ def cached_measures(run, steps) -> pd.DataFrame:
     folder that cannot hold it (another run's results, not writable) is left alone: the measures are
     then computed every time."""
     from .locks import FolderLock
-    from .results import ResultStore, default_out_dir
-    from .sweep.folder import check_results_folder
 
     steps = sorted(int(s) for s in steps)
     if not steps:
         return measure_run(run, [])
-    store, params = ResultStore(default_out_dir(run.path)), {"measures": list(MEASURES)}
+    params = {"measures": list(MEASURES)}
     try:
-        check_results_folder(store.folder)
-        store.check_owner(run)
-        writable = True
+        store = results_store(run)
     except GrokscopeError:
-        writable = False
+        store = None
     prints = run.fingerprints(run.steps)
-    cached, done = (store.cached(MEASURES_TABLE, MEASURES_VERSION, params, run.run_id, prints) if writable
+    cached, done = (store.cached(MEASURES_TABLE, MEASURES_VERSION, params, run.run_id, prints) if store is not None
                     else (None, set()))
     todo = [s for s in steps if s not in done]
     if not todo:
@@ -170,7 +178,7 @@ def cached_measures(run, steps) -> pd.DataFrame:
     new = measure_run(run, todo)
     table = new if cached is None or not len(cached) else pd.concat([cached, new], ignore_index=True)
     table = table.sort_values("step").reset_index(drop=True)
-    if writable:
+    if store is not None:
         kept = sorted(done | set(todo))
         try:
             with FolderLock(store.folder, "forecast"):  # not while ``analyze`` writes there
@@ -407,5 +415,5 @@ class LiveForecaster:
         return out
 
 
-__all__ = ["Forecast", "Forecaster", "LiveForecaster", "cached_measures", "features", "forecast_run", "measure_run",
+__all__ = ["Forecast", "Forecaster", "LiveForecaster", "cached_measures", "results_store", "features", "forecast_run", "measure_run",
            "progress_measures"]

@@ -217,10 +217,8 @@ class ResultStore:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise GrokscopeError(f"cannot write results to {self.folder}: {e.strerror}") from None
-        if rows is None:
-            pieces = [_fix_step(table.copy()).to_csv(index=False).encode("utf-8")]  # steps as ints
-        else:
-            pieces = [table.iloc[:0].to_csv(index=False).encode("utf-8"), *rows]  # the header, then the lines
+        # the header, then the lines (steps as ints: ``csv_rows``)
+        pieces = [table.iloc[:0].to_csv(index=False).encode("utf-8"), *(rows if rows is not None else [csv_rows(table)])]
         digest = hashlib.sha256()
         for piece in pieces:
             digest.update(piece)
